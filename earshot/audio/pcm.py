@@ -1,0 +1,53 @@
+"""PCM inside earshot: mono float32 at 16 kHz, and the conversions to and from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+ENGINE_RATE_HZ = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """Decoded audio: mono float32 samples in [-1, 1] at ENGINE_RATE_HZ."""
+
+    samples: np.ndarray
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds."""
+        return len(self.samples) / ENGINE_RATE_HZ
+
+    def pcm16(self) -> bytes:
+        """Little-endian signed 16-bit PCM of the samples."""
+        return float_to_pcm16(self.samples)
+
+    def slice(self, start_s: float, end_s: float) -> Audio:
+        """The audio between two times, in seconds."""
+        return Audio(self.samples[int(start_s * ENGINE_RATE_HZ) : int(end_s * ENGINE_RATE_HZ)])
+
+
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] to little-endian PCM16 bytes, clipping overs."""
+    scaled = np.clip(np.rint(samples * 32767.0), -32768, 32767)
+    return scaled.astype("<i2").tobytes()
+
+
+def pcm16_to_float(data: bytes, channels: int = 1) -> np.ndarray:
+    """Little-endian PCM16 bytes to mono float32, averaging interleaved channels."""
+    usable = len(data) - len(data) % (2 * channels)
+    ints = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+    if channels > 1:
+        ints = ints.reshape(-1, channels).mean(axis=1)
+    return ints.astype(np.float32, copy=False)
+
+
+def to_engine_rate(samples: np.ndarray, rate_hz: int) -> np.ndarray:
+    """Resample mono float32 samples from `rate_hz` to ENGINE_RATE_HZ."""
+    if rate_hz == ENGINE_RATE_HZ or len(samples) == 0:
+        return samples.astype(np.float32, copy=False)
+    resampled = soxr.resample(samples, rate_hz, ENGINE_RATE_HZ, quality="HQ")
+    return np.asarray(resampled, dtype=np.float32)

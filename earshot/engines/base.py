@@ -1,0 +1,103 @@
+"""The Engine protocol: what every local engine and cloud provider offers earshot."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from earshot.audio.pcm import Audio
+from earshot.streaming.events import EngineResult, Word
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeOptions:
+    """What the caller asked for, independent of wire protocol."""
+
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    word_timestamps: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch of recognised speech with its words; times in seconds from the start."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = field(default_factory=tuple)
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """A whole recognition result."""
+
+    text: str
+    language: str
+    duration_s: float
+    segments: tuple[Segment, ...] = field(default_factory=tuple)
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        """All words of all segments, in order."""
+        return tuple(word for segment in self.segments for word in segment.words)
+
+    @classmethod
+    def from_segments(cls, segments: list[Segment], language: str, duration_s: float) -> Transcript:
+        """Join segments into a transcript, their texts separated by single spaces."""
+        text = " ".join(segment.text for segment in segments if segment.text)
+        return cls(text=text, language=language, duration_s=duration_s, segments=tuple(segments))
+
+
+class EngineError(Exception):
+    """The engine failed on audio it accepted; the message is safe to show a caller."""
+
+
+@runtime_checkable
+class EngineStream(Protocol):
+    """An open incremental recognition: PCM in, Partial and Final results out."""
+
+    async def send(self, audio: Audio) -> None:
+        """Feed the next stretch of audio."""
+
+    async def finalize(self) -> None:
+        """Turn everything heard so far into Final results; the stream stays open."""
+
+    async def close(self) -> None:
+        """Finalize, then end: `results()` finishes after the last Final."""
+
+    def results(self) -> AsyncIterator[EngineResult]:
+        """Partial and Final results in the order the engine produced them."""
+        ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A speech recogniser earshot can route to."""
+
+    name: str
+    ready: bool
+
+    async def start(self) -> None:
+        """Load models or open connections; `ready` is true after."""
+
+    async def stop(self) -> None:
+        """Release what `start` took."""
+
+    def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
+        """Recognise a whole buffer, yielding segments in order as soon as each is decoded."""
+        ...
+
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        """Start an incremental recognition."""
+        ...
+
+
+async def transcribe(engine: Engine, audio: Audio, options: TranscribeOptions) -> Transcript:
+    """Recognise a whole buffer into one Transcript."""
+    segments = [segment async for segment in engine.transcribe_segments(audio, options)]
+    return Transcript.from_segments(segments, options.language or "en", audio.duration_s)

@@ -1,0 +1,76 @@
+"""The internal live model: every protocol's conversation, as frozen dataclasses.
+
+Times are seconds on the session's audio clock (0 = first sample received).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognised word with its time span and confidence (0..1)."""
+
+    word: str
+    start: float
+    end: float
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Voice activity began at `t`."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    """Voice activity ended at `t`."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """Text of the current turn so far; a later Partial or Final may revise it."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """Text of a finished stretch of audio; never revised."""
+
+    text: str
+    start: float
+    end: float
+    words: tuple[Word, ...] = field(default_factory=tuple)
+    speaker: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnd:
+    """The speaker finished an utterance; the last word ended at `t`."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Something went wrong in the session; `code` is stable, `message` is for people."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session ended; nothing follows."""
+
+
+EngineResult = Partial | Final
+SessionEvent = SpeechStarted | SpeechStopped | Partial | Final | UtteranceEnd | Error | Closed
