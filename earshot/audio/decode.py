@@ -1,0 +1,189 @@
+"""Uploaded audio bytes (any container PyAV reads, or raw PCM16) to engine Audio."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import av
+import numpy as np
+import soxr
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, pcm16_to_float, to_engine_rate
+
+RAW_PCM_TYPES = frozenset({"audio/pcm", "audio/l16", "audio/x-raw", "audio/raw"})
+DEFAULT_RAW_RATE_HZ = 16_000
+MIN_RAW_RATE_HZ, MAX_RAW_RATE_HZ = 8_000, 192_000
+MAX_RAW_CHANNELS = 8
+_SAMPLE_DTYPES = {"u8": "u1", "s16": "i2", "s32": "i4", "s64": "i8", "flt": "f4", "dbl": "f8"}
+
+
+class AudioDecodeError(Exception):
+    """The bytes could not be decoded as audio; the message is safe to show a user."""
+
+    def __init__(self, message: str = "could not decode audio: unsupported or corrupt file") -> None:
+        super().__init__(message)
+
+
+class EmptyAudio(AudioDecodeError):
+    """The input was empty or decoded to no samples."""
+
+    def __init__(self, message: str = "audio is empty") -> None:
+        super().__init__(message)
+
+
+class AudioTooLong(Exception):
+    """The audio is longer than the allowed number of seconds."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(f"audio is longer than the {limit_s:g} s limit")
+        self.limit_s = limit_s
+
+
+def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """One decoded frame (any sample format and layout) as mono float32 in [-1, 1]."""
+    dtype = _SAMPLE_DTYPES.get(frame.format.packed.name)
+    if dtype is None:
+        raise AudioDecodeError(f"could not decode audio: unsupported sample format {frame.format.name}")
+    channels, planar = frame.layout.nb_channels, frame.format.is_planar
+    count = frame.samples if planar else frame.samples * channels
+    planes = [np.frombuffer(memoryview(p), dtype, count) for p in frame.planes[: channels if planar else 1]]
+    raw = np.stack(planes) if planar else planes[0].reshape(-1, channels).T
+    if raw.dtype.kind == "f":
+        return np.asarray(raw.mean(axis=0), dtype=np.float32)
+    full_scale = float(2 ** (raw.dtype.itemsize * 8 - 1))
+    offset = full_scale if raw.dtype.kind == "u" else 0.0
+    return np.asarray((raw.mean(axis=0) - offset) / full_scale, dtype=np.float32)
+
+
+class _Resampler:
+    """Incremental resampling to ENGINE_RATE_HZ that follows input rate changes."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self._rate_hz = 0
+        self._stream: soxr.ResampleStream | None = None
+
+    def feed(self, samples: np.ndarray, rate_hz: int) -> None:
+        """Resample one chunk at `rate_hz` and keep the output."""
+        if rate_hz != self._rate_hz:
+            self.flush()
+            self._rate_hz = rate_hz
+            if rate_hz != ENGINE_RATE_HZ:
+                self._stream = soxr.ResampleStream(rate_hz, ENGINE_RATE_HZ, 1, dtype="float32", quality="HQ")
+        if self._stream is None:
+            self.chunks.append(samples)
+        else:
+            self.chunks.append(self._stream.resample_chunk(samples))
+
+    def flush(self) -> None:
+        """Drain the resampler's tail."""
+        if self._stream is not None:
+            self.chunks.append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            self._stream = None
+
+
+def _frames(container: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:
+    """Decoded frames of `stream`, dropping a decode error in the last packet (a file cut mid-frame)."""
+    error: av.FFmpegError | None = None
+    for packet in container.demux(stream):
+        if error is not None and packet.size > 0:
+            raise error
+        try:
+            yield from packet.decode()
+        except av.FFmpegError as e:
+            error = e
+
+
+def decode_audio(data: bytes, *, max_seconds: float | None = None) -> Audio:
+    """Decode the first audio stream of a file to engine Audio.
+
+    A file cut short gives the audio before the cut (its last, partial frame is dropped); any other
+    demuxer or decoder error raises AudioDecodeError, and a file with no samples raises EmptyAudio.
+    """
+    if not data:
+        raise EmptyAudio()
+    resampler = _Resampler()
+    decoded_s = 0.0
+    try:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioDecodeError("could not decode audio: the file has no audio stream")
+            for frame in _frames(container, container.streams.audio[0]):
+                decoded_s += frame.samples / frame.sample_rate
+                if max_seconds is not None and decoded_s > max_seconds:
+                    raise AudioTooLong(max_seconds)
+                resampler.feed(_frame_to_mono(frame), frame.sample_rate)
+    except av.FFmpegError as e:
+        raise AudioDecodeError() from e
+    resampler.flush()
+    samples = np.concatenate(resampler.chunks) if resampler.chunks else np.zeros(0, np.float32)
+    if len(samples) == 0:
+        raise EmptyAudio("could not decode audio: the file holds no samples")
+    return Audio(samples.astype(np.float32, copy=False))
+
+
+def decode_pcm16(
+    data: bytes, *, sample_rate: int, channels: int = 1, max_seconds: float | None = None
+) -> Audio:
+    """Decode raw little-endian interleaved PCM16 to engine Audio."""
+    if not MIN_RAW_RATE_HZ <= sample_rate <= MAX_RAW_RATE_HZ:
+        raise AudioDecodeError(
+            f"raw PCM sample rate must be {MIN_RAW_RATE_HZ}..{MAX_RAW_RATE_HZ} Hz, got {sample_rate}"
+        )
+    if not 1 <= channels <= MAX_RAW_CHANNELS:
+        raise AudioDecodeError(f"raw PCM channels must be 1..{MAX_RAW_CHANNELS}, got {channels}")
+    frames = len(data) // (2 * channels)
+    if frames == 0:
+        raise EmptyAudio()
+    if max_seconds is not None and frames / sample_rate > max_seconds:
+        raise AudioTooLong(max_seconds)
+    return Audio(to_engine_rate(pcm16_to_float(data, channels), sample_rate))
+
+
+def parse_raw_pcm_content_type(content_type: str | None) -> tuple[int, int] | None:
+    """(sample_rate, channels) for a raw PCM16 content type such as `audio/L16; rate=8000`, else None."""
+    if not content_type:
+        return None
+    media_type, *params = (part.strip() for part in content_type.split(";"))
+    if media_type.lower() not in RAW_PCM_TYPES:
+        return None
+    values: dict[str, str] = {}
+    for param in params:
+        key, _, value = param.partition("=")
+        values[key.strip().lower()] = value.strip().strip('"')
+    rate = values.get("rate", values.get("sample_rate", str(DEFAULT_RAW_RATE_HZ)))
+    channels = values.get("channels", "1")
+    if not (rate.isdigit() and channels.isdigit()):
+        raise AudioDecodeError(f"invalid raw PCM parameters in content type {content_type!r}")
+    return int(rate), int(channels)
+
+
+async def _in_thread(decode: Callable[[], Audio], limiter: asyncio.Semaphore | None) -> Audio:
+    """Run a decode in a worker thread, holding `limiter` while it runs."""
+    if limiter is None:
+        return await asyncio.to_thread(decode)
+    async with limiter:
+        return await asyncio.to_thread(decode)
+
+
+async def decode_audio_async(
+    data: bytes, *, max_seconds: float | None = None, limiter: asyncio.Semaphore | None = None
+) -> Audio:
+    """decode_audio in a worker thread, bounded by an optional semaphore."""
+    return await _in_thread(partial(decode_audio, data, max_seconds=max_seconds), limiter)
+
+
+async def decode_pcm16_async(
+    data: bytes,
+    *,
+    sample_rate: int,
+    channels: int = 1,
+    max_seconds: float | None = None,
+    limiter: asyncio.Semaphore | None = None,
+) -> Audio:
+    """decode_pcm16 in a worker thread, bounded by an optional semaphore."""
+    decode = partial(decode_pcm16, data, sample_rate=sample_rate, channels=channels, max_seconds=max_seconds)
+    return await _in_thread(decode, limiter)

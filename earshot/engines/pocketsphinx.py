@@ -1,0 +1,295 @@
+"""pocketsphinx: the offline default engine; its en-US model ships inside the PyPI wheel.
+
+One-shot audio is split at pauses by pocketsphinx's endpointer, and each speech region is decoded as its own
+utterance in a worker process, so regions decode on every core at once and come back in order. A live stream
+keeps one decoder inside one worker and decodes incrementally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.base import EngineError, Segment, TranscribeOptions
+from earshot.engines.workers import WorkerPool
+from earshot.streaming.events import EngineResult, Final, Partial, Word
+
+# Speech regions: the endpointer decides on a short window so a single spoken word counts; regions are padded so
+# that word edges reach the decoder whole.
+REGION_PAD_S = 0.25
+ENDPOINTER_WINDOW_S = 0.15
+ENDPOINTER_RATIO = 0.8
+MAX_REGION_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PocketsphinxConfig:
+    """Decoder settings; empty means the model shipped in the wheel. Keys are pocketsphinx config names."""
+
+    settings: tuple[tuple[str, str | int | float | bool], ...] = ()
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> PocketsphinxConfig:
+        """Build from a catalog entry's `options` mapping (e.g. hmm, lm, dict, beam)."""
+        return cls(tuple(sorted(options.items())))
+
+
+class PocketsphinxEngine:
+    """The pocketsphinx engine, decoding in the shared worker pool."""
+
+    language = "en"
+
+    def __init__(self, config: PocketsphinxConfig, pool: WorkerPool, name: str = "pocketsphinx") -> None:
+        self.name = name
+        self.ready = False
+        self._config = config
+        self._pool = pool
+
+    async def start(self) -> None:
+        """Load the model in every worker so the first request pays no start-up cost."""
+        await self._pool.on_every_worker(warm_up, self._config)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Nothing to release: the decoders live as long as the worker processes."""
+        self.ready = False
+
+    async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
+        """Decode every speech region concurrently; yield their segments in order."""
+        regions = speech_regions(audio)
+        decodes = [
+            asyncio.ensure_future(self._pool.run(decode_region, self._config, audio.slice(s, e).pcm16(), s))
+            for s, e in regions
+        ]
+        try:
+            for decode in decodes:
+                segment = await decode
+                if segment.text:
+                    yield segment
+        finally:
+            for decode in decodes:
+                decode.cancel()
+
+    def open_stream(self, options: TranscribeOptions) -> PocketsphinxStream:
+        """Start an incremental decode pinned to one worker."""
+        return PocketsphinxStream(self._config, self._pool)
+
+
+def speech_regions(
+    audio: Audio, window_s: float = ENDPOINTER_WINDOW_S, ratio: float = ENDPOINTER_RATIO
+) -> list[tuple[float, float]]:
+    """Start and end times of the speech in `audio`, padded, merged where they touch, split when too long."""
+    from pocketsphinx import Endpointer
+
+    endpointer = Endpointer(window_s, ratio, 0, ENGINE_RATE_HZ)
+    frame_bytes = endpointer.frame_bytes
+    pcm = audio.pcm16()
+    raw_regions: list[tuple[float, float]] = []
+    for offset in range(0, len(pcm), frame_bytes):
+        frame = pcm[offset : offset + frame_bytes]
+        was_in_speech = endpointer.in_speech
+        if len(frame) < frame_bytes:
+            speech = endpointer.end_stream(frame) if was_in_speech else None
+        else:
+            speech = endpointer.process(frame)
+        if speech is not None and not endpointer.in_speech:
+            raw_regions.append((endpointer.speech_start, endpointer.speech_end))
+    if endpointer.in_speech:
+        raw_regions.append((endpointer.speech_start, audio.duration_s))
+    return _pad_and_split(raw_regions, audio.duration_s)
+
+
+def _pad_and_split(raw: list[tuple[float, float]], duration_s: float) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for start, end in raw:
+        start, end = max(0.0, start - REGION_PAD_S), min(duration_s, end + REGION_PAD_S)
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    regions: list[tuple[float, float]] = []
+    for start, end in merged:
+        pieces = max(1, math.ceil((end - start) / MAX_REGION_S))
+        step = (end - start) / pieces
+        regions.extend((start + i * step, start + (i + 1) * step) for i in range(pieces))
+    return regions
+
+
+# --- worker-process side: decoders are cached per process, keyed by their config ---
+
+_decoders: dict[PocketsphinxConfig, Any] = {}
+_streams: dict[str, _StreamState] = {}
+
+
+def warm_up(config: PocketsphinxConfig) -> None:
+    """Load this worker's decoder for `config` now rather than on the first request."""
+    load_decoder(config)
+
+
+def load_decoder(config: PocketsphinxConfig) -> Any:
+    """This worker's decoder for `config`, created on first use."""
+    decoder = _decoders.get(config)
+    if decoder is None:
+        decoder = _new_decoder(config)
+        _decoders[config] = decoder
+    return decoder
+
+
+def _new_decoder(config: PocketsphinxConfig) -> Any:
+    from pocketsphinx import Decoder
+
+    try:
+        return Decoder(loglevel="FATAL", **dict(config.settings))
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise EngineError(f"pocketsphinx could not load its model: {e}") from None
+
+
+def decode_region(config: PocketsphinxConfig, pcm16: bytes, offset_s: float) -> Segment:
+    """Decode one speech region as a whole utterance (batch normalisation, so history doesn't matter)."""
+    decoder = load_decoder(config)
+    decoder.start_utt()
+    if pcm16:
+        decoder.process_raw(pcm16, False, True)
+    decoder.end_utt()
+    words = _words(decoder, offset_s)
+    text = " ".join(word.word for word in words)
+    end_s = offset_s + len(pcm16) / 2 / ENGINE_RATE_HZ
+    avg_logprob = float(np.mean([math.log(max(w.confidence, 1e-6)) for w in words])) if words else 0.0
+    return Segment(start=offset_s, end=end_s, text=text, words=tuple(words), avg_logprob=avg_logprob)
+
+
+def _words(decoder: Any, offset_s: float) -> list[Word]:
+    frame_rate = int(decoder.config["frate"])
+    words = []
+    for seg in decoder.seg():
+        token: str = seg.word
+        if token.startswith(("<", "[", "+")):
+            continue
+        words.append(
+            Word(
+                word=token.split("(", 1)[0],
+                start=round(offset_s + seg.start_frame / frame_rate, 3),
+                end=round(offset_s + (seg.end_frame + 1) / frame_rate, 3),
+                confidence=round(float(seg.prob), 4),
+            )
+        )
+    return words
+
+
+@dataclass(slots=True)
+class _StreamState:
+    decoder: Any
+    samples_seen: int = 0
+    utterance_start_sample: int | None = None
+    last_partial: str = ""
+
+
+def stream_open(config: PocketsphinxConfig, stream_id: str) -> None:
+    """Create the decoder state of a live stream in this worker."""
+    _streams[stream_id] = _StreamState(decoder=_new_decoder(config))
+
+
+def stream_feed(stream_id: str, pcm16: bytes) -> list[EngineResult]:
+    """Decode more audio of a live stream; return a Partial when the hypothesis changed."""
+    state = _streams[stream_id]
+    if not pcm16:
+        return []
+    if state.utterance_start_sample is None:
+        state.decoder.start_utt()
+        state.utterance_start_sample = state.samples_seen
+        state.last_partial = ""
+    state.decoder.process_raw(pcm16, False, False)
+    state.samples_seen += len(pcm16) // 2
+    hypothesis = state.decoder.hyp()
+    text = hypothesis.hypstr if hypothesis is not None else ""
+    if not text or text == state.last_partial:
+        return []
+    state.last_partial = text
+    start_s = state.utterance_start_sample / ENGINE_RATE_HZ
+    return [Partial(text=text, start=start_s, end=state.samples_seen / ENGINE_RATE_HZ)]
+
+
+def stream_finalize(stream_id: str) -> list[EngineResult]:
+    """End the current utterance of a live stream and return its Final, if it had words."""
+    state = _streams[stream_id]
+    if state.utterance_start_sample is None:
+        return []
+    start_s = state.utterance_start_sample / ENGINE_RATE_HZ
+    state.decoder.end_utt()
+    state.utterance_start_sample = None
+    words = _words(state.decoder, start_s)
+    if not words:
+        return []
+    text = " ".join(word.word for word in words)
+    return [Final(text=text, start=start_s, end=state.samples_seen / ENGINE_RATE_HZ, words=tuple(words))]
+
+
+def stream_close(stream_id: str) -> None:
+    """Forget a live stream's decoder."""
+    _streams.pop(stream_id, None)
+
+
+class PocketsphinxStream:
+    """An incremental pocketsphinx decode whose decoder lives in one worker process."""
+
+    def __init__(self, config: PocketsphinxConfig, pool: WorkerPool) -> None:
+        self._config = config
+        self._pool = pool
+        self._id = uuid.uuid4().hex
+        self._worker: int | None = None
+        self._results: asyncio.Queue[EngineResult | None] = asyncio.Queue()
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def _ensure_open(self) -> int:
+        if self._worker is None:
+            worker = self._pool.pin_stream()
+            try:
+                await self._pool.run_on(worker, stream_open, self._config, self._id)
+            except BaseException:
+                self._pool.unpin_stream(worker)
+                raise
+            self._worker = worker
+        return self._worker
+
+    async def send(self, audio: Audio) -> None:
+        """Feed more audio; any new Partial is queued on `results()`."""
+        async with self._lock:
+            if self._closed:
+                raise EngineError("the stream is closed")
+            worker = await self._ensure_open()
+            for result in await self._pool.run_on(worker, stream_feed, self._id, audio.pcm16()):
+                self._results.put_nowait(result)
+
+    async def finalize(self) -> None:
+        """Turn the pending utterance into a Final."""
+        async with self._lock:
+            if self._worker is not None and not self._closed:
+                for result in await self._pool.run_on(self._worker, stream_finalize, self._id):
+                    self._results.put_nowait(result)
+
+    async def close(self) -> None:
+        """Finalize, release the worker-side decoder and end `results()`."""
+        if self._closed:
+            return
+        await self.finalize()
+        async with self._lock:
+            self._closed = True
+            if self._worker is not None:
+                try:
+                    await self._pool.run_on(self._worker, stream_close, self._id)
+                finally:
+                    self._pool.unpin_stream(self._worker)
+            self._results.put_nowait(None)
+
+    async def results(self) -> AsyncIterator[EngineResult]:
+        """Partial and Final results until the stream is closed."""
+        while (result := await self._results.get()) is not None:
+            yield result
