@@ -81,6 +81,7 @@ class Engine(Protocol):
 
     name: str
     ready: bool
+    language: str
 
     async def start(self) -> None:
         """Load models or open connections; `ready` is true after."""
@@ -100,4 +101,4 @@ class Engine(Protocol):
 async def transcribe(engine: Engine, audio: Audio, options: TranscribeOptions) -> Transcript:
     """Recognise a whole buffer into one Transcript."""
     segments = [segment async for segment in engine.transcribe_segments(audio, options)]
-    return Transcript.from_segments(segments, options.language or "en", audio.duration_s)
+    return Transcript.from_segments(segments, engine.language, audio.duration_s)

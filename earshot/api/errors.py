@@ -1,0 +1,74 @@
+"""Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the matching status."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+_TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+class OpenAIError(Exception):
+    """A request failure to report to the caller in OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+    @property
+    def type(self) -> str:
+        """OpenAI's error type for the status."""
+        if self.status >= 500:
+            return "server_error"
+        return _TYPE_BY_STATUS.get(self.status, "invalid_request_error")
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        """The JSON error body."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        """The HTTP response carrying this error."""
+        return JSONResponse(self.body(), status_code=self.status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every failure, expected or not, answer in OpenAI's error shape without internals."""
+
+    async def on_openai_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OpenAIError)
+        request.state.outcome = exc.code or exc.type
+        return exc.response()
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = "not_found" if exc.status_code == 404 else None
+        message = str(exc.detail) if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
+        return OpenAIError(exc.status_code, message, code=code).response()
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        message = f"invalid value for {param}: {first.get('msg', 'invalid request')}"
+        return OpenAIError(400, message, code="invalid_value", param=param).response()
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.error("unhandled error incident=%s route=%s", incident, request.url.path, exc_info=exc)
+        request.state.outcome = "error"
+        return OpenAIError(500, f"internal server error (incident {incident})", code="internal_error").response()
+
+    app.add_exception_handler(OpenAIError, on_openai_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)

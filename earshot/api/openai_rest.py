@@ -1,0 +1,223 @@
+"""OpenAI REST: POST /v1/audio/transcriptions (json, text, srt, vtt, verbose_json, SSE) and /v1/models."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from earshot.api.context import Gateway, get_gateway
+from earshot.api.errors import OpenAIError
+from earshot.api.formats import ResponseFormat, render
+from earshot.api.uploads import BadUpload, UploadedForm, UploadTooLarge, read_multipart
+from earshot.audio.decode import (
+    AudioDecodeError,
+    AudioTooLong,
+    EmptyAudio,
+    decode_audio_async,
+    decode_pcm16_async,
+    parse_raw_pcm_content_type,
+)
+from earshot.audio.pcm import Audio
+from earshot.engines.base import EngineError, TranscribeOptions, transcribe
+from earshot.routing.catalog import ModelNotFound
+from earshot.routing.router import Route
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+class TranscriptionParams(BaseModel):
+    """The form fields of a transcription request, other than the file."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$")
+    prompt: str | None = None
+    response_format: ResponseFormat = ResponseFormat.JSON
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
+    stream: bool = False
+    include: list[str] = Field(default_factory=list)
+
+    @field_validator("model", "language", "prompt", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @classmethod
+    def from_form(cls, form: UploadedForm) -> TranscriptionParams:
+        """Validate the form's fields, accepting list fields with and without the `[]` suffix."""
+        raw: dict[str, Any] = {
+            name: form.first(name)
+            for name in ("model", "language", "prompt", "response_format", "temperature", "stream")
+            if form.first(name) is not None
+        }
+        raw["timestamp_granularities"] = form.all("timestamp_granularities[]", "timestamp_granularities")
+        raw["include"] = form.all("include[]", "include")
+        try:
+            params = cls.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            param = str(first["loc"][0]) if first["loc"] else None
+            raise OpenAIError(400, f"invalid {param}: {first['msg']}", code="invalid_value", param=param) from e
+        if params.timestamp_granularities and params.response_format is not ResponseFormat.VERBOSE_JSON:
+            raise OpenAIError(
+                400,
+                "timestamp_granularities requires response_format=verbose_json",
+                code="invalid_value",
+                param="timestamp_granularities",
+            )
+        if params.stream and params.response_format not in (ResponseFormat.JSON, ResponseFormat.TEXT):
+            raise OpenAIError(
+                400, "stream=true supports response_format json or text", code="invalid_value", param="stream"
+            )
+        return params
+
+
+@router.post("/v1/audio/transcriptions", response_model=None)
+async def create_transcription(request: Request, gateway: GatewayDep) -> Response:
+    """Transcribe an uploaded audio file."""
+    form = await _read_form(request, gateway.settings.max_upload_bytes)
+    params = TranscriptionParams.from_form(form)
+    route = _route(gateway, params.model)
+    request.state.model = route.model_id
+    if params.language and params.language.split("-")[0].lower() != route.engine.language:
+        raise OpenAIError(
+            400,
+            f"model {params.model or route.model_id} does not support language {params.language!r}",
+            code="unsupported_language",
+            param="language",
+        )
+    audio = await _decode(form, gateway)
+    request.state.audio_seconds = audio.duration_s
+    options = TranscribeOptions(
+        language=params.language,
+        prompt=params.prompt,
+        temperature=params.temperature,
+        word_timestamps="word" in params.timestamp_granularities,
+    )
+    if params.stream:
+        events = _sse_events(route, audio, options)
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    try:
+        transcript = await transcribe(route.engine, audio, options)
+    except EngineError as e:
+        log.error("engine %s failed: %s", route.model_id, e)
+        raise OpenAIError(500, f"the engine failed: {e}", code="engine_error") from e
+    body, media_type = render(
+        transcript, params.response_format, audio.duration_s, granularities=set(params.timestamp_granularities)
+    )
+    if isinstance(body, dict):
+        return JSONResponse(body)
+    return PlainTextResponse(body, media_type=media_type)
+
+
+async def _read_form(request: Request, limit_bytes: int) -> UploadedForm:
+    try:
+        form = await read_multipart(request, limit_bytes)
+    except UploadTooLarge as e:
+        raise OpenAIError(413, str(e), code="request_too_large") from e
+    except BadUpload as e:
+        raise OpenAIError(400, str(e), code="invalid_request") from e
+    if form.file is None:
+        raise OpenAIError(400, "missing required parameter: file", code="missing_required_parameter", param="file")
+    if not form.file:
+        raise OpenAIError(400, "the uploaded file is empty", code="empty_file", param="file")
+    return form
+
+
+def _route(gateway: Gateway, model_id: str | None) -> Route:
+    try:
+        return gateway.router.route(model_id)
+    except ModelNotFound as e:
+        raise OpenAIError(
+            404, f"the model {model_id!r} does not exist", code="model_not_found", param="model"
+        ) from e
+
+
+async def _decode(form: UploadedForm, gateway: Gateway) -> Audio:
+    assert form.file is not None
+    limit_s = gateway.settings.max_audio_seconds
+    try:
+        raw_format = parse_raw_pcm_content_type(form.file_content_type)
+        if raw_format is not None:
+            rate, channels = raw_format
+            return await decode_pcm16_async(
+                form.file,
+                sample_rate=rate,
+                channels=channels,
+                max_seconds=limit_s,
+                limiter=gateway.decode_limiter,
+            )
+        return await decode_audio_async(form.file, max_seconds=limit_s, limiter=gateway.decode_limiter)
+    except AudioTooLong as e:
+        raise OpenAIError(
+            400, f"audio is longer than the {limit_s:g} s limit", code="audio_too_long", param="file"
+        ) from e
+    except EmptyAudio as e:
+        raise OpenAIError(400, "the file contains no audio", code="empty_file", param="file") from e
+    except AudioDecodeError as e:
+        raise OpenAIError(400, str(e), code="invalid_audio", param="file") from e
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+async def _sse_events(route: Route, audio: Audio, options: TranscribeOptions) -> AsyncIterator[str]:
+    """Deltas as the engine finishes each segment, then the whole text with usage."""
+    texts: list[str] = []
+    try:
+        async for segment in route.engine.transcribe_segments(audio, options):
+            delta = segment.text if not texts else " " + segment.text
+            texts.append(segment.text)
+            yield _sse({"type": "transcript.text.delta", "delta": delta})
+    except EngineError as e:
+        log.error("engine %s failed mid-stream: %s", route.model_id, e)
+        yield _sse(OpenAIError(500, f"the engine failed: {e}", code="engine_error").body() | {"type": "error"})
+        return
+    usage = {"type": "duration", "seconds": round(audio.duration_s, 3)}
+    yield _sse({"type": "transcript.text.done", "text": " ".join(texts), "usage": usage})
+
+
+class ModelCard(BaseModel):
+    """OpenAI's model object, with the capabilities earshot serves it with."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    capabilities: list[str]
+
+
+@router.get("/v1/models")
+async def list_models(gateway: GatewayDep) -> dict[str, Any]:
+    """Every model id and alias this server accepts."""
+    cards = [_card(gateway, model_id).model_dump() for model_id in gateway.router.catalog.public_ids()]
+    return {"object": "list", "data": cards}
+
+
+@router.get("/v1/models/{model_id}")
+async def get_model(model_id: str, gateway: GatewayDep) -> dict[str, Any]:
+    """One model by id or alias."""
+    try:
+        gateway.router.catalog.resolve(model_id)
+    except ModelNotFound as e:
+        raise OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found") from e
+    return _card(gateway, model_id).model_dump()
+
+
+def _card(gateway: Gateway, model_id: str) -> ModelCard:
+    catalog = gateway.router.catalog
+    spec = catalog.models[catalog.resolve(model_id)]
+    return ModelCard(
+        id=model_id, created=catalog.created, owned_by=spec.owned_by, capabilities=list(spec.capabilities)
+    )

@@ -1,0 +1,89 @@
+"""Multipart uploads read in chunks and refused as soon as they pass the size limit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+MAX_FORM_FIELDS = 64
+MAX_FIELD_BYTES = 64 * 1024
+
+
+class UploadTooLarge(Exception):
+    """The body passed `limit_bytes`."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"request body is larger than the {limit_bytes} byte limit")
+        self.limit_bytes = limit_bytes
+
+
+class BadUpload(Exception):
+    """The body is not a well-formed multipart form; the message says why."""
+
+
+@dataclass(slots=True)
+class UploadedForm:
+    """A parsed form: text fields (repeatable) and at most one file, held in memory up to the limit."""
+
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    file: bytes | None = None
+    filename: str | None = None
+    file_content_type: str | None = None
+
+    def first(self, *names: str) -> str | None:
+        """The first value of the first field present among `names`."""
+        for name in names:
+            if self.fields.get(name):
+                return self.fields[name][0]
+        return None
+
+    def all(self, *names: str) -> list[str]:
+        """Every value of every field among `names` (e.g. `key` and `key[]`)."""
+        return [value for name in names for value in self.fields.get(name, [])]
+
+
+async def _bounded(request: Request, limit_bytes: int) -> AsyncGenerator[bytes, None]:
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit_bytes:
+            raise UploadTooLarge(limit_bytes)
+        yield chunk
+
+
+async def read_multipart(request: Request, limit_bytes: int, file_field: str = "file") -> UploadedForm:
+    """Parse a multipart body of at most `limit_bytes`, refusing early when Content-Length says it's larger."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise BadUpload("expected a multipart/form-data body")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise UploadTooLarge(limit_bytes)
+    parser = MultiPartParser(
+        request.headers,
+        _bounded(request, limit_bytes),
+        max_files=4,
+        max_fields=MAX_FORM_FIELDS,
+        max_part_size=MAX_FIELD_BYTES,
+    )
+    try:
+        parsed = await parser.parse()
+    except MultiPartException as e:
+        raise BadUpload(f"malformed multipart body: {e.message}") from e
+    form = UploadedForm()
+    try:
+        for name, value in parsed.multi_items():
+            if isinstance(value, UploadFile):
+                if name == file_field and form.file is None:
+                    form.file = await value.read()
+                    form.filename = value.filename
+                    form.file_content_type = value.content_type
+            else:
+                form.fields.setdefault(name, []).append(value)
+    finally:
+        await parsed.close()
+    return form

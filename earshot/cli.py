@@ -1,0 +1,161 @@
+"""The earshot command line: serve, transcribe, models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from earshot.api.formats import ResponseFormat, render
+from earshot.audio.decode import AudioDecodeError, decode_audio
+from earshot.engines.base import Segment, TranscribeOptions, Transcript
+from earshot.engines.workers import WorkerPool
+from earshot.routing.catalog import Catalog, CatalogError, ModelNotFound
+from earshot.routing.router import Router
+from earshot.settings import Settings
+
+app = typer.Typer(help="earshot: a self-hosted speech gateway.", no_args_is_help=True, add_completion=False)
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Model catalog YAML (default: $EARSHOT_CONFIG)")
+]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    values = {key: value for key, value in overrides.items() if value is not None}
+    if config is not None:
+        values["config"] = config
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _catalog(settings: Settings) -> Catalog:
+    try:
+        return Catalog.load(settings.config)
+    except CatalogError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from earshot.app import create_app
+
+    settings = _settings(config, host=host, port=port)
+    _catalog(settings)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+    )
+
+
+@app.command()
+def transcribe(
+    files: Annotated[list[Path], typer.Argument(help="Audio files", exists=True, dir_okay=False)],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model id (default: catalog default)")] = None,
+    fmt: Annotated[ResponseFormat, typer.Option("--format", "-f", help="Output format")] = ResponseFormat.TEXT,
+    config: ConfigOption = None,
+) -> None:
+    """Transcribe files in-process, printing each result to stdout."""
+    settings = _settings(config)
+    catalog = _catalog(settings)
+    try:
+        catalog.resolve(model)
+    except ModelNotFound:
+        err.print(f"[red]error:[/red] unknown model {model!r}; see `earshot models`")
+        raise typer.Exit(2) from None
+    failures = asyncio.run(_transcribe_files(files, model, fmt, settings, catalog))
+    raise typer.Exit(1 if failures else 0)
+
+
+async def _transcribe_files(
+    files: list[Path], model: str | None, fmt: ResponseFormat, settings: Settings, catalog: Catalog
+) -> int:
+    pool = WorkerPool(settings.engine_workers)
+    router = Router(catalog, pool)
+    route = router.route(model)
+    failures = 0
+    try:
+        await route.engine.start()
+        for path in files:
+            try:
+                audio = await asyncio.to_thread(
+                    decode_audio, path.read_bytes(), max_seconds=settings.max_audio_seconds
+                )
+            except (AudioDecodeError, OSError) as e:
+                err.print(f"[red]error:[/red] {path}: {e}")
+                failures += 1
+                continue
+            segments: list[Segment] = []
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+                disable=audio.duration_s < 30 or not err.is_terminal,
+            ) as progress:
+                task = progress.add_task(path.name, total=audio.duration_s)
+                async for segment in route.engine.transcribe_segments(audio, TranscribeOptions()):
+                    segments.append(segment)
+                    progress.update(task, completed=segment.end)
+            transcript = Transcript.from_segments(segments, route.engine.language, audio.duration_s)
+            body, _ = render(transcript, fmt, audio.duration_s, granularities={"word", "segment"})
+            if len(files) > 1 and fmt is not ResponseFormat.JSON and fmt is not ResponseFormat.VERBOSE_JSON:
+                sys.stdout.write(f"==> {path} <==\n")
+            sys.stdout.write(json.dumps(body) + "\n" if isinstance(body, dict) else body)
+            sys.stdout.flush()
+    finally:
+        await asyncio.to_thread(pool.shutdown)
+    return failures
+
+
+@app.command()
+def models(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """List the models this configuration serves."""
+    catalog = _catalog(_settings(config))
+    rows = []
+    for model_id in catalog.public_ids():
+        canonical = catalog.resolve(model_id)
+        spec = catalog.models[canonical]
+        rows.append(
+            {
+                "id": model_id,
+                "alias_of": canonical if canonical != model_id else None,
+                "engine": spec.engine,
+                "capabilities": list(spec.capabilities),
+                "default": canonical == catalog.default_model,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "engine", "capabilities", "alias of", "default")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            str(row["engine"]),
+            ", ".join(row["capabilities"]),  # type: ignore[arg-type]
+            str(row["alias_of"] or ""),
+            "yes" if row["default"] else "",
+        )
+    Console().print(table)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs earshot with its dev tools into .venv, then runs lint, type checks and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/ruff check earshot tests bench
+.venv/bin/ruff format --check earshot tests bench
+.venv/bin/mypy
+.venv/bin/pytest "$@"
