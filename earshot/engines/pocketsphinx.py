@@ -152,8 +152,11 @@ def _new_decoder(config: PocketsphinxConfig) -> Any:
 
 
 def decode_region(config: PocketsphinxConfig, pcm16: bytes, offset_s: float) -> Segment:
-    """Decode one speech region as a whole utterance (batch normalisation, so history doesn't matter)."""
+    """Decode one speech region as a whole utterance, independent of what this decoder saw before."""
     decoder = load_decoder(config)
+    # The front end adapts its normalisation across utterances; resetting it makes a region's text the same
+    # whichever worker decodes it and whatever it decoded before.
+    decoder.reinit_feat()
     decoder.start_utt()
     if pcm16:
         decoder.process_raw(pcm16, False, True)
