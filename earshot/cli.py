@@ -58,17 +58,27 @@ def serve(
 
     settings = _settings(config, host=host, port=port)
     _catalog(settings)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
     )
 
 
 @app.command()
 def transcribe(
     files: Annotated[list[Path], typer.Argument(help="Audio files", exists=True, dir_okay=False)],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model id (default: catalog default)")] = None,
-    fmt: Annotated[ResponseFormat, typer.Option("--format", "-f", help="Output format")] = ResponseFormat.TEXT,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model id (default: catalog default)")
+    ] = None,
+    fmt: Annotated[
+        ResponseFormat, typer.Option("--format", "-f", help="Output format")
+    ] = ResponseFormat.TEXT,
     config: ConfigOption = None,
 ) -> None:
     """Transcribe files in-process, printing each result to stdout."""

@@ -39,7 +39,9 @@ def _clips() -> list[Clip]:
         return []
     with index.open(newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    return [Clip(SHARED_AUDIO / row["relpath"], float(row["duration_seconds"]), row["transcript"]) for row in rows]
+    return [
+        Clip(SHARED_AUDIO / row["relpath"], float(row["duration_seconds"]), row["transcript"]) for row in rows
+    ]
 
 
 ALL_CLIPS = _clips()

@@ -43,7 +43,8 @@ class AccessLogMiddleware:
             raise
         finally:
             log.info(
-                "request id=%s method=%s route=%s status=%d duration_ms=%.1f model=%s audio_s=%.3f outcome=%s",
+                "request id=%s method=%s route=%s status=%d duration_ms=%.1f model=%s audio_s=%.3f "
+                "outcome=%s",
                 request_id,
                 scope["method"],
                 scope["path"],

@@ -18,7 +18,9 @@ _TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 429: "r
 class OpenAIError(Exception):
     """A request failure to report to the caller in OpenAI's error shape."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, code: str | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -52,7 +54,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = "not_found" if exc.status_code == 404 else None
-        message = str(exc.detail) if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
+        message = (
+            str(exc.detail) if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
+        )
         return OpenAIError(exc.status_code, message, code=code).response()
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -66,7 +70,9 @@ def install_error_handlers(app: FastAPI) -> None:
         incident = uuid.uuid4().hex[:12]
         log.error("unhandled error incident=%s route=%s", incident, request.url.path, exc_info=exc)
         request.state.outcome = "error"
-        return OpenAIError(500, f"internal server error (incident {incident})", code="internal_error").response()
+        return OpenAIError(
+            500, f"internal server error (incident {incident})", code="internal_error"
+        ).response()
 
     app.add_exception_handler(OpenAIError, on_openai_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

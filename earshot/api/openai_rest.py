@@ -67,7 +67,9 @@ class TranscriptionParams(BaseModel):
         except ValidationError as e:
             first = e.errors()[0]
             param = str(first["loc"][0]) if first["loc"] else None
-            raise OpenAIError(400, f"invalid {param}: {first['msg']}", code="invalid_value", param=param) from e
+            raise OpenAIError(
+                400, f"invalid {param}: {first['msg']}", code="invalid_value", param=param
+            ) from e
         if params.timestamp_granularities and params.response_format is not ResponseFormat.VERBOSE_JSON:
             raise OpenAIError(
                 400,
@@ -106,14 +108,19 @@ async def create_transcription(request: Request, gateway: GatewayDep) -> Respons
     )
     if params.stream:
         events = _sse_events(route, audio, options)
-        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
     try:
         transcript = await transcribe(route.engine, audio, options)
     except EngineError as e:
         log.error("engine %s failed: %s", route.model_id, e)
         raise OpenAIError(500, f"the engine failed: {e}", code="engine_error") from e
     body, media_type = render(
-        transcript, params.response_format, audio.duration_s, granularities=set(params.timestamp_granularities)
+        transcript,
+        params.response_format,
+        audio.duration_s,
+        granularities=set(params.timestamp_granularities),
     )
     if isinstance(body, dict):
         return JSONResponse(body)
@@ -128,7 +135,9 @@ async def _read_form(request: Request, limit_bytes: int) -> UploadedForm:
     except BadUpload as e:
         raise OpenAIError(400, str(e), code="invalid_request") from e
     if form.file is None:
-        raise OpenAIError(400, "missing required parameter: file", code="missing_required_parameter", param="file")
+        raise OpenAIError(
+            400, "missing required parameter: file", code="missing_required_parameter", param="file"
+        )
     if not form.file:
         raise OpenAIError(400, "the uploaded file is empty", code="empty_file", param="file")
     return form
@@ -182,7 +191,9 @@ async def _sse_events(route: Route, audio: Audio, options: TranscribeOptions) ->
             yield _sse({"type": "transcript.text.delta", "delta": delta})
     except EngineError as e:
         log.error("engine %s failed mid-stream: %s", route.model_id, e)
-        yield _sse(OpenAIError(500, f"the engine failed: {e}", code="engine_error").body() | {"type": "error"})
+        yield _sse(
+            OpenAIError(500, f"the engine failed: {e}", code="engine_error").body() | {"type": "error"}
+        )
         return
     usage = {"type": "duration", "seconds": round(audio.duration_s, 3)}
     yield _sse({"type": "transcript.text.done", "text": " ".join(texts), "usage": usage})

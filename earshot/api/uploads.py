@@ -56,7 +56,7 @@ async def _bounded(request: Request, limit_bytes: int) -> AsyncGenerator[bytes, 
 
 
 async def read_multipart(request: Request, limit_bytes: int, file_field: str = "file") -> UploadedForm:
-    """Parse a multipart body of at most `limit_bytes`, refusing early when Content-Length says it's larger."""
+    """Parse a multipart body of at most `limit_bytes`; a larger Content-Length is refused unread."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise BadUpload("expected a multipart/form-data body")

@@ -21,8 +21,8 @@ from earshot.engines.base import EngineError, Segment, TranscribeOptions
 from earshot.engines.workers import WorkerPool
 from earshot.streaming.events import EngineResult, Final, Partial, Word
 
-# Speech regions: the endpointer decides on a short window so a single spoken word counts; regions are padded so
-# that word edges reach the decoder whole.
+# Speech regions: the endpointer decides on a short window so a single spoken word counts; regions are
+# padded so that word edges reach the decoder whole.
 REGION_PAD_S = 0.25
 ENDPOINTER_WINDOW_S = 0.15
 ENDPOINTER_RATIO = 0.8
@@ -180,7 +180,7 @@ def _words(decoder: Any, offset_s: float) -> list[Word]:
                 word=token.split("(", 1)[0],
                 start=round(offset_s + seg.start_frame / frame_rate, 3),
                 end=round(offset_s + (seg.end_frame + 1) / frame_rate, 3),
-                confidence=round(float(seg.prob), 4),
+                confidence=round(min(1.0, max(0.0, float(seg.prob))), 4),
             )
         )
     return words

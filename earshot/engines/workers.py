@@ -1,7 +1,7 @@
 """Engine work in worker processes, so CPU-bound decoding never blocks the event loop and uses every core.
 
-Each worker is its own single-process executor. A one-shot task goes to an idle worker; a live stream keeps its
-decoder state inside one worker and sends every call there (`run_on`).
+Each worker is its own single-process executor. A one-shot task goes to an idle worker; a live stream keeps
+its decoder state inside one worker and sends every call there (`run_on`).
 """
 
 from __future__ import annotations

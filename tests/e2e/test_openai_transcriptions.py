@@ -63,7 +63,9 @@ def test_verbose_json_words_and_segments(client: openai.OpenAI) -> None:
 
 def test_verbose_json_without_granularities_has_segments_only(client: openai.OpenAI) -> None:
     result = client.audio.transcriptions.create(
-        model="whisper-1", file=shared_audio("pocketsphinx-testdata/goforward.wav"), response_format="verbose_json"
+        model="whisper-1",
+        file=shared_audio("pocketsphinx-testdata/goforward.wav"),
+        response_format="verbose_json",
     )
     assert result.segments and result.words is None
 
@@ -128,7 +130,10 @@ def test_missing_file_and_bad_fields_are_400_in_openai_shape(server: RunningServ
         ({"files": {"model": (None, "whisper-1")}}, "file"),
         ({"files": {"file": ("a.wav", wav)}, "data": {"response_format": "mp4"}}, "response_format"),
         ({"files": {"file": ("a.wav", wav)}, "data": {"temperature": "hot"}}, "temperature"),
-        ({"files": {"file": ("a.wav", wav)}, "data": {"timestamp_granularities[]": "word"}}, "timestamp_granularities"),
+        (
+            {"files": {"file": ("a.wav", wav)}, "data": {"timestamp_granularities[]": "word"}},
+            "timestamp_granularities",
+        ),
     ]
     for kwargs, param in cases:
         response = httpx.post(url, timeout=30, **kwargs)  # type: ignore[arg-type]
@@ -190,6 +195,11 @@ def test_every_request_is_logged_once_without_secrets(client: openai.OpenAI, ser
 def _wav_header(data_bytes: int, rate: int = 16000) -> bytes:
     import struct
 
-    return b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack(
-        "<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16
-    ) + b"data" + struct.pack("<I", data_bytes)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )

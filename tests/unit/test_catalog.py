@@ -1,0 +1,65 @@
+"""The model catalog: embedded defaults, config files, aliases and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from earshot.routing.catalog import Catalog, CatalogError, ModelNotFound
+
+
+def test_embedded_catalog_serves_pocketsphinx_and_whisper_1() -> None:
+    catalog = Catalog.embedded()
+    assert catalog.resolve(None) == "pocketsphinx"
+    assert catalog.resolve("whisper-1") == "pocketsphinx"
+    assert catalog.public_ids() == ["pocketsphinx", "whisper-1"]
+    with pytest.raises(ModelNotFound):
+        catalog.resolve("gpt-4o-transcribe")
+
+
+def test_config_file_models_default_and_aliases(tmp_path: Path) -> None:
+    config = tmp_path / "earshot.yaml"
+    config.write_text(
+        """
+default_model: en-small
+aliases:
+  gpt-4o-transcribe: en-small
+models:
+  en-big:
+    engine: pocketsphinx
+  en-small:
+    engine: pocketsphinx
+    options: {beam: 1.0e-40}
+    capabilities: [transcribe]
+"""
+    )
+    catalog = Catalog.load(config)
+    assert catalog.resolve(None) == "en-small"
+    assert catalog.resolve("gpt-4o-transcribe") == "en-small"
+    assert catalog.resolve("whisper-1") == "en-small", "whisper-1 follows the default model"
+    assert catalog.models["en-small"].options == {"beam": 1.0e-40}
+    assert catalog.models["en-small"].capabilities == ("transcribe",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models: {}", "at least one model"),
+        ("models: {a: {engine: nosuch}}", "engine"),
+        ("default_model: b\nmodels: {a: {engine: pocketsphinx}}", "default_model 'b'"),
+        ("aliases: {x: b}\nmodels: {a: {engine: pocketsphinx}}", "alias 'x'"),
+        ("models: {a: {engine: pocketsphinx, colour: red}}", "colour"),
+        ("models: [", "not valid YAML"),
+    ],
+)
+def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(CatalogError, match=message):
+        Catalog.load(config)
+
+
+def test_missing_config_file_is_a_catalog_error(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot read"):
+        Catalog.load(tmp_path / "absent.yaml")

@@ -1,0 +1,62 @@
+"""The pocketsphinx engine: speech regions, one-shot decoding and the incremental stream."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+
+from earshot.audio.decode import decode_audio
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.base import Engine, TranscribeOptions, transcribe
+from earshot.engines.pocketsphinx import MAX_REGION_S, speech_regions
+from earshot.streaming.events import Final, Partial
+from tests.conftest import shared_audio
+
+
+def test_silence_has_no_speech_regions() -> None:
+    assert speech_regions(Audio(np.zeros(5 * ENGINE_RATE_HZ, dtype=np.float32))) == []
+
+
+def test_regions_cover_the_speech_and_long_speech_is_split() -> None:
+    audio = decode_audio(shared_audio("faster-whisper/multilingual.mp3").read_bytes())
+    regions = speech_regions(audio)
+    assert len(regions) >= 2
+    assert all(0 <= start < end <= audio.duration_s for start, end in regions)
+    assert all(end - start <= MAX_REGION_S + 1e-6 for start, end in regions)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in pairwise(regions))
+
+
+async def test_one_shot_transcript_has_words_within_the_audio(engine: Engine) -> None:
+    audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
+    transcript = await transcribe(engine, audio, TranscribeOptions())
+    assert transcript.text == "go forward ten meters"
+    assert [w.word for w in transcript.words] == ["go", "forward", "ten", "meters"]
+    assert all(0 <= w.start < w.end <= audio.duration_s and 0 <= w.confidence <= 1 for w in transcript.words)
+
+
+async def test_silence_transcribes_to_empty_text(engine: Engine) -> None:
+    silence = Audio(np.zeros(3 * ENGINE_RATE_HZ, dtype=np.float32))
+    assert (await transcribe(engine, silence, TranscribeOptions())).text == ""
+
+
+async def test_stream_gives_partials_then_a_final_on_finalize(engine: Engine) -> None:
+    audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
+    stream = engine.open_stream(TranscribeOptions())
+    chunk = ENGINE_RATE_HZ // 10
+    for offset in range(0, len(audio.samples), chunk):
+        await stream.send(Audio(audio.samples[offset : offset + chunk]))
+    await stream.finalize()
+    await stream.send(Audio(np.zeros(ENGINE_RATE_HZ // 2, dtype=np.float32)))
+    await stream.close()
+    results = [result async for result in stream.results()]
+    partials = [r for r in results if isinstance(r, Partial)]
+    finals = [r for r in results if isinstance(r, Final)]
+    assert partials, "partials arrive while audio is still coming"
+    assert len(finals) == 1 and results.index(finals[0]) > results.index(partials[0])
+    # Live decoding normalises as it goes, so it may differ from the one-shot decode in a word.
+    heard = finals[0].text.split()
+    expected = ["go", "forward", "ten", "meters"]
+    assert len(heard) == 4 and sum(a == b for a, b in zip(heard, expected, strict=True)) >= 3
+    assert [w.word for w in finals[0].words] == finals[0].text.split()
+    assert finals[0].end == audio.duration_s or abs(finals[0].end - audio.duration_s) < 0.01
