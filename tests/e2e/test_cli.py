@@ -1,0 +1,60 @@
+"""The earshot command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import shared_audio
+
+
+def _earshot(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "earshot", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_transcribe_prints_text_for_each_file() -> None:
+    first = shared_audio("pocketsphinx-testdata/goforward.wav")
+    second = shared_audio("speechbrain/spk1_snt1.wav")
+    result = _earshot("transcribe", str(first), str(second))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"==> {first} <==",
+        "go forward ten meters",
+        f"==> {second} <==",
+        result.stdout.splitlines()[3],
+    ]
+    assert "child" in result.stdout.splitlines()[3]
+
+
+def test_transcribe_formats_srt_and_verbose_json() -> None:
+    clip = str(shared_audio("pocketsphinx-testdata/goforward.wav"))
+    srt = _earshot("transcribe", "--format", "srt", clip)
+    assert srt.stdout.startswith("1\n00:00:00,") and "go forward ten meters" in srt.stdout
+    verbose = json.loads(_earshot("transcribe", "-f", "verbose_json", clip).stdout)
+    assert [word["word"] for word in verbose["words"]] == ["go", "forward", "ten", "meters"]
+
+
+def test_transcribe_reports_unreadable_audio_and_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    result = _earshot("transcribe", str(bad))
+    assert result.returncode == 1
+    assert "could not decode audio" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_model_exits_2_with_a_hint() -> None:
+    result = _earshot("transcribe", "--model", "nope", str(shared_audio("fsdd/1_george_0.wav")))
+    assert result.returncode == 2 and "earshot models" in result.stderr
+
+
+def test_models_json_lists_whisper_1_as_alias(tmp_path: Path) -> None:
+    rows = json.loads(_earshot("models", "--json").stdout)
+    assert {"id": "whisper-1", "alias_of": "pocketsphinx"}.items() <= rows[1].items()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: {}")
+    result = _earshot("models", "--config", str(bad))
+    assert result.returncode == 2 and "at least one model" in result.stderr
