@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -181,6 +182,10 @@ def _sse(event: dict[str, Any]) -> str:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
 
 
+def _sse_error(error: OpenAIError) -> str:
+    return _sse({"type": "error", **error.body()})
+
+
 async def _sse_events(route: Route, audio: Audio, options: TranscribeOptions) -> AsyncIterator[str]:
     """Deltas as the engine finishes each segment, then the whole text with usage."""
     texts: list[str] = []
@@ -191,8 +196,14 @@ async def _sse_events(route: Route, audio: Audio, options: TranscribeOptions) ->
             yield _sse({"type": "transcript.text.delta", "delta": delta})
     except EngineError as e:
         log.error("engine %s failed mid-stream: %s", route.model_id, e)
-        yield _sse(
-            OpenAIError(500, f"the engine failed: {e}", code="engine_error").body() | {"type": "error"}
+        yield _sse_error(OpenAIError(500, f"the engine failed: {e}", code="engine_error"))
+        return
+    except Exception:
+        # The response has started, so the failure can only be told as an SSE error event.
+        incident = uuid.uuid4().hex[:12]
+        log.exception("transcription stream failed incident=%s model=%s", incident, route.model_id)
+        yield _sse_error(
+            OpenAIError(500, f"internal server error (incident {incident})", code="internal_error")
         )
         return
     usage = {"type": "duration", "seconds": round(audio.duration_s, 3)}
