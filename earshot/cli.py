@@ -16,7 +16,7 @@ from rich.table import Table
 
 from earshot.api.formats import ResponseFormat, render
 from earshot.audio.decode import AudioDecodeError, decode_audio
-from earshot.engines.base import Segment, TranscribeOptions, Transcript
+from earshot.engines.base import EngineError, Segment, TranscribeOptions, Transcript
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog, CatalogError, ModelNotFound
 from earshot.routing.router import Router
@@ -101,7 +101,11 @@ async def _transcribe_files(
     route = router.route(model)
     failures = 0
     try:
-        await route.engine.start()
+        try:
+            await route.engine.start()
+        except EngineError as e:
+            err.print(f"[red]error:[/red] model {route.model_id!r} could not start: {e}")
+            return len(files)
         for path in files:
             try:
                 audio = await asyncio.to_thread(

@@ -35,11 +35,11 @@ class AccessLogMiddleware:
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
-        outcome = "ok"
+        failed = False
         try:
             await self.app(scope, receive, send_with_id)
         except BaseException:
-            outcome = "error"
+            failed = True
             raise
         finally:
             log.info(
@@ -52,5 +52,5 @@ class AccessLogMiddleware:
                 (time.perf_counter() - started) * 1000,
                 state.get("model", "-"),
                 state.get("audio_seconds", 0.0),
-                state.get("outcome", outcome if status < 400 else "rejected"),
+                state.get("outcome") or ("error" if failed else "ok" if status < 400 else "rejected"),
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -92,7 +93,12 @@ async def create_transcription(request: Request, gateway: GatewayDep) -> Respons
     params = TranscriptionParams.from_form(form)
     route = _route(gateway, params.model)
     request.state.model = route.model_id
-    if params.language and params.language.split("-")[0].lower() != route.engine.language:
+    needed = "stream" if params.stream else "transcribe"
+    if needed not in route.spec.capabilities:
+        raise OpenAIError(
+            400, f"model {route.model_id!r} does not offer {needed}", code="unsupported_model", param="model"
+        )
+    if params.language and re.split(r"[-_]", params.language)[0].lower() != route.engine.language:
         raise OpenAIError(
             400,
             f"model {params.model or route.model_id} does not support language {params.language!r}",
@@ -108,7 +114,7 @@ async def create_transcription(request: Request, gateway: GatewayDep) -> Respons
         word_timestamps="word" in params.timestamp_granularities,
     )
     if params.stream:
-        events = _sse_events(route, audio, options)
+        events = _sse_events(route, audio, options, request)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
@@ -186,7 +192,9 @@ def _sse_error(error: OpenAIError) -> str:
     return _sse({"type": "error", **error.body()})
 
 
-async def _sse_events(route: Route, audio: Audio, options: TranscribeOptions) -> AsyncIterator[str]:
+async def _sse_events(
+    route: Route, audio: Audio, options: TranscribeOptions, request: Request
+) -> AsyncIterator[str]:
     """Deltas as the engine finishes each segment, then the whole text with usage."""
     texts: list[str] = []
     try:
@@ -196,12 +204,14 @@ async def _sse_events(route: Route, audio: Audio, options: TranscribeOptions) ->
             yield _sse({"type": "transcript.text.delta", "delta": delta})
     except EngineError as e:
         log.error("engine %s failed mid-stream: %s", route.model_id, e)
+        request.state.outcome = "engine_error"
         yield _sse_error(OpenAIError(500, f"the engine failed: {e}", code="engine_error"))
         return
     except Exception:
         # The response has started, so the failure can only be told as an SSE error event.
         incident = uuid.uuid4().hex[:12]
         log.exception("transcription stream failed incident=%s model=%s", incident, route.model_id)
+        request.state.outcome = "error"
         yield _sse_error(
             OpenAIError(500, f"internal server error (incident {incident})", code="internal_error")
         )

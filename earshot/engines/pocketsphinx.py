@@ -63,7 +63,7 @@ class PocketsphinxEngine:
 
     async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
         """Decode every speech region concurrently; yield their segments in order."""
-        regions = speech_regions(audio)
+        regions = await asyncio.to_thread(speech_regions, audio)
         decodes = [
             asyncio.ensure_future(self._pool.run(decode_region, self._config, audio.slice(s, e).pcm16(), s))
             for s, e in regions
