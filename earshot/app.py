@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = WorkerPool(settings.engine_workers)
         router = Router(catalog, pool)
-        app.state.gateway = Gateway(settings, router, pool, asyncio.Semaphore(settings.decode_concurrency))
+        app.state.gateway = Gateway(settings, router, asyncio.Semaphore(settings.decode_concurrency))
         # Engines load in the background: /healthz answers at once and /readyz turns 200 when they're loaded.
         starting = asyncio.create_task(_start_engines(router))
         try:

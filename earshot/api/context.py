@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from earshot.engines.workers import WorkerPool
 from earshot.routing.router import Router
 from earshot.settings import Settings
 
@@ -18,7 +17,6 @@ class Gateway:
 
     settings: Settings
     router: Router
-    pool: WorkerPool
     decode_limiter: asyncio.Semaphore
 
 
