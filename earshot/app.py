@@ -1,52 +1,118 @@
-"""The app factory: builds the engines, worker pool and routes from Settings."""
+"""The app factory: builds the store, accounts, engines and routes from Settings."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
+from starlette.middleware.cors import CORSMiddleware
 
 from earshot import __version__
-from earshot.api import health, openai_rest
+from earshot.accounts.keys import KeyRing
+from earshot.accounts.limits import MemorySessionGate, RateLimiter, RedisSessionGate, limit_storage
+from earshot.accounts.metering import Meter
+from earshot.accounts.posture import check_anonymous_posture
+from earshot.accounts.revocation import RevocationFeed
+from earshot.api import admin, health, metrics, openai_rest, usage
 from earshot.api.access_log import AccessLogMiddleware
+from earshot.api.admission import Accounts
 from earshot.api.context import Gateway
 from earshot.api.errors import install_error_handlers
+from earshot.api.metrics import Metrics
+from earshot.dials import DialBoard, Dials
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog
 from earshot.routing.router import Router
 from earshot.settings import Settings
+from earshot.store.db import Database
+from earshot.store.repositories import DialRepository, KeyRepository, UsageRepository
 
 log = logging.getLogger(__name__)
 
 
+async def build_accounts(settings: Settings, db: Database, redis: Redis | None, metrics: Metrics) -> Accounts:
+    """Keys, limits, metering and dials over the given store and (optional) Redis."""
+    storage = limit_storage(settings.redis_url, settings.redis_prefix)
+    gate = RedisSessionGate(redis, settings.redis_prefix) if redis is not None else MemorySessionGate()
+    return Accounts(
+        keyring=KeyRing(KeyRepository(db)),
+        limiter=RateLimiter(storage),
+        gate=gate,
+        meter=Meter(UsageRepository(db), round(settings.credits_low_seconds * 1000)),
+        dials=DialBoard(DialRepository(db), Dials.from_settings(settings)),
+        revocations=RevocationFeed(redis, settings.redis_prefix),
+        metrics=metrics,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A ready-to-serve earshot ASGI app; engines load in its lifespan."""
+    """A ready-to-serve earshot ASGI app; the store is migrated and engines load in its lifespan."""
     settings = settings or Settings()
     catalog = Catalog.load(settings.config)
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = WorkerPool(settings.engine_workers)
-        router = Router(catalog, pool)
-        app.state.gateway = Gateway(settings, router, asyncio.Semaphore(settings.decode_concurrency))
-        # Engines load in the background: /healthz answers at once and /readyz turns 200 when they're loaded.
-        starting = asyncio.create_task(_start_engines(router))
-        try:
+        async with AsyncExitStack() as stack:
+            db = Database(settings.database_url)
+            stack.push_async_callback(db.dispose)
+            await db.upgrade()
+            redis: Redis | None = None
+            if settings.redis_url:
+                redis = Redis.from_url(settings.redis_url)
+                stack.push_async_callback(redis.aclose)
+                await redis.ping()
+            accounts = await build_accounts(settings, db, redis, app_metrics)
+            await check_anonymous_posture(settings, accounts.keyring.repository)
+            await accounts.dials.start()
+            stack.push_async_callback(accounts.dials.stop)
+            await accounts.revocations.start()
+            stack.push_async_callback(accounts.revocations.stop)
+            stack.push_async_callback(accounts.meter.drain)
+
+            pool = WorkerPool(settings.engine_workers)
+            stack.push_async_callback(asyncio.to_thread, pool.shutdown)
+            router = Router(catalog, pool)
+            stack.push_async_callback(router.stop)
+            decode_limiter = asyncio.Semaphore(settings.decode_concurrency)
+            app.state.gateway = Gateway(settings, router, decode_limiter, accounts, app_metrics)
+            # Engines load in the background: /healthz answers at once, /readyz turns 200 once they're loaded.
+            starting = asyncio.create_task(_start_engines(router))
+            stack.callback(starting.cancel)
+            log.info("earshot %s: database %s, redis %s", __version__, db.safe_url, _redis_label(settings))
             yield
-        finally:
-            starting.cancel()
-            await router.stop()
-            await asyncio.to_thread(pool.shutdown)
 
     app = FastAPI(title="earshot", version=__version__, lifespan=lifespan)
+    app.state.metrics = app_metrics
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware)
-    app.include_router(health.router)
-    app.include_router(openai_rest.router)
+    app.add_middleware(AccessLogMiddleware, metrics=app_metrics)
+    if settings.cors_origins:
+        _add_cors(app, settings.cors_origins)
+    for module in (health, metrics, openai_rest, usage, admin):
+        app.include_router(module.router)
     return app
+
+
+def _add_cors(app: FastAPI, origins: list[str]) -> None:
+    options: dict[str, Any] = {
+        "allow_methods": ["*"],
+        "allow_headers": ["*"],
+        "expose_headers": ["x-request-id", "retry-after"],
+        "max_age": 600,
+    }
+    if origins == ["*"]:
+        app.add_middleware(CORSMiddleware, allow_origins=["*"], **options)
+    else:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True, **options)
+
+
+def _redis_label(settings: Settings) -> str:
+    return "configured" if settings.redis_url else "none (in-process limits)"
 
 
 async def _start_engines(router: Router) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _cpu_count() -> int:
@@ -21,8 +23,41 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     config: Path | None = Field(default=None, description="Model catalog YAML file")
-    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_audio_seconds: float = Field(default=3600.0, gt=0)
     engine_workers: int = Field(default_factory=_cpu_count, ge=1, description="Engine worker processes")
     decode_concurrency: int = Field(default_factory=_cpu_count, ge=1, description="Concurrent audio decodes")
     log_level: str = "info"
+
+    database_url: str = Field(default="sqlite+aiosqlite:///earshot.db", description="SQLAlchemy async URL")
+    redis_url: str | None = Field(default=None, description="Redis for shared limits and revocation")
+    redis_prefix: str = Field(default="earshot", description="Prefix of every Redis key earshot writes")
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token of the /admin API")
+    allow_anonymous: bool = Field(default=False, description="Serve without keys on a non-loopback bind")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated; * for any)"
+    )
+
+    # Defaults of the runtime dials (see earshot.dials): changeable later without a restart.
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    default_rpm: int = Field(default=0, ge=0)
+    default_max_sessions: int = Field(default=0, ge=0)
+    ip_rpm: int = Field(default=0, ge=0)
+    keepalive_s: float = Field(default=10.0, gt=0)
+    credits_low_seconds: float = Field(default=60.0, ge=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def binds_loopback(self) -> bool:
+        """Whether the server only listens on this machine."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

@@ -9,14 +9,17 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from earshot.api.metrics import Metrics
+
 log = logging.getLogger("earshot.access")
 
 
 class AccessLogMiddleware:
     """Logs method, route, status, duration, model and audio seconds; never headers or bodies."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,15 +45,19 @@ class AccessLogMiddleware:
             failed = True
             raise
         finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(template, str(status)).inc()
             log.info(
                 "request id=%s method=%s route=%s status=%d duration_ms=%.1f model=%s audio_s=%.3f "
-                "outcome=%s",
+                "key=%s outcome=%s",
                 request_id,
                 scope["method"],
-                scope["path"],
+                template if route is not None else scope["path"],
                 status,
                 (time.perf_counter() - started) * 1000,
                 state.get("model", "-"),
                 state.get("audio_seconds", 0.0),
+                state.get("key_id") or "-",
                 state.get("outcome") or ("error" if failed else "ok" if status < 400 else "rejected"),
             )

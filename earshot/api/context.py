@@ -6,7 +6,11 @@ import asyncio
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
+from earshot.api.admission import Accounts, Admission
+from earshot.api.credentials import credential_from
+from earshot.api.metrics import Metrics
 from earshot.routing.router import Router
 from earshot.settings import Settings
 
@@ -18,6 +22,19 @@ class Gateway:
     settings: Settings
     router: Router
     decode_limiter: asyncio.Semaphore
+    accounts: Accounts
+    metrics: Metrics
+
+    async def admit(self, connection: HTTPConnection, *, bucket: str, route: str) -> Admission:
+        """Admit an HTTP request or WebSocket handshake by the key it carries."""
+        subprotocols = (
+            connection.scope.get("subprotocols", []) if connection.scope["type"] == "websocket" else []
+        )
+        credential = credential_from(connection.headers, connection.query_params, subprotocols)
+        peer = connection.client.host if connection.client else "unknown"
+        admission = await self.accounts.admit(credential, peer, bucket, route)
+        connection.state.key_id = admission.key_id
+        return admission
 
 
 def get_gateway(request: Request) -> Gateway:

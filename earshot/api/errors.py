@@ -9,6 +9,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from earshot.accounts.errors import (
+    AccessDenied,
+    InsufficientCredits,
+    InvalidKey,
+    ModelNotAllowed,
+    RateLimited,
+)
 
 log = logging.getLogger(__name__)
 
@@ -19,17 +28,28 @@ class OpenAIError(Exception):
     """A request failure to report to the caller in OpenAI's error shape."""
 
     def __init__(
-        self, status: int, message: str, *, code: str | None = None, param: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type_: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
+        self.type_ = type_
+        self.headers = headers or {}
 
     @property
     def type(self) -> str:
         """OpenAI's error type for the status."""
+        if self.type_ is not None:
+            return self.type_
         if self.status >= 500:
             return "server_error"
         return _TYPE_BY_STATUS.get(self.status, "invalid_request_error")
@@ -40,7 +60,31 @@ class OpenAIError(Exception):
 
     def response(self) -> JSONResponse:
         """The HTTP response carrying this error."""
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+    @classmethod
+    def denied(cls, denial: AccessDenied) -> OpenAIError:
+        """The OpenAI error for a refused caller, with Retry-After where waiting helps."""
+        message = str(denial)
+        if isinstance(denial, InvalidKey):
+            return cls(401, message, code="invalid_api_key", type_="invalid_request_error")
+        if isinstance(denial, ModelNotAllowed):
+            return cls(403, message, code="model_not_allowed", param="model")
+        if isinstance(denial, InsufficientCredits):
+            # The openai SDK retries 429s unless told not to; more credit won't appear by retrying.
+            return cls(
+                429,
+                message,
+                code="insufficient_quota",
+                type_="insufficient_quota",
+                headers={"x-should-retry": "false"},
+            )
+        if isinstance(denial, RateLimited):
+            code = "concurrency_limit_exceeded" if denial.concurrency else "rate_limit_exceeded"
+            return cls(
+                429, message, code=code, type_="requests", headers={"Retry-After": str(denial.retry_after_s)}
+            )
+        return cls(403, message, code="forbidden")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -66,6 +110,16 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"invalid value for {param}: {first.get('msg', 'invalid request')}"
         return OpenAIError(400, message, code="invalid_value", param=param).response()
 
+    async def on_denied(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AccessDenied)
+        error = OpenAIError.denied(exc)
+        request.state.outcome = error.code
+        return error.response()
+
+    async def on_client_gone(request: Request, exc: Exception) -> JSONResponse:
+        request.state.outcome = "client_closed"
+        return OpenAIError(400, "the client closed the connection", code="client_closed").response()
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         incident = uuid.uuid4().hex[:12]
         log.error("unhandled error incident=%s route=%s", incident, request.url.path, exc_info=exc)
@@ -77,4 +131,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OpenAIError, on_openai_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(AccessDenied, on_denied)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -13,6 +14,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from earshot.accounts.metering import Price
+from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.errors import OpenAIError
 from earshot.api.formats import ResponseFormat, render
@@ -29,6 +32,7 @@ from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, TranscribeOptions, transcribe
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.router import Route
+from earshot.store.records import Outcome
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -89,10 +93,19 @@ class TranscriptionParams(BaseModel):
 @router.post("/v1/audio/transcriptions", response_model=None)
 async def create_transcription(request: Request, gateway: GatewayDep) -> Response:
     """Transcribe an uploaded audio file."""
-    form = await _read_form(request, gateway.settings.max_upload_bytes)
+    admission = await gateway.admit(request, bucket="transcribe", route="openai.transcriptions")
+    async with admission:
+        return await _transcribe(request, gateway, admission)
+
+
+async def _transcribe(request: Request, gateway: Gateway, admission: Admission) -> Response:
+    form = await _read_form(request, gateway.accounts.dials.current.max_upload_bytes)
     params = TranscriptionParams.from_form(form)
     route = _route(gateway, params.model)
     request.state.model = route.model_id
+    admission.use_model(
+        params.model or route.model_id, route.model_id, Price(route.spec.price, route.spec.unit)
+    )
     needed = "stream" if params.stream else "transcribe"
     if needed not in route.spec.capabilities:
         raise OpenAIError(
@@ -107,6 +120,7 @@ async def create_transcription(request: Request, gateway: GatewayDep) -> Respons
         )
     audio = await _decode(form, gateway)
     request.state.audio_seconds = audio.duration_s
+    await admission.reserve(round(audio.duration_s * 1000))
     options = TranscribeOptions(
         language=params.language,
         prompt=params.prompt,
@@ -114,15 +128,18 @@ async def create_transcription(request: Request, gateway: GatewayDep) -> Respons
         word_timestamps="word" in params.timestamp_granularities,
     )
     if params.stream:
-        events = _sse_events(route, audio, options, request)
+        admission.hand_off()
+        events = _sse_events(route, audio, options, request, admission)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
+    started = time.perf_counter()
     try:
         transcript = await transcribe(route.engine, audio, options)
     except EngineError as e:
         log.error("engine %s failed: %s", route.model_id, e)
         raise OpenAIError(500, f"the engine failed: {e}", code="engine_error") from e
+    gateway.metrics.engine_latency.labels(route.model_id).observe(time.perf_counter() - started)
     body, media_type = render(
         transcript,
         params.response_format,
@@ -193,9 +210,21 @@ def _sse_error(error: OpenAIError) -> str:
 
 
 async def _sse_events(
+    route: Route, audio: Audio, options: TranscribeOptions, request: Request, admission: Admission
+) -> AsyncIterator[str]:
+    """Deltas as the engine finishes each segment, then the whole text with usage; metered once."""
+    outcome: Outcome = "client_closed"
+    try:
+        async for event in _sse_transcript(route, audio, options, request):
+            yield event
+        outcome = "error" if getattr(request.state, "outcome", None) else "ok"
+    finally:
+        await admission.finish(outcome)
+
+
+async def _sse_transcript(
     route: Route, audio: Audio, options: TranscribeOptions, request: Request
 ) -> AsyncIterator[str]:
-    """Deltas as the engine finishes each segment, then the whole text with usage."""
     texts: list[str] = []
     try:
         async for segment in route.engine.transcribe_segments(audio, options):

@@ -28,6 +28,8 @@ class ModelSpec(BaseModel):
     capabilities: tuple[Capability, ...] = ("transcribe", "stream", "realtime")
     owned_by: str = "earshot"
     description: str = ""
+    price: float = Field(default=0.0, ge=0, description="Cost per unit of audio")
+    unit: Literal["second", "minute"] = Field(default="second", description="minute rounds up per request")
 
 
 class CatalogFile(BaseModel):

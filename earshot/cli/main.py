@@ -1,4 +1,4 @@
-"""The earshot command line: serve, transcribe, models."""
+"""earshot serve, transcribe and models."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from earshot.accounts.posture import StartupRefused, check_anonymous_posture
 from earshot.api.formats import ResponseFormat, render
 from earshot.audio.decode import AudioDecodeError, decode_audio
 from earshot.engines.base import EngineError, Segment, TranscribeOptions, Transcript
@@ -21,6 +22,8 @@ from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog, CatalogError, ModelNotFound
 from earshot.routing.router import Router
 from earshot.settings import Settings
+from earshot.store.db import Database, DatabaseError
+from earshot.store.repositories import KeyRepository
 
 app = typer.Typer(help="earshot: a self-hosted speech gateway.", no_args_is_help=True, add_completion=False)
 err = Console(stderr=True)
@@ -50,14 +53,22 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000)")] = None,
     config: ConfigOption = None,
+    allow_anonymous: Annotated[
+        bool, typer.Option("--allow-anonymous", help="Serve without API keys on a non-loopback address")
+    ] = False,
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API (migrating the database first)."""
     import uvicorn
 
     from earshot.app import create_app
 
-    settings = _settings(config, host=host, port=port)
+    settings = _settings(config, host=host, port=port, allow_anonymous=allow_anonymous or None)
     _catalog(settings)
+    try:
+        asyncio.run(_prepare_store(settings))
+    except (StartupRefused, DatabaseError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -68,6 +79,15 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+async def _prepare_store(settings: Settings) -> None:
+    db = Database(settings.database_url)
+    try:
+        await db.upgrade()
+        await check_anonymous_posture(settings, KeyRepository(db))
+    finally:
+        await db.dispose()
 
 
 @app.command()

@@ -1,0 +1,161 @@
+"""Per-second metering: one usage record per request or session, credits moved atomically with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from earshot.accounts.errors import InsufficientCredits
+from earshot.store.records import KeyRecord, Outcome, Unit, UsageRecord
+from earshot.store.repositories import UsageRepository
+
+log = logging.getLogger(__name__)
+
+# Outcomes the caller pays for; the others (server faults, refusals) are recorded at no charge.
+BILLABLE_OUTCOMES: frozenset[Outcome] = frozenset({"ok", "client_closed", "timeout", "revoked"})
+# Live sessions reserve credit ahead of the audio in steps this long, so the store isn't hit per chunk.
+RESERVE_STEP_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a model costs per unit of audio; `minute` rounds up per request."""
+
+    amount: float = 0.0
+    unit: Unit = "second"
+
+    def quantity(self, audio_ms: int) -> float:
+        """Billed units for this much audio."""
+        if self.unit == "minute":
+            return float(math.ceil(audio_ms / 60_000))
+        return audio_ms / 1000
+
+
+@dataclass(slots=True)
+class UsageTicket:
+    """The running meter of one request or session; closed exactly once by the Meter."""
+
+    id: str
+    key: KeyRecord | None
+    route: str
+    started_at: datetime
+    model: str | None = None
+    price: Price = field(default_factory=Price)
+    audio_ms: int = 0
+    debited_ms: int = 0
+    balance_ms: int | None = None
+    opened: bool = False
+    closed: asyncio.Future[UsageRecord] | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.key.id if self.key is not None else None
+
+    @property
+    def limited(self) -> bool:
+        """Whether the key has a credit balance (rather than unlimited or anonymous)."""
+        return self.key is not None and self.key.credits_ms is not None
+
+
+class Meter:
+    """Opens tickets, reserves credit for them, and writes each one's usage record once."""
+
+    def __init__(self, repository: UsageRepository, credits_low_ms: int = 60_000) -> None:
+        self.repository = repository
+        self.credits_low_ms = credits_low_ms
+        self._closing: set[asyncio.Task[UsageRecord]] = set()
+
+    def open(self, key: KeyRecord | None, route: str) -> UsageTicket:
+        """A ticket for a new request or session (nothing is written until credit moves or it closes)."""
+        return UsageTicket(id=uuid.uuid4().hex, key=key, route=route, started_at=datetime.now(UTC))
+
+    async def reserve(self, ticket: UsageTicket, audio_ms: int) -> None:
+        """Debit credit for audio about to be processed; InsufficientCredits if the balance is short."""
+        if not ticket.limited or audio_ms <= 0:
+            return
+        assert ticket.key is not None
+        if not ticket.opened:
+            running = replace(self._record(ticket, None), debited_ms=audio_ms)
+            balance = await self.repository.open_with_debit(running, audio_ms)
+            ticket.opened = balance is not None
+        else:
+            balance = await self.repository.debit(ticket.id, ticket.key.id, audio_ms)
+        if balance is None:
+            raise InsufficientCredits(
+                f"this API key has too few credit seconds left for {audio_ms / 1000:.3f} s of audio"
+            )
+        ticket.debited_ms += audio_ms
+        ticket.balance_ms = balance
+
+    async def consume(self, ticket: UsageTicket, audio_ms: int) -> None:
+        """Count live audio, reserving credit ahead in steps; InsufficientCredits when it runs out."""
+        ticket.audio_ms += audio_ms
+        if not ticket.limited:
+            return
+        shortfall = ticket.audio_ms - ticket.debited_ms
+        if shortfall <= 0:
+            return
+        try:
+            await self.reserve(ticket, max(shortfall, RESERVE_STEP_MS))
+        except InsufficientCredits:
+            await self.reserve(ticket, shortfall)
+
+    def credits_low(self, ticket: UsageTicket) -> bool:
+        """Whether the key's credit left (counting what this ticket holds unused) is under the threshold."""
+        if ticket.balance_ms is None:
+            return False
+        unused = max(0, ticket.debited_ms - ticket.audio_ms)
+        return ticket.balance_ms + unused < self.credits_low_ms
+
+    def close(self, ticket: UsageTicket, outcome: Outcome) -> asyncio.Future[UsageRecord]:
+        """Write the ticket's record (once, whatever is called later) and refund unused credit.
+
+        The write runs as its own task so a cancelled caller (a client gone away) can't interrupt it;
+        await the result with asyncio.shield if the caller may be cancelled.
+        """
+        if ticket.closed is not None:
+            return ticket.closed
+        task = asyncio.get_running_loop().create_task(self._write(ticket, outcome))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        ticket.closed = task
+        return task
+
+    async def _write(self, ticket: UsageTicket, outcome: Outcome) -> UsageRecord:
+        billable = outcome in BILLABLE_OUTCOMES
+        charged_ms = min(ticket.audio_ms, ticket.debited_ms) if ticket.limited else ticket.audio_ms
+        if not billable:
+            charged_ms = 0
+        record = self._record(ticket, outcome, charged_ms=charged_ms)
+        if ticket.opened:
+            await self.repository.close(record, refund_ms=ticket.debited_ms - record.debited_ms)
+        else:
+            await self.repository.insert_finished(record)
+        return record
+
+    def _record(self, ticket: UsageTicket, outcome: Outcome | None, charged_ms: int = 0) -> UsageRecord:
+        finished = outcome is not None
+        quantity = ticket.price.quantity(charged_ms) if charged_ms else 0.0
+        return UsageRecord(
+            id=ticket.id,
+            key_id=ticket.key_id,
+            model=ticket.model,
+            route=ticket.route,
+            audio_ms=ticket.audio_ms,
+            debited_ms=(charged_ms if ticket.limited else 0) if finished else ticket.debited_ms,
+            quantity=quantity,
+            unit=ticket.price.unit,
+            cost=round(quantity * ticket.price.amount, 9),
+            outcome=outcome,
+            started_at=ticket.started_at,
+            ended_at=datetime.now(UTC) if finished else None,
+        )
+
+    async def drain(self) -> None:
+        """Wait for every record still being written (at shutdown)."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

@@ -1,0 +1,91 @@
+"""GET /v1/usage: audio seconds, requests and cost summed by model, day or key."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from earshot.api.admin import is_admin
+from earshot.api.context import Gateway, get_gateway
+from earshot.api.credentials import credential_from
+from earshot.api.errors import OpenAIError
+from earshot.store.records import UsageTotal
+
+router = APIRouter()
+DEFAULT_WINDOW = timedelta(days=30)
+
+
+def parse_instant(value: str | None, param: str) -> datetime | None:
+    """An ISO date, ISO datetime (UTC unless zoned) or unix seconds; None if absent."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        if text.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(text), UTC)
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), UTC)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise OpenAIError(400, f"invalid {param}: {value!r} is not a date or time", param=param) from e
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def total_json(total: UsageTotal) -> dict[str, Any]:
+    return {
+        "requests": total.requests,
+        "audio_seconds": total.audio_ms / 1000,
+        "quantity": total.quantity,
+        "cost": round(total.cost, 6),
+    }
+
+
+@router.get("/v1/usage")
+async def get_usage(
+    request: Request,
+    gateway: Annotated[Gateway, Depends(get_gateway)],
+    start: Annotated[str | None, Query(description="ISO date/time or unix seconds")] = None,
+    end: Annotated[str | None, Query(description="ISO date/time or unix seconds")] = None,
+    group_by: Annotated[Literal["model", "day", "key"], Query()] = "model",
+    key_id: Annotated[str | None, Query(description="admin only: one key's usage")] = None,
+) -> dict[str, Any]:
+    """Usage in [start, end): a key sees its own, the admin token sees every key's."""
+    end_at = parse_instant(end, "end") or datetime.now(UTC)
+    start_at = parse_instant(start, "start") or end_at - DEFAULT_WINDOW
+    if start_at >= end_at:
+        raise OpenAIError(400, "start must be before end", param="start")
+    scope: dict[str, Any] = {}
+    caller: dict[str, Any] | None = None
+    if is_admin(request, gateway):
+        scope["key_id"] = key_id
+    else:
+        credential = credential_from(request.headers, request.query_params)
+        key = await gateway.accounts.identify(credential)
+        if key is None:
+            scope["anonymous"] = True
+        else:
+            scope["key_id"] = key.id
+            fresh = await gateway.accounts.keyring.get(key.id)
+            credits = fresh.credits_seconds if fresh is not None else None
+            caller = {"id": key.id, "name": key.name, "credits_seconds": credits}
+    totals = await gateway.accounts.meter.repository.totals(
+        start=start_at, end=end_at, group_by=group_by, **scope
+    )
+    overall = UsageTotal(
+        group=None,
+        requests=sum(t.requests for t in totals),
+        audio_ms=sum(t.audio_ms for t in totals),
+        quantity=sum(t.quantity for t in totals),
+        cost=sum(t.cost for t in totals),
+    )
+    return {
+        "object": "usage",
+        "start": start_at.isoformat(),
+        "end": end_at.isoformat(),
+        "group_by": group_by,
+        "key": caller,
+        "data": [{group_by: total.group, **total_json(total)} for total in totals],
+        "total": total_json(overall),
+    }

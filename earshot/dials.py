@@ -1,0 +1,105 @@
+"""Runtime dials: settings an admin can change while earshot runs, shared by every worker.
+
+Defaults come from Settings; changes are stored in the database, and each worker re-reads them every
+REFRESH_S, so a change made through any worker (or the CLI) applies everywhere within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from earshot.settings import Settings
+from earshot.store.repositories import DialRepository
+
+log = logging.getLogger(__name__)
+REFRESH_S = 0.5
+
+
+class Dials(BaseModel):
+    """The values of every runtime dial."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_upload_bytes: int = Field(gt=0, description="Largest accepted upload, in bytes")
+    default_rpm: int = Field(
+        ge=0, description="Requests per minute for keys without their own limit (0: none)"
+    )
+    default_max_sessions: int = Field(
+        ge=0, description="Concurrent sessions for keys without their own limit (0: none)"
+    )
+    ip_rpm: int = Field(ge=0, description="Requests per minute per client IP in each bucket (0: none)")
+    keepalive_s: float = Field(gt=0, description="Live sessions close after this long with no audio")
+    credits_low_seconds: float = Field(ge=0, description="Credit left under which clients are warned")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Dials:
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+
+class DialError(ValueError):
+    """An unknown dial or a value it can't take."""
+
+
+def validate_changes(current: Dials, changes: dict[str, Any]) -> Dials:
+    """The dials with the changes applied, or DialError naming the bad one."""
+    unknown = sorted(set(changes) - set(Dials.model_fields))
+    if unknown:
+        raise DialError(f"unknown setting {unknown[0]!r}; known: {', '.join(Dials.model_fields)}")
+    try:
+        return Dials.model_validate({**current.model_dump(), **changes})
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise DialError(f"invalid {first['loc'][0]}: {first['msg']}") from e
+
+
+class DialBoard:
+    """The current dials of this worker, kept in step with the database."""
+
+    def __init__(self, repository: DialRepository, defaults: Dials) -> None:
+        self.repository = repository
+        self.defaults = defaults
+        self.current = defaults
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> Dials:
+        """Re-read the stored changes over the defaults."""
+        stored = await self.repository.all()
+        known = {name: value for name, value in stored.items() if name in Dials.model_fields}
+        try:
+            self.current = validate_changes(self.defaults, known)
+        except DialError as e:
+            log.warning("ignoring stored settings: %s", e)
+        return self.current
+
+    async def set(self, changes: dict[str, Any]) -> Dials:
+        """Validate, store and apply changes; DialError if any is bad."""
+        updated = validate_changes(self.current, changes)
+        values = {name: getattr(updated, name) for name in changes}
+        await self.repository.set(values, datetime.now(UTC))
+        self.current = updated
+        return updated
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh()
+            except (SQLAlchemyError, OSError) as e:
+                log.warning("could not refresh settings from the database: %s", e)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,117 @@
+"""The database connection: SQLite by default, PostgreSQL by URL; migrations applied with Alembic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Any constant works: it only has to be the same in every earshot process sharing the database.
+_MIGRATION_LOCK_ID = 0x6561727368
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///earshot.db"
+
+
+class DatabaseError(Exception):
+    """The database is unreachable or its URL is unusable."""
+
+
+class Database:
+    """An async engine plus the write discipline its backend needs."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as e:
+            raise DatabaseError(f"invalid database URL: {e}") from e
+        self.backend = parsed.get_backend_name()
+        options: dict[str, Any] = {}
+        if self.backend == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            options["connect_args"] = {"timeout": 30}
+        else:
+            options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(parsed, **options)
+        if self.backend == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        # SQLite allows one writer; queueing writes here avoids "database is locked" under concurrency.
+        self._write_lock = asyncio.Lock() if self.backend == "sqlite" else None
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for logs."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that commits on success and rolls back on error."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for queries."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def upgrade(self) -> None:
+        """Apply every pending migration; safe when several processes start at once."""
+        try:
+            async with self.write() as conn:
+                if self.backend == "postgresql":
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+                await conn.run_sync(_upgrade)
+        except OSError as e:
+            raise DatabaseError(f"cannot reach the database at {self.safe_url}: {e}") from e
+
+    async def is_current(self) -> bool:
+        """Whether every migration has been applied."""
+        async with self.read() as conn:
+            return await conn.run_sync(_is_current)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _alembic_config(conn: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = conn
+    return config
+
+
+def _upgrade(conn: Connection) -> None:
+    command.upgrade(_alembic_config(conn), "head")
+
+
+def _is_current(conn: Connection) -> bool:
+    heads = set(ScriptDirectory.from_config(_alembic_config(conn)).get_heads())
+    return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

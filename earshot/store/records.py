@@ -1,0 +1,58 @@
+"""Rows as the rest of earshot sees them: plain dataclasses, no ORM state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+KeyState = Literal["active", "revoked"]
+Outcome = Literal["ok", "client_closed", "upstream_error", "rejected", "revoked", "timeout", "error"]
+Unit = Literal["second", "minute"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An API key's stored settings; `secret_hash` never leaves the accounts package."""
+
+    id: str
+    name: str
+    secret_hash: str
+    models: tuple[str, ...] | None
+    credits_ms: int | None
+    rpm: int | None
+    max_sessions: int | None
+    expires_at: datetime | None
+    state: KeyState
+    created_at: datetime
+    updated_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One metered request or session."""
+
+    id: str
+    key_id: str | None
+    model: str | None
+    route: str
+    audio_ms: int
+    debited_ms: int
+    quantity: float
+    unit: Unit
+    cost: float
+    outcome: Outcome | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """Usage summed over one group (a model, a day or a key)."""
+
+    group: str | None
+    requests: int
+    audio_ms: int
+    quantity: float
+    cost: float

@@ -1,0 +1,239 @@
+"""Queries over the store; every write that moves credits is one conditional statement."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Date, cast, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+
+from earshot.store.db import Database
+from earshot.store.records import KeyRecord, UsageRecord, UsageTotal
+from earshot.store.tables import ApiKeyRow, DialRow, UsageRow
+
+GroupBy = Literal["model", "day", "key"]
+
+
+def _key(row: RowMapping) -> KeyRecord:
+    models = row["models"]
+    return KeyRecord(
+        id=row["id"],
+        name=row["name"],
+        secret_hash=row["secret_hash"],
+        models=tuple(models) if models is not None else None,
+        credits_ms=row["credits_ms"],
+        rpm=row["rpm"],
+        max_sessions=row["max_sessions"],
+        expires_at=row["expires_at"],
+        state=row["state"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _usage(row: RowMapping) -> UsageRecord:
+    return UsageRecord(**{name: row[name] for name in UsageRecord.__slots__})
+
+
+class KeyRepository:
+    """API key rows."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def insert(self, record: KeyRecord) -> None:
+        values = {name: getattr(record, name) for name in KeyRecord.__slots__}
+        values["models"] = list(record.models) if record.models is not None else None
+        async with self.db.write() as conn:
+            await conn.execute(insert(ApiKeyRow).values(**values))
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(ApiKeyRow.__table__).where(ApiKeyRow.id == key_id))).first()
+        return _key(row._mapping) if row is not None else None
+
+    async def all(self) -> list[KeyRecord]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(select(ApiKeyRow.__table__).order_by(ApiKeyRow.created_at))
+            return [_key(row._mapping) for row in rows]
+
+    async def count(self) -> int:
+        async with self.db.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(ApiKeyRow))).scalar_one())
+
+    async def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        """Apply field changes; None when no such key."""
+        if "models" in changes and changes["models"] is not None:
+            changes = {**changes, "models": list(changes["models"])}
+        async with self.db.write() as conn:
+            result = await conn.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(**changes))
+        if result.rowcount == 0:
+            return None
+        return await self.get(key_id)
+
+
+class UsageRepository:
+    """Usage rows and the credit movements that go with them."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _insert_once(self, values: dict[str, Any]) -> Any:
+        dialect = postgresql if self.db.backend == "postgresql" else sqlite
+        return dialect.insert(UsageRow).values(**values).on_conflict_do_nothing(index_elements=["id"])
+
+    async def open_with_debit(self, record: UsageRecord, debit_ms: int) -> int | None:
+        """Insert a running record and debit its key in one transaction; the new balance, or None if short."""
+        async with self.db.write() as conn:
+            balance = await _debit(conn, record.key_id, debit_ms)
+            if balance is None:
+                return None
+            values = {name: getattr(record, name) for name in UsageRecord.__slots__}
+            await conn.execute(insert(UsageRow).values(**values))
+            return balance
+
+    async def debit(self, record_id: str, key_id: str, debit_ms: int) -> int | None:
+        """Debit more credit for a running record; the new balance, or None if short."""
+        async with self.db.write() as conn:
+            balance = await _debit(conn, key_id, debit_ms)
+            if balance is None:
+                return None
+            await conn.execute(
+                update(UsageRow)
+                .where(UsageRow.id == record_id, UsageRow.outcome.is_(None))
+                .values(debited_ms=UsageRow.debited_ms + debit_ms)
+            )
+            return balance
+
+    async def close(self, record: UsageRecord, refund_ms: int) -> bool:
+        """Finish a running record and refund unused credit, exactly once; False if already finished."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(UsageRow)
+                .where(UsageRow.id == record.id, UsageRow.outcome.is_(None))
+                .values(
+                    model=record.model,
+                    audio_ms=record.audio_ms,
+                    debited_ms=record.debited_ms,
+                    quantity=record.quantity,
+                    unit=record.unit,
+                    cost=record.cost,
+                    outcome=record.outcome,
+                    ended_at=record.ended_at,
+                )
+            )
+            if result.rowcount == 1 and refund_ms > 0 and record.key_id is not None:
+                await conn.execute(
+                    update(ApiKeyRow)
+                    .where(ApiKeyRow.id == record.key_id, ApiKeyRow.credits_ms.is_not(None))
+                    .values(credits_ms=ApiKeyRow.credits_ms + refund_ms)
+                )
+            return bool(result.rowcount == 1)
+
+    async def insert_finished(self, record: UsageRecord) -> bool:
+        """Insert a finished record that moved no credit; idempotent on its id."""
+        values = {name: getattr(record, name) for name in UsageRecord.__slots__}
+        async with self.db.write() as conn:
+            result = await conn.execute(self._insert_once(values))
+            return bool(result.rowcount == 1)
+
+    async def get(self, record_id: str) -> UsageRecord | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(UsageRow.__table__).where(UsageRow.id == record_id))).first()
+        return _usage(row._mapping) if row is not None else None
+
+    async def records(
+        self, *, key_id: str | None = None, anonymous: bool = False, limit: int = 1000
+    ) -> list[UsageRecord]:
+        query = select(UsageRow.__table__).order_by(UsageRow.started_at).limit(limit)
+        if anonymous:
+            query = query.where(UsageRow.key_id.is_(None))
+        elif key_id is not None:
+            query = query.where(UsageRow.key_id == key_id)
+        async with self.db.read() as conn:
+            return [_usage(row._mapping) for row in await conn.execute(query)]
+
+    async def totals(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        group_by: GroupBy,
+        key_id: str | None = None,
+        anonymous: bool = False,
+    ) -> list[UsageTotal]:
+        """Finished usage in [start, end) summed per group."""
+        group: Any = {
+            "model": UsageRow.model,
+            "key": UsageRow.key_id,
+            "day": cast(UsageRow.started_at, Date)
+            if self.db.backend == "postgresql"
+            else func.date(UsageRow.started_at),
+        }[group_by]
+        query = (
+            select(
+                group.label("grp"),
+                func.count(),
+                func.coalesce(func.sum(UsageRow.audio_ms), 0),
+                func.coalesce(func.sum(UsageRow.quantity), 0.0),
+                func.coalesce(func.sum(UsageRow.cost), 0.0),
+            )
+            .where(UsageRow.outcome.is_not(None), UsageRow.started_at >= start, UsageRow.started_at < end)
+            .group_by(group)
+            .order_by(group)
+        )
+        if anonymous:
+            query = query.where(UsageRow.key_id.is_(None))
+        elif key_id is not None:
+            query = query.where(UsageRow.key_id == key_id)
+        async with self.db.read() as conn:
+            rows = await conn.execute(query)
+            return [
+                UsageTotal(
+                    group=str(grp) if grp is not None else None,
+                    requests=int(count),
+                    audio_ms=int(audio),
+                    quantity=float(quantity),
+                    cost=float(cost),
+                )
+                for grp, count, audio, quantity, cost in rows
+            ]
+
+
+async def _debit(conn: Any, key_id: str | None, debit_ms: int) -> int | None:
+    if key_id is None:
+        return None
+    result = await conn.execute(
+        update(ApiKeyRow)
+        .where(ApiKeyRow.id == key_id, ApiKeyRow.credits_ms >= debit_ms)
+        .values(credits_ms=ApiKeyRow.credits_ms - debit_ms)
+        .returning(ApiKeyRow.credits_ms)
+    )
+    balance = result.scalar_one_or_none()
+    return int(balance) if balance is not None else None
+
+
+class DialRepository:
+    """Runtime settings changed from their defaults."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def all(self) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(select(DialRow.name, DialRow.value))
+            return {name: value for name, value in rows}
+
+    async def set(self, values: dict[str, Any], now: datetime) -> None:
+        dialect = postgresql if self.db.backend == "postgresql" else sqlite
+        async with self.db.write() as conn:
+            for name, value in values.items():
+                statement = dialect.insert(DialRow).values(name=name, value=value, updated_at=now)
+                await conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["name"], set_={"value": value, "updated_at": now}
+                    )
+                )
