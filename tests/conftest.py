@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+import wave
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from earshot.engines.base import Engine
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog
 from earshot.routing.router import Router
+from earshot.store.records import UsageRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = REPO_ROOT.parent / "shared" / "audio"
@@ -226,3 +229,87 @@ async def engine() -> AsyncIterator[Engine]:
     yield router.route(None).engine
     await router.stop()
     pool.shutdown()
+
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+SHORT_CLIP_MS = 1500
+
+
+@pytest.fixture(scope="session")
+def short_wav() -> bytes:
+    """Exactly 1.5 s of real speech as a 16 kHz PCM16 WAV (so its metered length is known to the ms)."""
+    from earshot.audio.decode import decode_audio
+
+    audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
+    samples = audio.slice(0.0, SHORT_CLIP_MS / 1000).pcm16()
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(samples)
+    return buffer.getvalue()
+
+
+class Admin:
+    """The admin API of a running server."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.http = httpx.Client(
+            base_url=server.base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        )
+
+    def create_key(self, **fields: object) -> tuple[str, str]:
+        """(key id, plaintext) of a new key with the given settings."""
+        response = self.http.post("/admin/keys", json={"name": "test", **fields})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return body["id"], body["key"]
+
+    def revoke(self, key_id: str) -> None:
+        assert self.http.post(f"/admin/keys/{key_id}/revoke").status_code == 200
+
+    def key(self, key_id: str) -> dict[str, object]:
+        response = self.http.get(f"/admin/keys/{key_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, object] = response.json()
+        return body
+
+
+def transcribe_request(
+    server: RunningServer, wav: bytes, key: str | None, **fields: str
+) -> httpx.Response:
+    """POST /v1/audio/transcriptions with a WAV and an optional Bearer key."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(
+        f"{server.base_url}/v1/audio/transcriptions",
+        files={"file": ("clip.wav", wav, "audio/wav")},
+        data={"model": "whisper-1", **fields},
+        headers=headers,
+        timeout=60,
+    )
+
+
+def usage_records(database_url: str) -> list[UsageRecord]:
+    """Every usage record in an earshot database, oldest first."""
+    from earshot.store.db import Database
+    from earshot.store.repositories import UsageRepository
+
+    async def read() -> list[UsageRecord]:
+        db = Database(database_url)
+        try:
+            return await UsageRepository(db).records(limit=100_000)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> float:
+    """Seconds until `predicate()` held; fails the test after `timeout_s`."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)
+    return time.monotonic() - started
