@@ -16,12 +16,12 @@ from earshot.accounts.keys import UNSET, ApiKey, KeyChanges, KeyRing
 from earshot.accounts.revocation import RevocationFeed
 from earshot.api.errors import OpenAIError
 from earshot.api.usage import DEFAULT_WINDOW, parse_instant, total_json
+from earshot.cli.main import err
 from earshot.dials import DialBoard, DialError, Dials
 from earshot.settings import Settings
 from earshot.store.db import Database, DatabaseError
 from earshot.store.repositories import DialRepository, KeyRepository, UsageRepository
 
-err = Console(stderr=True)
 T = TypeVar("T")
 
 keys_app = typer.Typer(help="Create, list, change and revoke API keys.", no_args_is_help=True)

@@ -26,7 +26,7 @@ from earshot.store.db import Database, DatabaseError
 from earshot.store.repositories import KeyRepository
 
 app = typer.Typer(help="earshot: a self-hosted speech gateway.", no_args_is_help=True, add_completion=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="Model catalog YAML (default: $EARSHOT_CONFIG)")
