@@ -276,9 +276,7 @@ class Admin:
         return body
 
 
-def transcribe_request(
-    server: RunningServer, wav: bytes, key: str | None, **fields: str
-) -> httpx.Response:
+def transcribe_request(server: RunningServer, wav: bytes, key: str | None, **fields: str) -> httpx.Response:
     """POST /v1/audio/transcriptions with a WAV and an optional Bearer key."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.post(

@@ -80,16 +80,16 @@ class Meter:
         assert ticket.key is not None
         if not ticket.opened:
             running = replace(self._record(ticket, None), debited_ms=audio_ms)
-            balance = await self.repository.open_with_debit(running, audio_ms)
-            ticket.opened = balance is not None
+            debit = await self.repository.open_with_debit(running, audio_ms)
+            ticket.opened = debit is not None
         else:
-            balance = await self.repository.debit(ticket.id, ticket.key.id, audio_ms)
-        if balance is None:
+            debit = await self.repository.debit(ticket.id, ticket.key.id, audio_ms)
+        if debit is None:
             raise InsufficientCredits(
                 f"this API key has too few credit seconds left for {audio_ms / 1000:.3f} s of audio"
             )
         ticket.debited_ms += audio_ms
-        ticket.balance_ms = balance
+        ticket.balance_ms = debit.balance_ms
 
     async def consume(self, ticket: UsageTicket, audio_ms: int) -> None:
         """Count live audio, reserving credit ahead in steps; InsufficientCredits when it runs out."""

@@ -25,7 +25,7 @@ def credential_from(
     for index, protocol in enumerate(subprotocols):
         if protocol.startswith(OPENAI_KEY_SUBPROTOCOL) and len(protocol) > len(OPENAI_KEY_SUBPROTOCOL):
             return protocol[len(OPENAI_KEY_SUBPROTOCOL) :]
-        if protocol.lower() == "token" and index + 1 < len(subprotocols):
-            return subprotocols[index + 1]
+        if protocol.lower() == "token" and index + 1 < len(subprotocols) and subprotocols[index + 1].strip():
+            return subprotocols[index + 1].strip()
     api_key = query.get("api_key", "").strip()
     return api_key or None

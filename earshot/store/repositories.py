@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Date, cast, func, insert, select, update
+from sqlalchemy import Date, cast, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
@@ -85,8 +86,8 @@ class UsageRepository:
         dialect = postgresql if self.db.backend == "postgresql" else sqlite
         return dialect.insert(UsageRow).values(**values).on_conflict_do_nothing(index_elements=["id"])
 
-    async def open_with_debit(self, record: UsageRecord, debit_ms: int) -> int | None:
-        """Insert a running record and debit its key in one transaction; the new balance, or None if short."""
+    async def open_with_debit(self, record: UsageRecord, debit_ms: int) -> Debit | None:
+        """Insert a running record and debit its key in one transaction; None if the balance is short."""
         async with self.db.write() as conn:
             balance = await _debit(conn, record.key_id, debit_ms)
             if balance is None:
@@ -95,8 +96,8 @@ class UsageRepository:
             await conn.execute(insert(UsageRow).values(**values))
             return balance
 
-    async def debit(self, record_id: str, key_id: str, debit_ms: int) -> int | None:
-        """Debit more credit for a running record; the new balance, or None if short."""
+    async def debit(self, record_id: str, key_id: str, debit_ms: int) -> Debit | None:
+        """Debit more credit for a running record; None if the balance is short."""
         async with self.db.write() as conn:
             balance = await _debit(conn, key_id, debit_ms)
             if balance is None:
@@ -203,17 +204,31 @@ class UsageRepository:
             ]
 
 
-async def _debit(conn: Any, key_id: str | None, debit_ms: int) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """A debit that went through, and the key's balance after it (None: the key is unlimited now)."""
+
+    balance_ms: int | None
+
+
+async def _debit(conn: Any, key_id: str | None, debit_ms: int) -> Debit | None:
+    """Take credit from a key in one conditional statement; None when the balance is short."""
     if key_id is None:
         return None
+    # A key made unlimited while a session runs keeps running: NULL credit never runs short.
     result = await conn.execute(
         update(ApiKeyRow)
-        .where(ApiKeyRow.id == key_id, ApiKeyRow.credits_ms >= debit_ms)
+        .where(
+            ApiKeyRow.id == key_id,
+            or_(ApiKeyRow.credits_ms.is_(None), ApiKeyRow.credits_ms >= debit_ms),
+        )
         .values(credits_ms=ApiKeyRow.credits_ms - debit_ms)
         .returning(ApiKeyRow.credits_ms)
     )
-    balance = result.scalar_one_or_none()
-    return int(balance) if balance is not None else None
+    row = result.first()
+    if row is None:
+        return None
+    return Debit(int(row[0]) if row[0] is not None else None)
 
 
 class DialRepository:

@@ -18,7 +18,7 @@ from earshot.accounts.revocation import RevocationFeed
 from earshot.dials import DialBoard, DialError, Dials
 from earshot.settings import Settings
 from earshot.store.db import Database
-from earshot.store.records import KeyRecord, UsageRecord
+from earshot.store.records import KeyRecord, Outcome, UsageRecord, UsageTotal
 from earshot.store.repositories import DialRepository, KeyRepository, UsageRepository
 from earshot.store.tables import metadata
 from tests.conftest import REDIS_URL, redis_prefix
@@ -444,6 +444,19 @@ async def test_meter_live_audio_runs_dry_without_going_negative(db: Database) ->
     assert await _balance_ms(keys, key.id) == 1_000
 
 
+async def test_meter_key_made_unlimited_mid_session_keeps_running(db: Database) -> None:
+    keys = KeyRepository(db)
+    ring = KeyRing(keys)
+    key, plaintext = await ring.create("alice", credits_seconds=60)
+    meter = Meter(UsageRepository(db))
+    ticket = meter.open(await ring.authenticate(plaintext), "deepgram.listen")
+    await meter.consume(ticket, 1_000)
+    await ring.update(key.id, KeyChanges(credits_seconds=None))  # the admin lifts the limit
+    await meter.consume(ticket, 6_000)  # needs a second reservation
+    record = await meter.close(ticket, "ok")
+    assert record.audio_ms == 7_000
+
+
 async def test_meter_concurrent_reservations_never_overdraw(db: Database) -> None:
     keys = KeyRepository(db)
     ring = KeyRing(keys)
@@ -547,7 +560,7 @@ def _finished(
     started_at: datetime,
     audio_ms: int,
     cost: float,
-    outcome: str = "ok",
+    outcome: Outcome = "ok",
 ) -> UsageRecord:
     return UsageRecord(
         id=new_key()[0] + new_key()[0],
@@ -559,7 +572,7 @@ def _finished(
         quantity=audio_ms / 1000,
         unit="second",
         cost=cost,
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
         started_at=started_at,
         ended_at=started_at + timedelta(seconds=1),
     )
@@ -604,38 +617,41 @@ async def test_usage_totals(db: Database) -> None:
         started_at=at(1, 12),
         ended_at=None,
     )
-    assert await usage.open_with_debit(running, 7_000) == 93_000
+    debit = await usage.open_with_debit(running, 7_000)
+    assert debit is not None and debit.balance_ms == 93_000
 
-    window = {"start": at(1), "end": at(3)}
+    start, end = at(1), at(3)
 
-    def table(totals: list) -> dict:  # type: ignore[type-arg]
+    def table(totals: list[UsageTotal]) -> dict[str | None, tuple[int, int, float, float]]:
         return {t.group: (t.requests, t.audio_ms, round(t.quantity, 6), round(t.cost, 6)) for t in totals}
 
-    by_model = await usage.totals(group_by="model", **window)
+    by_model = await usage.totals(group_by="model", start=start, end=end)
     assert table(by_model) == {"a": (4, 4_500, 4.5, 2.0), "b": (1, 2_000, 2.0, 1.0)}
     assert [t.group for t in by_model] == ["a", "b"]
 
-    by_day = await usage.totals(group_by="day", **window)
+    by_day = await usage.totals(group_by="day", start=start, end=end)
     assert table(by_day) == {"2024-03-01": (2, 3_000, 3.0, 1.5), "2024-03-02": (3, 3_500, 3.5, 1.5)}
     assert [t.group for t in by_day] == ["2024-03-01", "2024-03-02"]
 
-    by_key = await usage.totals(group_by="key", **window)
+    by_key = await usage.totals(group_by="key", start=start, end=end)
     assert table(by_key) == {
         k1.id: (2, 3_000, 3.0, 1.5),
         k2.id: (2, 3_000, 3.0, 1.5),
         None: (1, 500, 0.5, 0.0),
     }
 
-    assert table(await usage.totals(group_by="model", key_id=k1.id, **window)) == {
+    assert table(await usage.totals(group_by="model", key_id=k1.id, start=start, end=end)) == {
         "a": (1, 1_000, 1.0, 0.5),
         "b": (1, 2_000, 2.0, 1.0),
     }
-    assert table(await usage.totals(group_by="model", anonymous=True, **window)) == {
+    assert table(await usage.totals(group_by="model", anonymous=True, start=start, end=end)) == {
         "a": (1, 500, 0.5, 0.0)
     }
     # A window given in another zone means the same instants.
-    shifted = {"start": at(1).astimezone(plus_two), "end": at(3).astimezone(plus_two)}
-    assert table(await usage.totals(group_by="model", **shifted)) == table(by_model)
+    shifted = await usage.totals(
+        group_by="model", start=start.astimezone(plus_two), end=end.astimezone(plus_two)
+    )
+    assert table(shifted) == table(by_model)
     assert await usage.totals(group_by="model", start=at(5), end=at(6)) == []
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
@@ -211,7 +211,7 @@ async def test_revocation_feed_through_redis(prefix: str, clients: list[aioredis
     heard: dict[str, list[str]] = {"publisher": [], "listener": [], "stranger": [], "gone": []}
     events = {name: asyncio.Event() for name in heard}
 
-    def recorder(name: str):  # type: ignore[no-untyped-def]
+    def recorder(name: str) -> Callable[[str], None]:
         def listen(key_id: str) -> None:
             heard[name].append(key_id)
             events[name].set()

@@ -68,15 +68,12 @@ def test_empty_values_are_ignored() -> None:
     # An empty source falls through to the next one that has the key.
     assert credential_from(empty_headers, {"api_key": KEY}) == KEY
     assert credential_from({"authorization": "Bearer "}, {}, ("token", KEY)) == KEY
-    assert credential_from({"api-key": " "}, {}, ("openai-insecure-api-key.", f"openai-insecure-api-key.{KEY}")) == KEY
+    assert (
+        credential_from({"api-key": " "}, {}, ("openai-insecure-api-key.", f"openai-insecure-api-key.{KEY}"))
+        == KEY
+    )
 
 
-@pytest.mark.xfail(
-    reason="earshot/api/credentials.py returns the subprotocol after `token` even when it is empty "
-    "(uvicorn turns `Sec-WebSocket-Protocol: token,` into ['token', '']), so '' comes back instead of "
-    "falling through to ?api_key= or None",
-    strict=True,
-)
 def test_empty_deepgram_subprotocol_is_ignored() -> None:
     assert credential_from({}, {"api_key": KEY}, ("token", "")) == KEY
     assert credential_from({}, {}, ("token", "")) is None
