@@ -319,6 +319,22 @@ def test_dials_change_at_run_time_through_the_api_and_the_cli(
     assert bad.returncode == 2 and "keepalive_s" in bad.stderr
 
 
+def test_the_per_ip_limit_applies_across_keys(server: RunningServer, admin: Admin, short_wav: bytes) -> None:
+    _, first = new_key(admin)
+    _, second = new_key(admin)
+    assert admin.http.put("/admin/settings", json={"ip_rpm": 1}).status_code == 200
+    try:
+        wait_until(lambda: admin.http.get("/admin/settings").json()["ip_rpm"] == 1, 1.0)
+        assert transcribe_request(server, short_wav, first).status_code == 200
+        limited = transcribe_request(server, short_wav, second)
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+        assert int(limited.headers["retry-after"]) >= 1
+    finally:
+        assert admin.http.put("/admin/settings", json={"ip_rpm": 0}).status_code == 200
+    assert transcribe_request(server, short_wav, second).status_code == 200
+
+
 def test_metrics_count_requests_by_route_and_audio_by_model(
     server: RunningServer, admin: Admin, short_wav: bytes
 ) -> None:
