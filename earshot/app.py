@@ -102,7 +102,7 @@ def _add_cors(app: FastAPI, origins: list[str]) -> None:
     options: dict[str, Any] = {
         "allow_methods": ["*"],
         "allow_headers": ["*"],
-        "expose_headers": ["x-request-id", "retry-after"],
+        "expose_headers": ["x-request-id", "retry-after", "x-should-retry"],
         "max_age": 600,
     }
     if origins == ["*"]:

@@ -3,11 +3,13 @@
 Usage:
     python examples/openai_sdk.py [BASE_URL] AUDIO_FILE
 
-BASE_URL defaults to http://127.0.0.1:8000/v1. Needs `pip install openai` and a running `earshot serve`.
+BASE_URL defaults to http://127.0.0.1:8000/v1; the API key is read from $EARSHOT_API_KEY.
+Needs `pip install openai` and a running `earshot serve`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,8 +25,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
 
-    # earshot does not check API keys yet, but the SDK insists on having one.
-    client = OpenAI(base_url=base_url, api_key="unused")
+    # A fresh earshot on loopback serves anonymously until the first key exists; the SDK wants one anyway.
+    client = OpenAI(base_url=base_url, api_key=os.environ.get("EARSHOT_API_KEY", "anonymous"))
 
     # One request, one JSON answer. `whisper-1` is an alias for the server's default model.
     with audio.open("rb") as f:

@@ -175,7 +175,10 @@ class KeyRing:
         return ApiKey.from_record(record) if record is not None else None
 
     async def revoke(self, key_id: str) -> ApiKey | None:
-        """Revoke a key for good; None when there is no such key."""
+        """Revoke a key for good (again is a no-op); None when there is no such key."""
+        current = await self.repository.get(key_id)
+        if current is None or current.state == "revoked":
+            return ApiKey.from_record(current) if current is not None else None
         now = _now()
         record = await self.repository.update(
             key_id, {"state": "revoked", "revoked_at": now, "updated_at": now}
@@ -234,9 +237,9 @@ def _check_usable(record: KeyRecord) -> None:
         raise KeyExpired("this API key has expired")
 
 
-def check_model(record: KeyRecord, requested: str, canonical: str) -> None:
-    """Raise ModelNotAllowed unless the key lists the model by the id asked for or its canonical id."""
-    if record.models is not None and requested not in record.models and canonical not in record.models:
+def check_model(record: KeyRecord, requested: str, names: set[str]) -> None:
+    """Raise ModelNotAllowed unless the key lists the model by any of its names (id or alias)."""
+    if record.models is not None and names.isdisjoint(record.models):
         raise ModelNotAllowed(requested)
 
 

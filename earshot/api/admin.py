@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from earshot.accounts.keys import UNSET, ApiKey, KeyChanges
 from earshot.api.context import Gateway, get_gateway
@@ -41,6 +41,14 @@ async def require_admin(request: Request, gateway: Annotated[Gateway, Depends(ge
 AdminDep = Annotated[Gateway, Depends(require_admin)]
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """Times without a zone are UTC, as in the CLI."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime | None, AfterValidator(_utc)]
+
+
 class KeyCreate(BaseModel):
     """A new key's settings."""
 
@@ -51,7 +59,7 @@ class KeyCreate(BaseModel):
     credits_seconds: float | None = Field(default=None, ge=0)
     rpm: int | None = Field(default=None, ge=1)
     max_sessions: int | None = Field(default=None, ge=1)
-    expires_at: datetime | None = None
+    expires_at: UtcDatetime = None
 
 
 class KeyUpdate(BaseModel):
@@ -64,7 +72,7 @@ class KeyUpdate(BaseModel):
     credits_seconds: float | None = Field(default=None, ge=0)
     rpm: int | None = Field(default=None, ge=1)
     max_sessions: int | None = Field(default=None, ge=1)
-    expires_at: datetime | None = None
+    expires_at: UtcDatetime = None
 
     def changes(self) -> KeyChanges:
         given = self.model_fields_set
@@ -119,7 +127,7 @@ async def update_key(key_id: str, body: KeyUpdate, gateway: AdminDep) -> dict[st
 @router.post("/keys/{key_id}/revoke")
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, gateway: AdminDep) -> dict[str, Any]:
-    """Revoke a key: refused at once everywhere, live sessions cut off."""
+    """Revoke a key: every worker refuses it within a second."""
     key = _found(await gateway.accounts.keyring.revoke(key_id), key_id)
     await gateway.accounts.revocations.publish(key_id)
     return key

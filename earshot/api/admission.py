@@ -40,12 +40,12 @@ class Admission:
     def key_id(self) -> str | None:
         return self.key.id if self.key is not None else None
 
-    def use_model(self, requested: str, canonical: str, price: Price) -> None:
-        """Check the key may use the model and price the ticket by it; ModelNotAllowed if not."""
+    def use_model(self, requested: str, canonical: str, names: set[str], price: Price) -> None:
+        """Check the key may use the model (by any of its names) and price the ticket by it."""
         self.ticket.model = canonical
         self.ticket.price = price
         if self.key is not None:
-            check_model(self.key, requested, canonical)
+            check_model(self.key, requested, names)
 
     async def reserve(self, audio_ms: int) -> None:
         """Count one-shot audio and debit credit for it before the work starts."""

@@ -104,7 +104,10 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     route = _route(gateway, params.model)
     request.state.model = route.model_id
     admission.use_model(
-        params.model or route.model_id, route.model_id, Price(route.spec.price, route.spec.unit)
+        params.model or route.model_id,
+        route.model_id,
+        gateway.router.catalog.names_of(route.model_id),
+        Price(route.spec.price, route.spec.unit),
     )
     needed = "stream" if params.stream else "transcribe"
     if needed not in route.spec.capabilities:
@@ -214,10 +217,14 @@ async def _sse_events(
 ) -> AsyncIterator[str]:
     """Deltas as the engine finishes each segment, then the whole text with usage; metered once."""
     outcome: Outcome = "client_closed"
+    started = time.perf_counter()
     try:
         async for event in _sse_transcript(route, audio, options, request):
             yield event
         outcome = "error" if getattr(request.state, "outcome", None) else "ok"
+        if outcome == "ok":
+            latency = request.app.state.metrics.engine_latency.labels(route.model_id)
+            latency.observe(time.perf_counter() - started)
     finally:
         await admission.finish(outcome)
 

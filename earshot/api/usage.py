@@ -29,7 +29,9 @@ def parse_instant(value: str | None, param: str) -> datetime | None:
             return datetime.combine(date.fromisoformat(text), time(), UTC)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as e:
-        raise OpenAIError(400, f"invalid {param}: {value!r} is not a date or time", param=param) from e
+        raise OpenAIError(
+            400, f"invalid {param}: {value!r} is not a date or time", code="invalid_value", param=param
+        ) from e
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -37,7 +39,7 @@ def total_json(total: UsageTotal) -> dict[str, Any]:
     return {
         "requests": total.requests,
         "audio_seconds": total.audio_ms / 1000,
-        "quantity": total.quantity,
+        "quantity": round(total.quantity, 6),
         "cost": round(total.cost, 6),
     }
 
@@ -55,7 +57,7 @@ async def get_usage(
     end_at = parse_instant(end, "end") or datetime.now(UTC)
     start_at = parse_instant(start, "start") or end_at - DEFAULT_WINDOW
     if start_at >= end_at:
-        raise OpenAIError(400, "start must be before end", param="start")
+        raise OpenAIError(400, "start must be before end", code="invalid_value", param="start")
     scope: dict[str, Any] = {}
     caller: dict[str, Any] | None = None
     if is_admin(request, gateway):

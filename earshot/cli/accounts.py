@@ -126,7 +126,7 @@ def keys_list(as_json: JsonOption = False) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id")], as_json: JsonOption = False) -> None:
-    """Revoke a key: every worker refuses it within a second and cuts its live sessions."""
+    """Revoke a key: every worker refuses it within a second."""
 
     async def work(db: Database) -> ApiKey | None:
         key = await KeyRing(KeyRepository(db)).revoke(key_id)

@@ -106,6 +106,10 @@ class Catalog:
             return self.aliases[model_id]
         raise ModelNotFound(model_id)
 
+    def names_of(self, canonical: str) -> set[str]:
+        """Every id that means this model: its own and its aliases'."""
+        return {canonical, *(alias for alias, target in self.aliases.items() if target == canonical)}
+
     def public_ids(self) -> list[str]:
         """Every id a caller may use: models, then aliases."""
         return [*self.models, *self.aliases]

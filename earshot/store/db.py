@@ -38,6 +38,11 @@ class Database:
             parsed = make_url(url)
         except Exception as e:
             raise DatabaseError(f"invalid database URL: {e}") from e
+        # Plain scheme names mean the async drivers earshot ships with.
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+        elif parsed.drivername == "sqlite":
+            parsed = parsed.set(drivername="sqlite+aiosqlite")
         self.backend = parsed.get_backend_name()
         options: dict[str, Any] = {}
         if self.backend == "sqlite":

@@ -133,6 +133,10 @@ def test_missing_unknown_revoked_and_expired_keys_get_401(
         sdk(server, key).audio.transcriptions.create(model="whisper-1", file=("a.wav", short_wav))
     assert "revoked" in revoked.value.message
 
+    # A time without a zone is UTC, as in the CLI.
+    _, later = new_key(admin, expires_at="2999-01-01")
+    assert transcribe_request(server, short_wav, later).status_code == 200
+
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     _, expired_key = new_key(admin, expires_at=past)
     response = transcribe_request(server, short_wav, expired_key)
@@ -148,9 +152,12 @@ def test_a_model_outside_the_keys_list_gets_403(
         sdk(server, key).audio.transcriptions.create(model="whisper-1", file=("a.wav", short_wav))
     assert denied.value.status_code == 403
     assert denied.value.code == "model_not_allowed"
-    # Listing the canonical id allows its aliases too.
+    # Listing the canonical id allows its aliases too, and listing an alias allows the model by any name.
     _, allowed = new_key(admin, models=["pocketsphinx"])
     assert transcribe_request(server, short_wav, allowed).status_code == 200
+    _, by_alias = new_key(admin, models=["whisper-1"])
+    assert transcribe_request(server, short_wav, by_alias, model="").status_code == 200
+    assert transcribe_request(server, short_wav, by_alias, model="pocketsphinx").status_code == 200
 
 
 def test_requests_over_the_keys_rate_get_429_with_retry_after(

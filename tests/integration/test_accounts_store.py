@@ -280,16 +280,18 @@ async def test_check_model(db: Database) -> None:
     record = await ring.authenticate(limited)
     assert record.models == ("whisper-1", "faster-whisper-small")
 
-    check_model(record, "whisper-1", "faster-whisper-large-v3")  # by the id asked for
-    check_model(record, "small", "faster-whisper-small")  # by canonical id
+    check_model(record, "whisper-1", {"faster-whisper-large-v3", "whisper-1"})  # by the alias asked for
+    check_model(record, "small", {"faster-whisper-small", "small"})  # by canonical id
+    # A request naming the model another way (or not at all) is allowed if the key lists any of its names.
+    check_model(record, "faster-whisper-large-v3", {"faster-whisper-large-v3", "whisper-1"})
     with pytest.raises(ModelNotAllowed) as caught:
-        check_model(record, "nova-2", "deepgram-nova-2")
+        check_model(record, "nova-2", {"deepgram-nova-2", "nova-2"})
     assert caught.value.model_id == "nova-2"
     assert "nova-2" in str(caught.value)
 
     unrestricted = await ring.authenticate(open_)
     assert unrestricted.models is None
-    check_model(unrestricted, "anything", "anything-at-all")
+    check_model(unrestricted, "anything", {"anything-at-all"})
 
 
 # --- Metering ---------------------------------------------------------------------------------------
