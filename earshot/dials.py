@@ -86,6 +86,12 @@ class DialBoard:
         self.current = updated
         return updated
 
+    async def reset(self, names: list[str]) -> Dials:
+        """Return dials to their configured defaults; DialError for an unknown name."""
+        validate_changes(self.current, {name: getattr(self.defaults, name, None) for name in names})
+        await self.repository.delete(names)
+        return await self.refresh()
+
     async def start(self) -> None:
         await self.refresh()
         self._task = asyncio.create_task(self._follow())

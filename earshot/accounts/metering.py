@@ -50,6 +50,8 @@ class UsageTicket:
     balance_ms: int | None = None
     opened: bool = False
     closed: asyncio.Future[UsageRecord] | None = None
+    # Serialises credit moves with the close, so a debit still in flight is refunded too.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def key_id(self) -> str | None:
@@ -77,7 +79,13 @@ class Meter:
         """Debit credit for audio about to be processed; InsufficientCredits if the balance is short."""
         if not ticket.limited or audio_ms <= 0:
             return
+        async with ticket.lock:
+            await self._debit(ticket, audio_ms)
+
+    async def _debit(self, ticket: UsageTicket, audio_ms: int) -> None:
         assert ticket.key is not None
+        if ticket.closed is not None:
+            raise InsufficientCredits("the session has ended")
         if not ticket.opened:
             running = replace(self._record(ticket, None), debited_ms=audio_ms)
             debit = await self.repository.open_with_debit(running, audio_ms)
@@ -126,6 +134,10 @@ class Meter:
         return task
 
     async def _write(self, ticket: UsageTicket, outcome: Outcome) -> UsageRecord:
+        async with ticket.lock:
+            return await self._write_locked(ticket, outcome)
+
+    async def _write_locked(self, ticket: UsageTicket, outcome: Outcome) -> UsageRecord:
         billable = outcome in BILLABLE_OUTCOMES
         charged_ms = min(ticket.audio_ms, ticket.debited_ms) if ticket.limited else ticket.audio_ms
         if not billable:

@@ -139,6 +139,16 @@ async def get_settings(gateway: AdminDep) -> dict[str, Any]:
     return gateway.accounts.dials.current.model_dump()
 
 
+@router.delete("/settings/{name}", response_model=None)
+async def reset_setting(name: str, gateway: AdminDep) -> JSONResponse:
+    """Return one dial to its configured default on every worker."""
+    try:
+        dials = await gateway.accounts.dials.reset([name])
+    except DialError as e:
+        raise OpenAIError(404, str(e), code="setting_not_found") from e
+    return JSONResponse(dials.model_dump())
+
+
 @router.put("/settings", response_model=None)
 async def put_settings(changes: dict[str, Any], gateway: AdminDep) -> JSONResponse:
     """Change runtime dials; every worker applies them within a second."""

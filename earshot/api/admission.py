@@ -140,10 +140,11 @@ class Accounts:
         return await self.keyring.authenticate(credential)
 
     async def admit(self, credential: str | None, client_ip: str, bucket: str, route: str) -> Admission:
-        """Authenticate, apply rate and session limits, and open a usage ticket."""
-        key = await self.identify(credential)
+        """Apply the address limit, authenticate, apply the key's limits, and open a usage ticket."""
         dials = self.dials.current
+        # The address limit comes first so that guessing keys is throttled too.
         await self.limiter.hit(f"ip:{bucket}:{client_ip}", dials.ip_rpm)
+        key = await self.identify(credential)
         key_scope = f"key:{key.id}" if key is not None else "key:anonymous"
         await self.limiter.hit(key_scope, (key.rpm if key and key.rpm is not None else dials.default_rpm))
         lease = None

@@ -269,6 +269,25 @@ def settings_set(
     typer.echo(f"{name} = {getattr(dials, name)}")
 
 
+@settings_app.command("reset")
+def settings_reset(
+    name: Annotated[str, typer.Argument(help="Setting name")], as_json: JsonOption = False
+) -> None:
+    """Return a runtime setting to its configured default (the server's environment decides it)."""
+
+    async def work(db: Database) -> Dials:
+        return await _board(db).reset([name])
+
+    try:
+        dials = _run(work)
+    except DialError as e:
+        raise _fail(str(e), 2) from e
+    if as_json:
+        typer.echo(json.dumps(dials.model_dump(), indent=2))
+        return
+    typer.echo(f"{name} reset to its default")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending database migrations (serve does this too)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Date, cast, func, insert, or_, select, update
+from sqlalchemy import Date, cast, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
@@ -241,6 +241,10 @@ class DialRepository:
         async with self.db.read() as conn:
             rows = await conn.execute(select(DialRow.name, DialRow.value))
             return {name: value for name, value in rows}
+
+    async def delete(self, names: list[str]) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(DialRow).where(DialRow.name.in_(names)))
 
     async def set(self, values: dict[str, Any], now: datetime) -> None:
         dialect = postgresql if self.db.backend == "postgresql" else sqlite

@@ -325,6 +325,13 @@ def test_dials_change_at_run_time_through_the_api_and_the_cli(
     bad = earshot_cli(url, "settings", "set", "keepalive_s", "soon")
     assert bad.returncode == 2 and "keepalive_s" in bad.stderr
 
+    assert admin.http.put("/admin/settings", json={"default_rpm": 1}).status_code == 200
+    reset = admin.http.delete("/admin/settings/default_rpm")
+    assert reset.status_code == 200 and reset.json()["default_rpm"] == 0
+    assert admin.http.delete("/admin/settings/no_such_dial").status_code == 404
+    assert earshot_cli(url, "settings", "reset", "max_upload_bytes").returncode == 0
+    assert transcribe_request(server, short_wav, key).status_code == 200
+
 
 def test_the_per_ip_limit_applies_across_keys(server: RunningServer, admin: Admin, short_wav: bytes) -> None:
     _, first = new_key(admin)
