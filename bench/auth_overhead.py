@@ -69,7 +69,8 @@ COLUMNS = (
     "p50 ms",
     "p95 ms",
     "overhead %",
-    "srv cpu ms/req",
+    "gw cpu ms/req",
+    "engine cpu ms/req",
     "busy cores",
 )
 
@@ -94,7 +95,8 @@ class Result:
     wall_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     machine_cores: list[float] = field(default_factory=list)
-    server_cpu_s: float = 0.0
+    gateway_cpu_s: float = 0.0
+    engine_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -102,9 +104,14 @@ class Result:
         return self.requests / self.wall_s if self.wall_s else 0.0
 
     @property
-    def server_cpu_ms(self) -> float:
-        """CPU milliseconds the server and its engine workers spent per measured request."""
-        return self.server_cpu_s * 1000 / self.requests if self.requests else math.nan
+    def gateway_cpu_ms(self) -> float:
+        """CPU milliseconds the server process (HTTP, auth, metering, DB client) spent per request."""
+        return self.gateway_cpu_s * 1000 / self.requests if self.requests else math.nan
+
+    @property
+    def engine_cpu_ms(self) -> float:
+        """CPU milliseconds the server's child processes (engine workers) spent per request."""
+        return self.engine_cpu_s * 1000 / self.requests if self.requests else math.nan
 
     def percentile(self, q: float) -> float:
         """Latency at quantile q (0..1), nearest-rank, in milliseconds."""
@@ -413,7 +420,9 @@ async def bench_one(
         await asyncio.gather(*(run_client(client) for client in sessions))
         result.wall_s += time.perf_counter() - started
         cpu_after = tree_cpu_s(server)
-        result.server_cpu_s += sum(cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items())
+        used = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items()}
+        result.gateway_cpu_s += used.pop(process.pid, 0.0)
+        result.engine_cpu_s += sum(used.values())
         result.machine_cores.append(psutil.cpu_percent(interval=None) / 100 * (psutil.cpu_count() or 1))
     return WARMUP_REQUESTS + result.requests - measured_before
 
@@ -462,7 +471,8 @@ def print_table(results: Sequence[Result]) -> None:
                 f"{r.percentile(0.50):.1f}",
                 f"{r.percentile(0.95):.1f}",
                 "-" if overhead is None else f"{overhead:+.1f}",
-                f"{r.server_cpu_ms:.1f}",
+                f"{r.gateway_cpu_ms:.1f}",
+                f"{r.engine_cpu_ms:.1f}",
                 f"{statistics.fmean(r.machine_cores):.2f}" if r.machine_cores else "-",
             )
         )
@@ -519,16 +529,19 @@ def main() -> None:
         flush=True,
     )
     results: list[Result] = []
+    interrupted = False
     try:
         for backend in args.backends:
             for clients in args.clients:
                 row = {mode: Result(backend, mode, clients) for mode in MODES}
                 results.extend(row.values())
-                for _ in range(args.rounds):
+                for round_no in range(1, args.rounds + 1):
                     for mode in MODES:
+                        requests, wall_s = row[mode].requests, row[mode].wall_s
                         run_mode(backend, mode, clients, args, upload, row[mode])
+                        rate = (row[mode].requests - requests) / (row[mode].wall_s - wall_s)
                         print(
-                            f"  {backend} {mode} x{clients}: {row[mode].rate:.1f} req/s",
+                            f"  round {round_no}: {backend} {mode} x{clients}: {rate:.1f} req/s",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -536,12 +549,13 @@ def main() -> None:
         sys.exit(f"auth_overhead: {e}")
     except KeyboardInterrupt:
         print("\nauth_overhead: interrupted; servers stopped and databases dropped", file=sys.stderr)
+        interrupted = True
         results = [r for r in results if r.wall_s > 0]
-        if not results:
-            sys.exit(130)
     print(f"\nCPU busy before the run (other processes): {idle_cores:.2f} of {psutil.cpu_count()} cores")
     print_table(results)
     print_verdict(results)
+    if interrupted:
+        sys.exit(130)
 
 
 if __name__ == "__main__":
