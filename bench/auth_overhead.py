@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from typing import IO
 import httpx
 import numpy as np
 import psutil
+from serving import earshot_server, ignoring_interrupts
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO_DIR = REPO.parent / "shared" / "audio"
@@ -54,7 +54,6 @@ CREDIT_SECONDS = 1_000_000
 TARGET_OVERHEAD_PCT = 10.0
 READY_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
 SERVER_LOG_TAIL_CHARS = 4000
 BACKGROUND_SAMPLE_S = 1.0
 DEFAULT_POSTGRES_URL = os.environ.get(
@@ -281,56 +280,11 @@ def check_database(database_url: str, mode: str, sent: int, audio_s: float) -> s
     return None
 
 
-def free_port() -> int:
-    """A TCP port on localhost that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def running_server(database_url: str, log: IO[bytes]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`earshot serve` on a free port and the database, in its own session; stopped on exit."""
-    port = free_port()
-    command = [sys.executable, "-m", "earshot", "serve", "--port", str(port)]
-    # Its own session: a Ctrl-C reaches only this script, which then stops the server in order.
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=server_env(database_url),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        with ignoring_interrupts():
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate a server (it drains its usage writes), killing it and its workers if it hangs."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@contextlib.contextmanager
-def ignoring_interrupts() -> Iterator[None]:
-    """Let cleanup finish even if Ctrl-C is pressed again; the first interrupt is already on its way."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def running_server(
+    database_url: str, log: IO[bytes]
+) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    """`earshot serve` on the database; stopped on exit even if Ctrl-C is pressed again."""
+    return earshot_server(server_env(database_url), log)
 
 
 def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import csv
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from typing import IO
 
 import httpx
 import psutil
+from serving import earshot_server
 
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import Audio
@@ -233,31 +232,15 @@ async def post_clip(client: httpx.AsyncClient, clip: Clip) -> str:
     return text
 
 
-def free_port() -> int:
-    """A TCP port on localhost that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def running_server(workers: int, log: IO[bytes]) -> Iterator[tuple[str, psutil.Process]]:
-    """`earshot serve` in a subprocess on a free port, with the embedded catalog; killed on exit."""
-    port = free_port()
+    """`earshot serve` with the embedded catalog and a throwaway database; stopped on exit."""
     env = {key: value for key, value in os.environ.items() if key != "EARSHOT_CONFIG"}
     env["EARSHOT_ENGINE_WORKERS"] = str(workers)
-    command = [sys.executable, "-m", "earshot", "serve", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}", psutil.Process(process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with tempfile.TemporaryDirectory() as data_dir:
+        env["EARSHOT_DATABASE_URL"] = f"sqlite+aiosqlite:///{data_dir}/earshot.db"
+        with earshot_server(env, log) as (base_url, process):
+            yield base_url, psutil.Process(process.pid)
 
 
 def run_http(jobs: list[Clip], workers: int) -> RunResults:

@@ -259,14 +259,21 @@ def settings_set(
         await board.refresh()
         return await board.set({name: value})
 
+    dials = _change_dials(work, as_json)
+    if dials is not None:
+        typer.echo(f"{name} = {getattr(dials, name)}")
+
+
+def _change_dials(work: Callable[[Database], Awaitable[Dials]], as_json: bool) -> Dials | None:
+    """Run a dial change; print every dial as JSON (then return None) or return them for a one-line note."""
     try:
         dials = _run(work)
     except DialError as e:
         raise _fail(str(e), 2) from e
     if as_json:
         typer.echo(json.dumps(dials.model_dump(), indent=2))
-        return
-    typer.echo(f"{name} = {getattr(dials, name)}")
+        return None
+    return dials
 
 
 @settings_app.command("reset")
@@ -278,14 +285,8 @@ def settings_reset(
     async def work(db: Database) -> Dials:
         return await _board(db).reset([name])
 
-    try:
-        dials = _run(work)
-    except DialError as e:
-        raise _fail(str(e), 2) from e
-    if as_json:
-        typer.echo(json.dumps(dials.model_dump(), indent=2))
-        return
-    typer.echo(f"{name} reset to its default")
+    if _change_dials(work, as_json) is not None:
+        typer.echo(f"{name} reset to its default")
 
 
 @db_app.command("upgrade")

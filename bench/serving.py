@@ -1,0 +1,65 @@
+"""What the benches share: an `earshot serve` subprocess on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+REPO = Path(__file__).resolve().parents[1]
+STOP_TIMEOUT_S = 20
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def earshot_server(env: dict[str, str], log: IO[bytes]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`earshot serve` on a free port with this environment, in its own session; stopped on exit.
+
+    Its own session means a Ctrl-C reaches only the bench, which then stops the server in order.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "earshot", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        with ignoring_interrupts():
+            stop(process)
+
+
+@contextlib.contextmanager
+def ignoring_interrupts() -> Iterator[None]:
+    """Let cleanup finish even if Ctrl-C is pressed again; the first interrupt is already on its way."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server (it drains its usage writes), killing it and its workers if it hangs."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
