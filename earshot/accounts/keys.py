@@ -20,6 +20,8 @@ _KEY_PATTERN = re.compile(r"^es_([a-z0-9]{12})_([A-Za-z0-9]{40})$")
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 # Long enough that a revocation in another process is seen within a second, short enough to spare the DB.
 CACHE_TTL_S = 0.5
+# Callers can make up key ids at will; the cache forgets its oldest entries rather than grow without bound.
+CACHE_MAX_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,9 @@ class KeyRing:
         cached = self._cache.get(key_id)
         if cached is None or now - cached[0] > self.cache_ttl_s:
             cached = (now, await self.repository.get(key_id))
+            self._cache.pop(key_id, None)
+            while len(self._cache) >= CACHE_MAX_KEYS:
+                del self._cache[next(iter(self._cache))]
             self._cache[key_id] = cached
         return cached[1]
 

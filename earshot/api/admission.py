@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect
 
 from earshot.accounts.errors import AccessDenied, InvalidKey
@@ -61,7 +62,11 @@ class Admission:
         if self.lease is not None:
             lease, self.lease = self.lease, None
             releasing = asyncio.ensure_future(self.accounts.gate.release(lease))
-            await asyncio.shield(releasing)
+            try:
+                await asyncio.shield(releasing)
+            except (RedisError, OSError) as e:
+                # The slot's lease expires on its own; the usage record matters more.
+                log.warning("could not release a session slot of key %s: %s", lease.key_id, e)
         self.record = await asyncio.shield(closing)
         if self.record.model is not None and self.record.audio_ms:
             self.accounts.metrics.audio_seconds.labels(self.record.model).inc(self.record.audio_ms / 1000)

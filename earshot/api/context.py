@@ -13,6 +13,7 @@ from earshot.api.credentials import credential_from
 from earshot.api.metrics import Metrics
 from earshot.routing.router import Router
 from earshot.settings import Settings
+from earshot.store.records import KeyRecord
 
 
 @dataclass(slots=True)
@@ -26,15 +27,23 @@ class Gateway:
     metrics: Metrics
 
     async def admit(self, connection: HTTPConnection, *, bucket: str, route: str) -> Admission:
-        """Admit an HTTP request or WebSocket handshake by the key it carries."""
-        subprotocols = (
-            connection.scope.get("subprotocols", []) if connection.scope["type"] == "websocket" else []
-        )
-        credential = credential_from(connection.headers, connection.query_params, subprotocols)
+        """Admit an HTTP request or WebSocket handshake by the key it carries (metered from here on)."""
         peer = connection.client.host if connection.client else "unknown"
-        admission = await self.accounts.admit(credential, peer, bucket, route)
+        admission = await self.accounts.admit(_credential(connection), peer, bucket, route)
         connection.state.key_id = admission.key_id
         return admission
+
+    async def identify(self, connection: HTTPConnection) -> KeyRecord | None:
+        """The caller's key for an unmetered request (None while the server is anonymous)."""
+        key = await self.accounts.identify(_credential(connection))
+        connection.state.key_id = key.id if key is not None else None
+        return key
+
+
+def _credential(connection: HTTPConnection) -> str | None:
+    is_websocket = connection.scope["type"] == "websocket"
+    subprotocols = connection.scope.get("subprotocols", []) if is_websocket else []
+    return credential_from(connection.headers, connection.query_params, subprotocols)
 
 
 def get_gateway(request: Request) -> Gateway:

@@ -32,7 +32,7 @@ from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, TranscribeOptions, transcribe
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.router import Route
-from earshot.store.records import Outcome
+from earshot.store.records import KeyRecord, Outcome
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -267,20 +267,34 @@ class ModelCard(BaseModel):
 
 
 @router.get("/v1/models")
-async def list_models(gateway: GatewayDep) -> dict[str, Any]:
-    """Every model id and alias this server accepts."""
-    cards = [_card(gateway, model_id).model_dump() for model_id in gateway.router.catalog.public_ids()]
+async def list_models(request: Request, gateway: GatewayDep) -> dict[str, Any]:
+    """Every model id and alias this server accepts from the caller's key."""
+    key = await gateway.identify(request)
+    catalog = gateway.router.catalog
+    cards = [
+        _card(gateway, model_id).model_dump()
+        for model_id in catalog.public_ids()
+        if _allowed(key, catalog.names_of(catalog.resolve(model_id)))
+    ]
     return {"object": "list", "data": cards}
 
 
 @router.get("/v1/models/{model_id}")
-async def get_model(model_id: str, gateway: GatewayDep) -> dict[str, Any]:
+async def get_model(model_id: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:
     """One model by id or alias."""
+    key = await gateway.identify(request)
+    catalog = gateway.router.catalog
     try:
-        gateway.router.catalog.resolve(model_id)
+        canonical = catalog.resolve(model_id)
     except ModelNotFound as e:
         raise OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found") from e
+    if not _allowed(key, catalog.names_of(canonical)):
+        raise OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found")
     return _card(gateway, model_id).model_dump()
+
+
+def _allowed(key: KeyRecord | None, names: set[str]) -> bool:
+    return key is None or key.models is None or not names.isdisjoint(key.models)
 
 
 def _card(gateway: Gateway, model_id: str) -> ModelCard:

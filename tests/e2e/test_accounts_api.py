@@ -160,6 +160,19 @@ def test_a_model_outside_the_keys_list_gets_403(
     assert transcribe_request(server, short_wav, by_alias, model="pocketsphinx").status_code == 200
 
 
+def test_models_need_a_key_and_show_only_what_it_may_use(server: RunningServer, admin: Admin) -> None:
+    new_key(admin)
+    with pytest.raises(openai.AuthenticationError):
+        sdk(server, "not-a-key").models.list()
+    _, everything = new_key(admin)
+    assert {model.id for model in sdk(server, everything).models.list()} == {"pocketsphinx", "whisper-1"}
+    _, none_of_them = new_key(admin, models=["another-model"])
+    assert list(sdk(server, none_of_them).models.list()) == []
+    with pytest.raises(openai.NotFoundError):
+        sdk(server, none_of_them).models.retrieve("whisper-1")
+    assert sdk(server, everything).models.retrieve("whisper-1").id == "whisper-1"
+
+
 def test_requests_over_the_keys_rate_get_429_with_retry_after(
     server: RunningServer, admin: Admin, short_wav: bytes
 ) -> None:

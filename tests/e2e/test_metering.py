@@ -51,7 +51,7 @@ def metered(
         # The broken model never loads, so /readyz stays 503: wait for the working model instead.
         server = start_server(tmp, env, wait_for="/healthz")
         try:
-            wait_until(lambda: b"english" in httpx.get(f"{server.base_url}/v1/models").content, 30)
+            wait_until(lambda: httpx.get(f"{server.base_url}/readyz").json()["engines"]["english"], 30)
             yield server, url
         finally:
             stop_server(server)
