@@ -212,12 +212,18 @@ def redis_prefix() -> str:
     return f"earshot-test-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One earshot server for the session, with a 90 s audio limit."""
-    running = start_server(tmp_path_factory.mktemp("server"), {"EARSHOT_MAX_AUDIO_SECONDS": "90"})
-    yield running
-    stop_server(running)
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """An earshot server with a 90 s audio limit on each backend: every test using it runs on both."""
+    tmp = tmp_path_factory.mktemp(f"server-{request.param}")
+    with fresh_database(request.param, tmp) as url:
+        running = start_server(tmp, {"EARSHOT_MAX_AUDIO_SECONDS": "90", "EARSHOT_DATABASE_URL": url})
+        try:
+            yield running
+        finally:
+            stop_server(running)
 
 
 @pytest.fixture(scope="session")
