@@ -1,14 +1,18 @@
 """Auth overhead benchmark: requests/s of a 1 s transcription with auth off, with a key, and with credits.
 
-Run as `.venv/bin/python bench/auth_overhead.py [--seconds S] [--clients 1 4] [--backends sqlite postgresql]`.
-For each backend, client count and round it starts a fresh database and a fresh `earshot serve` per mode,
-in the order off, key, key+credits, so slow drift of the machine does not favour one mode:
+Run as `.venv/bin/python bench/auth_overhead.py [--window S] [--rounds N] [--clients 1 4] [--backends ...]`.
+For each backend it starts three servers, each on a fresh database, and keeps them all running:
 
   off          no key in the database: requests are anonymous (a usage record is still written)
   key          one key with unlimited credit: every request authenticates with it
   key+credits  one key with a credit balance: every request debits credit with its usage record
 
-It prints a table and a one-line verdict for PostgreSQL (overhead ≤ 10 % of "off"); it never asserts.
+Only one server is under load at a time. The modes take turns in short windows, in the order
+off, key, key+credits, key+credits, key, off, so a machine whose speed drifts (other tenants, a shared
+core) slows every mode alike. The overhead is the median over rounds of each mode's rate against the
+"off" windows of the same round; the gateway's own CPU per request is shown too, because on a noisy
+machine it is the steadier signal. Afterwards every database must hold exactly one usage record per
+request sent (and the debited credit must match). It prints a table and a verdict; it never asserts.
 """
 
 from __future__ import annotations
@@ -21,232 +25,112 @@ import io
 import json
 import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 import wave
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 import httpx
-import numpy as np
 import psutil
-from serving import earshot_server, ignoring_interrupts
+from serving import earshot_server, fresh_database
+
+from earshot.audio.decode import decode_audio
+from earshot.audio.pcm import float_to_pcm16
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO_DIR = REPO.parent / "shared" / "audio"
 MODES = ("off", "key", "key+credits")
 BACKENDS = ("sqlite", "postgresql")
-DEFAULT_CLIENTS = (1, 4)
-DEFAULT_SECONDS = 15.0
-WARMUP_REQUESTS = 10
 CLIP_S = 1.0
-SAMPLE_RATE_HZ = 16_000
 CREDIT_SECONDS = 1_000_000
 TARGET_OVERHEAD_PCT = 10.0
+WARMUP_REQUESTS = 8
 READY_TIMEOUT_S = 120.0
-REQUEST_TIMEOUT_S = 60.0
-SERVER_LOG_TAIL_CHARS = 4000
-BACKGROUND_SAMPLE_S = 1.0
 DEFAULT_POSTGRES_URL = os.environ.get(
     "EARSHOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-COLUMNS = (
-    "backend",
-    "mode",
-    "clients",
-    "requests",
-    "req/s",
-    "p50 ms",
-    "p95 ms",
-    "overhead %",
-    "gw cpu ms/req",
-    "engine cpu ms/req",
-    "busy cores",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """The clip every request uploads: WAV bytes and where they came from."""
-
-    name: str
-    data: bytes
-    source: str
-
-
-@dataclass(slots=True)
-class Result:
-    """One measured window of one mode on one backend with some number of concurrent clients."""
-
-    backend: str
-    mode: str
-    clients: int
-    requests: int = 0
-    wall_s: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    machine_cores: list[float] = field(default_factory=list)
-    gateway_cpu_s: float = 0.0
-    engine_cpu_s: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        """Completed requests per wall second."""
-        return self.requests / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def gateway_cpu_ms(self) -> float:
-        """CPU milliseconds the server process (HTTP, auth, metering, DB client) spent per request."""
-        return self.gateway_cpu_s * 1000 / self.requests if self.requests else math.nan
-
-    @property
-    def engine_cpu_ms(self) -> float:
-        """CPU milliseconds the server's child processes (engine workers) spent per request."""
-        return self.engine_cpu_s * 1000 / self.requests if self.requests else math.nan
-
-    def percentile(self, q: float) -> float:
-        """Latency at quantile q (0..1), nearest-rank, in milliseconds."""
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return math.nan
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 class BenchFailed(RuntimeError):
     """A server, database or request failed; the message says which."""
 
 
-# --- the clip ---------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Tally:
+    """Everything measured for one mode at one client count, over all its windows."""
+
+    requests: int = 0
+    wall_s: float = 0.0
+    gateway_cpu_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    window_rates: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.wall_s if self.wall_s else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return (
+            ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else math.nan
+        )
 
 
-def load_upload() -> Upload:
-    """The first second of the first English clip in ../shared/audio as 16 kHz PCM16 WAV, else a tone."""
+@dataclass(slots=True)
+class Server:
+    """One running server under test."""
+
+    mode: str
+    base_url: str
+    process: subprocess.Popen[bytes]
+    database_url: str
+    key: str | None
+    sent: int = 0
+
+
+def load_clip() -> bytes:
+    """The first second of the first English clip in ../shared/audio, as 16 kHz PCM16 WAV."""
     index = AUDIO_DIR / "INDEX.tsv"
-    if index.is_file():
-        from earshot.audio.decode import decode_audio
-
-        with index.open(newline="") as f:
-            rows = [row for row in csv.DictReader(f, delimiter="\t") if (row.get("transcript") or "").strip()]
-        for row in rows:
-            if row["transcript"].startswith("LEFT:") or float(row["duration_seconds"] or 0) < CLIP_S:
-                continue
-            path = AUDIO_DIR / row["relpath"]
-            audio = decode_audio(path.read_bytes())
-            samples = audio.samples[: int(CLIP_S * SAMPLE_RATE_HZ)]
-            if len(samples) == int(CLIP_S * SAMPLE_RATE_HZ):
-                return Upload("clip.wav", wav_bytes(samples), f"first {CLIP_S:g} s of {row['relpath']}")
-    print(f"auth_overhead: no usable clip under {AUDIO_DIR}; using a synthetic tone", file=sys.stderr)
-    t = np.arange(int(CLIP_S * SAMPLE_RATE_HZ)) / SAMPLE_RATE_HZ
-    tone = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    return Upload("tone.wav", wav_bytes(tone), f"{CLIP_S:g} s synthetic 220 Hz tone")
+    if not index.is_file():
+        sys.exit(f"auth_overhead: {index} is absent (the shared audio folder sits beside the repo)")
+    with index.open(newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            text = row["transcript"]
+            if text and not text.startswith("LEFT:") and float(row["duration_seconds"]) >= CLIP_S:
+                audio = decode_audio((AUDIO_DIR / row["relpath"]).read_bytes()).slice(0.0, CLIP_S)
+                buffer = io.BytesIO()
+                with wave.open(buffer, "wb") as out:
+                    out.setnchannels(1)
+                    out.setsampwidth(2)
+                    out.setframerate(16_000)
+                    out.writeframes(float_to_pcm16(audio.samples))
+                return buffer.getvalue()
+    sys.exit("auth_overhead: no English clip of at least 1 s in INDEX.tsv")
 
 
-def wav_bytes(samples: np.ndarray) -> bytes:
-    """Mono float samples in [-1, 1] as a 16 kHz PCM16 WAV file."""
-    pcm = np.clip(np.rint(samples * 32767.0), -32768, 32767).astype("<i2").tobytes()
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE_HZ)
-        out.writeframes(pcm)
-    return buffer.getvalue()
-
-
-# --- databases --------------------------------------------------------------------------------------------
-
-
-def postgres_admin(admin_url: str) -> tuple[str, str]:
-    """(libpq URL of the admin database, server part to build sibling database URLs)."""
-    url = admin_url.replace("postgresql+asyncpg://", "postgresql://")
-    return url, url.rsplit("/", 1)[0]
-
-
-def create_postgres_database(admin_url: str) -> str:
-    """A fresh, empty PostgreSQL database; returns its earshot (asyncpg) URL."""
-    import asyncpg
-
-    libpq_url, base = postgres_admin(admin_url)
-    name = f"earshot_bench_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(libpq_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(create())
-    except (OSError, asyncpg.PostgresError) as e:
-        raise BenchFailed(f"PostgreSQL at {libpq_url} is unreachable: {e}") from e
-    return f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-
-
-def drop_postgres_database(admin_url: str, url: str) -> None:
-    """Drop a database made by create_postgres_database, closing its connections."""
-    import asyncpg
-
-    libpq_url, _ = postgres_admin(admin_url)
-    name = url.rsplit("/", 1)[1]
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(libpq_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
-
-
-@contextlib.contextmanager
-def fresh_database(backend: str, admin_url: str) -> Iterator[str]:
-    """The URL of a new, empty earshot database on `backend`, removed afterwards (even on Ctrl-C)."""
-    if backend == "sqlite":
-        directory = tempfile.mkdtemp(prefix="earshot-bench-")
-        try:
-            yield f"sqlite+aiosqlite:///{Path(directory) / 'earshot.db'}"
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        return
-    url = create_postgres_database(admin_url)
-    try:
-        yield url
-    finally:
-        with ignoring_interrupts():
-            try:
-                drop_postgres_database(admin_url, url)
-            except Exception as e:  # report the leftover database and keep cleaning up the rest
-                print(f"auth_overhead: could not drop {url}: {e}", file=sys.stderr)
-
-
-# --- the server and the CLI -------------------------------------------------------------------------------
-
-
-def server_env(database_url: str) -> dict[str, str]:
-    """The environment of every earshot process: this one's, on the given database, one engine worker."""
+def earshot_env(database_url: str) -> dict[str, str]:
+    """One engine worker per server, so the client and the database keep a core."""
     env = {key: value for key, value in os.environ.items() if key != "EARSHOT_CONFIG"}
-    env["EARSHOT_DATABASE_URL"] = database_url
-    env["EARSHOT_ENGINE_WORKERS"] = "1"
-    env["EARSHOT_HOST"] = "127.0.0.1"
+    env.update(EARSHOT_DATABASE_URL=database_url, EARSHOT_ENGINE_WORKERS="1", EARSHOT_HOST="127.0.0.1")
     env.setdefault("EARSHOT_LOG_LEVEL", "warning")
     return env
 
 
 def earshot_cli(database_url: str, *args: str) -> str:
-    """Run `earshot ARGS` on the database and return its stdout."""
-    command = [sys.executable, "-m", "earshot", *args]
     done = subprocess.run(
-        command, cwd=REPO, env=server_env(database_url), capture_output=True, text=True, check=False
+        [sys.executable, "-m", "earshot", *args],
+        cwd=REPO,
+        env=earshot_env(database_url),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise BenchFailed(f"`earshot {' '.join(args)}` exited {done.returncode}: {done.stderr.strip()}")
@@ -254,7 +138,6 @@ def earshot_cli(database_url: str, *args: str) -> str:
 
 
 def create_key(database_url: str, mode: str) -> str | None:
-    """The plaintext key the mode's requests send (None for "off", which creates no key)."""
     if mode == "off":
         return None
     credits = ["--credits-seconds", str(CREDIT_SECONDS)] if mode == "key+credits" else []
@@ -263,68 +146,26 @@ def create_key(database_url: str, mode: str) -> str | None:
     return key
 
 
-def check_database(database_url: str, mode: str, sent: int, audio_s: float) -> str | None:
-    """A problem with the usage records or credit the run left behind, or None when all add up."""
-    rows = json.loads(earshot_cli(database_url, "usage", "--group-by", "key", "--json"))
-    recorded = sum(int(row["requests"]) for row in rows)
-    keyed = [row for row in rows if row["key"] is not None]
-    if recorded != sent:
-        return f"{recorded} usage records for {sent} requests"
-    if (mode == "off") != (not keyed):
-        return f"usage records by key {[row['key'] for row in rows]} do not match mode {mode!r}"
-    if mode == "key+credits":
-        keys = json.loads(earshot_cli(database_url, "keys", "list", "--json"))
-        debited = CREDIT_SECONDS - float(keys[0]["credits_seconds"])
-        if not math.isclose(debited, sent * audio_s, abs_tol=0.01 * sent + 0.01):
-            return f"{debited:.3f} credit seconds debited for {sent} requests of {audio_s:g} s"
-    return None
+@contextlib.contextmanager
+def servers_for(backend: str, postgres_url: str, log: io.BufferedRandom) -> Iterator[list[Server]]:
+    """A running server per mode, each on its own fresh database."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for mode in MODES:
+            database_url = stack.enter_context(fresh_database(backend, postgres_url))
+            key = create_key(database_url, mode)
+            base_url, process = stack.enter_context(earshot_server(earshot_env(database_url), log))
+            servers.append(Server(mode, base_url, process, database_url, key))
+        yield servers
 
 
-def running_server(
-    database_url: str, log: IO[bytes]
-) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
-    """`earshot serve` on the database; stopped on exit even if Ctrl-C is pressed again."""
-    return earshot_server(server_env(database_url), log)
-
-
-def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Turn SIGTERM into KeyboardInterrupt so the same cleanup runs."""
-    raise KeyboardInterrupt
-
-
-def tree_cpu_s(root: psutil.Process) -> dict[int, float]:
-    """User+system CPU seconds of `root` and each of its live descendants, by pid."""
-    times: dict[int, float] = {}
-    for proc in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            cpu = proc.cpu_times()
-            times[proc.pid] = cpu.user + cpu.system
-    return times
-
-
-# --- clients ----------------------------------------------------------------------------------------------
-
-
-async def wait_ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
-    """Poll GET /readyz until it answers 200, failing if the server exits or takes too long."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchFailed(f"the server exited with {process.returncode} before it was ready")
-        with contextlib.suppress(httpx.TransportError):
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        await asyncio.sleep(0.1)
-    raise BenchFailed(f"GET /readyz did not answer 200 within {READY_TIMEOUT_S:g} s")
-
-
-async def post(client: httpx.AsyncClient, upload: Upload) -> None:
+async def post(client: httpx.AsyncClient, clip: bytes) -> None:
     """One transcription request the way an OpenAI SDK sends it; BenchFailed unless it answers 200."""
     try:
         response = await client.post(
             "/v1/audio/transcriptions",
-            files={"file": (upload.name, upload.data, "audio/wav")},
-            data={"model": "whisper-1", "response_format": "json"},
+            files={"file": ("clip.wav", clip, "audio/wav")},
+            data={"model": "whisper-1"},
         )
     except httpx.TransportError as e:
         raise BenchFailed(f"POST: {type(e).__name__}: {e}") from e
@@ -332,184 +173,173 @@ async def post(client: httpx.AsyncClient, upload: Upload) -> None:
         raise BenchFailed(f"POST: HTTP {response.status_code}: {response.text}")
 
 
-async def bench_one(
-    base_url: str,
-    process: subprocess.Popen[bytes],
-    key: str | None,
-    upload: Upload,
-    clients: int,
-    seconds: float,
-    result: Result,
-) -> int:
-    """Warm up, then run `clients` keep-alive clients for `seconds`; returns the requests sent in all."""
-    measured_before = result.requests
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+def client_for(server: Server) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {server.key}"} if server.key else {}
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=60, limits=limits)
+
+
+async def warm_up(server: Server, clip: bytes) -> None:
+    """Wait for /readyz, then a few requests so caches and pools are warm."""
+    async with client_for(server) as client:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if server.process.poll() is not None:
+                raise BenchFailed(f"the {server.mode} server exited with {server.process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise BenchFailed(f"the {server.mode} server was not ready within {READY_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.1)
+        for _ in range(WARMUP_REQUESTS):
+            await post(client, clip)
+    server.sent += WARMUP_REQUESTS
+
+
+async def measure(server: Server, clip: bytes, clients: int, window_s: float, tally: Tally) -> None:
+    """`clients` keep-alive clients loading one server for `window_s`; adds to the tally."""
     async with contextlib.AsyncExitStack() as stack:
-        sessions = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits
-                )
-            )
-            for _ in range(clients)
-        ]
-        await wait_ready(sessions[0], process)
-        for i in range(WARMUP_REQUESTS):
-            await post(sessions[i % clients], upload)
+        sessions = [await stack.enter_async_context(client_for(server)) for _ in range(clients)]
+        deadline = time.perf_counter() + window_s
+        done = 0
 
-        deadline = time.perf_counter() + seconds
-
-        async def run_client(client: httpx.AsyncClient) -> None:
+        async def run(client: httpx.AsyncClient) -> None:
+            nonlocal done
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                await post(client, upload)
-                result.latencies_ms.append((time.perf_counter() - started) * 1000)
-                result.requests += 1
+                await post(client, clip)
+                tally.latencies_ms.append((time.perf_counter() - started) * 1000)
+                done += 1
 
-        server = psutil.Process(process.pid)
-        cpu_before = tree_cpu_s(server)
-        psutil.cpu_percent(interval=None)
+        gateway = psutil.Process(server.process.pid)
+        cpu_before = sum(gateway.cpu_times()[:2])
         started = time.perf_counter()
-        await asyncio.gather(*(run_client(client) for client in sessions))
-        result.wall_s += time.perf_counter() - started
-        cpu_after = tree_cpu_s(server)
-        used = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items()}
-        result.gateway_cpu_s += used.pop(process.pid, 0.0)
-        result.engine_cpu_s += sum(used.values())
-        result.machine_cores.append(psutil.cpu_percent(interval=None) / 100 * (psutil.cpu_count() or 1))
-    return WARMUP_REQUESTS + result.requests - measured_before
+        await asyncio.gather(*(run(client) for client in sessions))
+        wall_s = time.perf_counter() - started
+    tally.gateway_cpu_s += sum(gateway.cpu_times()[:2]) - cpu_before
+    tally.requests += done
+    tally.wall_s += wall_s
+    tally.window_rates.append(done / wall_s)
+    server.sent += done
 
 
-def run_mode(
-    backend: str, mode: str, clients: int, args: argparse.Namespace, upload: Upload, result: Result
-) -> None:
-    """One fresh database and server for one mode, measured; checks the usage records it left."""
-    with fresh_database(backend, args.postgres_url) as database_url, tempfile.TemporaryFile() as log:
-        key = create_key(database_url, mode)
+def check_records(server: Server) -> None:
+    """Exactly one usage record per request sent, and (with credits) exactly that much credit debited."""
+    rows = json.loads(earshot_cli(server.database_url, "usage", "--group-by", "key", "--json"))
+    recorded = sum(int(row["requests"]) for row in rows)
+    if recorded != server.sent:
+        raise BenchFailed(f"{server.mode}: {recorded} usage records for {server.sent} requests")
+    if server.mode == "key+credits":
+        [key] = json.loads(earshot_cli(server.database_url, "keys", "list", "--json"))
+        debited = CREDIT_SECONDS - float(key["credits_seconds"])
+        if not math.isclose(debited, server.sent * CLIP_S, abs_tol=0.001):
+            raise BenchFailed(f"{debited:.3f} credit seconds debited for {server.sent} requests")
+
+
+def run_backend(backend: str, args: argparse.Namespace, clip: bytes) -> dict[tuple[int, str], Tally]:
+    """Every client count and round on one backend, modes interleaved; then the records are checked."""
+    tallies: dict[tuple[int, str], Tally] = {}
+    with tempfile.TemporaryFile() as log:
         try:
-            with running_server(database_url, log) as (base_url, process):
-                sent = asyncio.run(bench_one(base_url, process, key, upload, clients, args.seconds, result))
+            with servers_for(backend, args.postgres_url, log) as servers:
+                for server in servers:
+                    asyncio.run(warm_up(server, clip))
+                for clients in args.clients:
+                    for mode in MODES:
+                        tallies[(clients, mode)] = Tally()
+                    for round_no in range(args.rounds):
+                        order = servers if round_no % 2 == 0 else servers[::-1]
+                        for server in order:
+                            tally = tallies[(clients, server.mode)]
+                            asyncio.run(measure(server, clip, clients, args.window, tally))
+                    rates = "  ".join(f"{m} {tallies[(clients, m)].rate:.2f}" for m in MODES)
+                    print(f"  {backend} x{clients}: {rates} req/s", file=sys.stderr, flush=True)
+                for server in servers:
+                    check_records(server)
         except BenchFailed as e:
             log.seek(0)
-            tail = log.read().decode(errors="replace")[-SERVER_LOG_TAIL_CHARS:]
-            raise BenchFailed(f"{backend} {mode} x{clients}: {e}\n--- server log (tail) ---\n{tail}") from e
-        problem = check_database(database_url, mode, sent, CLIP_S)
-        if problem is not None:
-            raise BenchFailed(f"{backend} {mode} x{clients}: {problem}")
+            tail = log.read().decode(errors="replace")[-3000:]
+            raise BenchFailed(f"{backend}: {e}\n--- server logs (tail) ---\n{tail}") from e
+    return tallies
 
 
-# --- report -----------------------------------------------------------------------------------------------
+def overhead_pct(tallies: dict[tuple[int, str], Tally], clients: int, mode: str) -> float:
+    """Median over rounds of how much slower the mode ran than "off" in the same round, in percent."""
+    baseline = tallies[(clients, "off")].window_rates
+    rates = tallies[(clients, mode)].window_rates
+    return statistics.median((off - rate) / off * 100 for off, rate in zip(baseline, rates, strict=True))
 
 
-def overhead_pct(result: Result, baseline: Result | None) -> float | None:
-    """How much lower the throughput is than the "off" run of the same backend and clients, in percent."""
-    if baseline is None or result.mode == "off" or not baseline.rate:
-        return None
-    return (baseline.rate - result.rate) / baseline.rate * 100
-
-
-def print_table(results: Sequence[Result]) -> None:
-    """The results as an aligned text table."""
-    baselines = {(r.backend, r.clients): r for r in results if r.mode == "off"}
-    rows = [COLUMNS]
-    for r in results:
-        overhead = overhead_pct(r, baselines.get((r.backend, r.clients)))
-        rows.append(
-            (
-                r.backend,
-                r.mode,
-                str(r.clients),
-                str(r.requests),
-                f"{r.rate:.1f}",
-                f"{r.percentile(0.50):.1f}",
-                f"{r.percentile(0.95):.1f}",
-                "-" if overhead is None else f"{overhead:+.1f}",
-                f"{r.gateway_cpu_ms:.1f}",
-                f"{r.engine_cpu_ms:.1f}",
-                f"{statistics.fmean(r.machine_cores):.2f}" if r.machine_cores else "-",
+def print_report(results: dict[str, dict[tuple[int, str], Tally]]) -> None:
+    header = (
+        "backend",
+        "clients",
+        "mode",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "gw cpu ms/req",
+        "overhead %",
+    )
+    rows = [header]
+    worst: tuple[float, str] | None = None
+    for backend, tallies in results.items():
+        for (clients, mode), tally in tallies.items():
+            overhead = None if mode == "off" else overhead_pct(tallies, clients, mode)
+            if overhead is not None and backend == "postgresql" and (worst is None or overhead > worst[0]):
+                worst = (overhead, f"{mode}, {clients} client(s)")
+            rows.append(
+                (
+                    backend,
+                    str(clients),
+                    mode,
+                    str(tally.requests),
+                    f"{tally.rate:.2f}",
+                    f"{tally.percentile_ms(0.5):.0f}",
+                    f"{tally.percentile_ms(0.95):.0f}",
+                    f"{tally.gateway_cpu_s * 1000 / max(tally.requests, 1):.1f}",
+                    "-" if overhead is None else f"{overhead:+.1f}",
+                )
             )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+    if worst is not None:
+        verdict = "within" if worst[0] <= TARGET_OVERHEAD_PCT else "OVER"
+        print(f"\nPostgreSQL: worst overhead {worst[0]:+.1f} % ({worst[1]}), {verdict} the ≤ 10 % target")
 
 
-def print_verdict(results: Sequence[Result]) -> None:
-    """The largest PostgreSQL overhead over "off" and whether it is within the target."""
-    baselines = {(r.backend, r.clients): r for r in results if r.mode == "off"}
-    overheads = [
-        (pct, r)
-        for r in results
-        if r.backend == "postgresql"
-        and (pct := overhead_pct(r, baselines.get((r.backend, r.clients)))) is not None
-    ]
-    if not overheads:
-        return
-    worst, where = max(overheads, key=lambda item: item[0])
-    verdict = "within" if worst <= TARGET_OVERHEAD_PCT else "OVER"
-    print(
-        f"\nPostgreSQL: max auth overhead {worst:+.1f} % ({where.mode}, {where.clients} clients), "
-        f"{verdict} the ≤ {TARGET_OVERHEAD_PCT:g} % target"
-    )
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
-    """Parse arguments, run every backend, client count and mode, and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="measured seconds per mode")
-    parser.add_argument(
-        "--clients", type=int, nargs="+", default=list(DEFAULT_CLIENTS), help="concurrent client counts"
-    )
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="databases")
-    parser.add_argument(
-        "--rounds", type=int, default=1, help="times to repeat the off,key,key+credits cycle (pooled)"
-    )
-    parser.add_argument(
-        "--postgres-url", default=DEFAULT_POSTGRES_URL, help="admin database to create fresh databases from"
-    )
+    parser.add_argument("--window", type=float, default=5.0, help="seconds per measured window")
+    parser.add_argument("--rounds", type=int, default=6, help="windows per mode and client count")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4], help="concurrent client counts")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="admin database for fresh ones")
     args = parser.parse_args()
-    if args.seconds <= 0 or args.rounds < 1 or min(args.clients) < 1:
-        parser.error("--seconds, --rounds and --clients must be positive")
-    signal.signal(signal.SIGTERM, raise_on_sigterm)
-
-    upload = load_upload()
-    idle_cores = psutil.cpu_percent(interval=BACKGROUND_SAMPLE_S) / 100 * (psutil.cpu_count() or 1)
+    if args.window <= 0 or args.rounds < 1 or min(args.clients) < 1:
+        parser.error("--window, --rounds and --clients must be positive")
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    clip = load_clip()
+    busy = psutil.cpu_percent(interval=1.0) / 100 * (psutil.cpu_count() or 1)
     print(
-        f"clip: {upload.source} ({len(upload.data)} bytes); "
-        f"{args.seconds:g} s per mode x {args.rounds} round(s); "
-        f"{psutil.cpu_count()} CPUs, {idle_cores:.2f} busy before the run",
-        file=sys.stderr,
-        flush=True,
+        f"{args.rounds} windows of {args.window:g} s per mode; {busy:.2f} cores busy before", file=sys.stderr
     )
-    results: list[Result] = []
-    interrupted = False
+    results: dict[str, dict[tuple[int, str], Tally]] = {}
     try:
         for backend in args.backends:
-            for clients in args.clients:
-                row = {mode: Result(backend, mode, clients) for mode in MODES}
-                results.extend(row.values())
-                for round_no in range(1, args.rounds + 1):
-                    for mode in MODES:
-                        requests, wall_s = row[mode].requests, row[mode].wall_s
-                        run_mode(backend, mode, clients, args, upload, row[mode])
-                        rate = (row[mode].requests - requests) / (row[mode].wall_s - wall_s)
-                        print(
-                            f"  round {round_no}: {backend} {mode} x{clients}: {rate:.1f} req/s",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+            results[backend] = run_backend(backend, args, clip)
     except BenchFailed as e:
         sys.exit(f"auth_overhead: {e}")
     except KeyboardInterrupt:
-        print("\nauth_overhead: interrupted; servers stopped and databases dropped", file=sys.stderr)
-        interrupted = True
-        results = [r for r in results if r.wall_s > 0]
-    print(f"\nCPU busy before the run (other processes): {idle_cores:.2f} of {psutil.cpu_count()} cores")
-    print_table(results)
-    print_verdict(results)
-    if interrupted:
-        sys.exit(130)
+        sys.exit("\nauth_overhead: interrupted; servers stopped and databases dropped")
+    print_report(results)
 
 
 if __name__ == "__main__":

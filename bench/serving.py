@@ -1,13 +1,16 @@
-"""What the benches share: an `earshot serve` subprocess on a free port."""
+"""What the benches share: `earshot serve` subprocesses on free ports, and throwaway databases."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -63,3 +66,36 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def postgres_urls(admin_url: str) -> tuple[str, str]:
+    """(libpq URL of the admin database, server part to build sibling database URLs)."""
+    url = admin_url.replace("postgresql+asyncpg://", "postgresql://")
+    return url, url.rsplit("/", 1)[0]
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str, postgres_admin_url: str) -> Iterator[str]:
+    """The earshot URL of a new, empty database on `backend` (sqlite or postgresql), removed afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="earshot-bench-") as directory:
+            yield f"sqlite+aiosqlite:///{Path(directory) / 'earshot.db'}"
+        return
+    import asyncpg
+
+    libpq_url, base = postgres_urls(postgres_admin_url)
+    name = f"earshot_bench_{uuid.uuid4().hex[:12]}"
+
+    async def execute(statement: str) -> None:
+        conn = await asyncpg.connect(libpq_url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    finally:
+        with ignoring_interrupts():
+            asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
