@@ -69,6 +69,7 @@ class Tally:
     requests: int = 0
     wall_s: float = 0.0
     gateway_cpu_s: float = 0.0
+    engine_cpu_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     window_rates: list[float] = field(default_factory=list)
 
@@ -213,15 +214,22 @@ async def measure(server: Server, clip: bytes, clients: int, window_s: float, ta
                 done += 1
 
         gateway = psutil.Process(server.process.pid)
-        cpu_before = sum(gateway.cpu_times()[:2])
+        workers = gateway.children(recursive=True)
+        gateway_before, engine_before = _cpu_s([gateway]), _cpu_s(workers)
         started = time.perf_counter()
         await asyncio.gather(*(run(client) for client in sessions))
         wall_s = time.perf_counter() - started
-    tally.gateway_cpu_s += sum(gateway.cpu_times()[:2]) - cpu_before
+    tally.gateway_cpu_s += _cpu_s([gateway]) - gateway_before
+    tally.engine_cpu_s += _cpu_s(workers) - engine_before
     tally.requests += done
     tally.wall_s += wall_s
     tally.window_rates.append(done / wall_s)
     server.sent += done
+
+
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of these processes."""
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
 
 
 def check_records(server: Server) -> None:
@@ -281,6 +289,7 @@ def print_report(results: dict[str, dict[tuple[int, str], Tally]]) -> None:
         "p50 ms",
         "p95 ms",
         "gw cpu ms/req",
+        "engine cpu ms/req",
         "overhead %",
     )
     rows = [header]
@@ -300,6 +309,7 @@ def print_report(results: dict[str, dict[tuple[int, str], Tally]]) -> None:
                     f"{tally.percentile_ms(0.5):.0f}",
                     f"{tally.percentile_ms(0.95):.0f}",
                     f"{tally.gateway_cpu_s * 1000 / max(tally.requests, 1):.1f}",
+                    f"{tally.engine_cpu_s * 1000 / max(tally.requests, 1):.0f}",
                     "-" if overhead is None else f"{overhead:+.1f}",
                 )
             )
