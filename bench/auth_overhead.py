@@ -74,6 +74,10 @@ class Tally:
     window_rates: list[float] = field(default_factory=list)
 
     @property
+    def gateway_cpu_ms(self) -> float:
+        return self.gateway_cpu_s * 1000 / self.requests if self.requests else math.nan
+
+    @property
     def rate(self) -> float:
         return self.requests / self.wall_s if self.wall_s else 0.0
 
@@ -279,6 +283,13 @@ def overhead_pct(tallies: dict[tuple[int, str], Tally], clients: int, mode: str)
     return statistics.median((off - rate) / off * 100 for off, rate in zip(baseline, rates, strict=True))
 
 
+def cpu_overhead_pct(tallies: dict[tuple[int, str], Tally], clients: int, mode: str) -> float:
+    """The gateway CPU the mode adds per request, as a share of a whole "off" request's CPU, in percent."""
+    off, this = tallies[(clients, "off")], tallies[(clients, mode)]
+    off_total_ms = (off.gateway_cpu_s + off.engine_cpu_s) * 1000 / off.requests
+    return (this.gateway_cpu_ms - off.gateway_cpu_ms) / off_total_ms * 100
+
+
 def print_report(results: dict[str, dict[tuple[int, str], Tally]]) -> None:
     header = (
         "backend",
@@ -290,15 +301,22 @@ def print_report(results: dict[str, dict[tuple[int, str], Tally]]) -> None:
         "p95 ms",
         "gw cpu ms/req",
         "engine cpu ms/req",
-        "overhead %",
+        "req/s overhead %",
+        "cpu overhead %",
     )
     rows = [header]
-    worst: tuple[float, str] | None = None
+    worst: dict[str, tuple[float, str]] = {}
     for backend, tallies in results.items():
         for (clients, mode), tally in tallies.items():
-            overhead = None if mode == "off" else overhead_pct(tallies, clients, mode)
-            if overhead is not None and backend == "postgresql" and (worst is None or overhead > worst[0]):
-                worst = (overhead, f"{mode}, {clients} client(s)")
+            overheads = (
+                None
+                if mode == "off"
+                else (overhead_pct(tallies, clients, mode), cpu_overhead_pct(tallies, clients, mode))
+            )
+            if overheads is not None and backend == "postgresql":
+                for name, value in zip(("req/s", "cpu"), overheads, strict=True):
+                    if name not in worst or value > worst[name][0]:
+                        worst[name] = (value, f"{mode}, {clients} client(s)")
             rows.append(
                 (
                     backend,
@@ -308,17 +326,22 @@ def print_report(results: dict[str, dict[tuple[int, str], Tally]]) -> None:
                     f"{tally.rate:.2f}",
                     f"{tally.percentile_ms(0.5):.0f}",
                     f"{tally.percentile_ms(0.95):.0f}",
-                    f"{tally.gateway_cpu_s * 1000 / max(tally.requests, 1):.1f}",
+                    f"{tally.gateway_cpu_ms:.1f}",
                     f"{tally.engine_cpu_s * 1000 / max(tally.requests, 1):.0f}",
-                    "-" if overhead is None else f"{overhead:+.1f}",
+                    "-" if overheads is None else f"{overheads[0]:+.1f}",
+                    "-" if overheads is None else f"{overheads[1]:+.1f}",
                 )
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
-    if worst is not None:
-        verdict = "within" if worst[0] <= TARGET_OVERHEAD_PCT else "OVER"
-        print(f"\nPostgreSQL: worst overhead {worst[0]:+.1f} % ({worst[1]}), {verdict} the ≤ 10 % target")
+    for name, (value, where) in worst.items():
+        verdict = "within" if value <= TARGET_OVERHEAD_PCT else "OVER"
+        print(f"PostgreSQL: worst {name} overhead {value:+.1f} % ({where}), {verdict} the ≤ 10 % target")
+    print(
+        "(req/s follows the engine's CPU per request, which swings on a shared machine; "
+        "cpu overhead is the gateway CPU auth adds per request over a whole request's CPU)"
+    )
 
 
 def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
