@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from earshot.accounts.errors import InsufficientCredits
-from earshot.accounts.keys import KeyChanges, KeyRing
-from earshot.accounts.metering import RESERVE_STEP_MS, Meter, Price
+from earshot.accounts.keys import ApiKey, KeyChanges, KeyRing
+from earshot.accounts.metering import RESERVE_STEP_MS, Meter, Price, UsageTicket
 from earshot.store.db import Database
 from earshot.store.records import UsageRecord
 from earshot.store.repositories import KeyRepository, UsageRepository
@@ -123,12 +123,20 @@ async def test_meter_error_refunds_everything(db: Database) -> None:
     assert await balance_ms(keys, key.id) == 10_000
 
 
-async def test_meter_client_closed_live_audio_pays_what_was_consumed(db: Database) -> None:
+async def live_session(
+    db: Database, credits_seconds: float
+) -> tuple[KeyRepository, KeyRing, ApiKey, Meter, UsageTicket]:
+    """A key with credit and the open ticket of a live session on it."""
     keys = KeyRepository(db)
     ring = KeyRing(keys)
-    key, plaintext = await ring.create("alice", credits_seconds=60)
+    key, plaintext = await ring.create("alice", credits_seconds=credits_seconds)
     meter = Meter(UsageRepository(db))
-    ticket = meter.open(await ring.authenticate(plaintext), "deepgram.listen")
+    return keys, ring, key, meter, meter.open(await ring.authenticate(plaintext), "deepgram.listen")
+
+
+async def test_meter_client_closed_live_audio_pays_what_was_consumed(db: Database) -> None:
+    live = await live_session(db, credits_seconds=60)
+    keys, key, meter, ticket = live.keys, live.key, live.meter, live.ticket
     ticket.price = Price(0.01, "second")
 
     await meter.consume(ticket, 1_200)
@@ -149,11 +157,8 @@ async def test_meter_client_closed_live_audio_pays_what_was_consumed(db: Databas
 
 
 async def test_meter_live_audio_runs_dry_without_going_negative(db: Database) -> None:
-    keys = KeyRepository(db)
-    ring = KeyRing(keys)
-    key, plaintext = await ring.create("alice", credits_seconds=3)
-    meter = Meter(UsageRepository(db))
-    ticket = meter.open(await ring.authenticate(plaintext), "deepgram.listen")
+    live = await live_session(db, credits_seconds=3)
+    keys, key, meter, ticket = live.keys, live.key, live.meter, live.ticket
 
     await meter.consume(ticket, 1_000)  # a full step doesn't fit; the shortfall does
     await meter.consume(ticket, 1_000)
@@ -169,11 +174,8 @@ async def test_meter_live_audio_runs_dry_without_going_negative(db: Database) ->
 
 
 async def test_meter_key_made_unlimited_mid_session_keeps_running(db: Database) -> None:
-    keys = KeyRepository(db)
-    ring = KeyRing(keys)
-    key, plaintext = await ring.create("alice", credits_seconds=60)
-    meter = Meter(UsageRepository(db))
-    ticket = meter.open(await ring.authenticate(plaintext), "deepgram.listen")
+    live = await live_session(db, credits_seconds=60)
+    ring, key, meter, ticket = live.ring, live.key, live.meter, live.ticket
     await meter.consume(ticket, 1_000)
     await ring.update(key.id, KeyChanges(credits_seconds=None))  # the admin lifts the limit
     await meter.consume(ticket, 6_000)  # needs a second reservation
