@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 
@@ -123,15 +124,24 @@ async def test_meter_error_refunds_everything(db: Database) -> None:
     assert await balance_ms(keys, key.id) == 10_000
 
 
-async def live_session(
-    db: Database, credits_seconds: float
-) -> tuple[KeyRepository, KeyRing, ApiKey, Meter, UsageTicket]:
+@dataclass
+class LiveSession:
     """A key with credit and the open ticket of a live session on it."""
+
+    keys: KeyRepository
+    ring: KeyRing
+    key: ApiKey
+    meter: Meter
+    ticket: UsageTicket
+
+
+async def live_session(db: Database, credits_seconds: float) -> LiveSession:
     keys = KeyRepository(db)
     ring = KeyRing(keys)
     key, plaintext = await ring.create("alice", credits_seconds=credits_seconds)
     meter = Meter(UsageRepository(db))
-    return keys, ring, key, meter, meter.open(await ring.authenticate(plaintext), "deepgram.listen")
+    ticket = meter.open(await ring.authenticate(plaintext), "deepgram.listen")
+    return LiveSession(keys, ring, key, meter, ticket)
 
 
 async def test_meter_client_closed_live_audio_pays_what_was_consumed(db: Database) -> None:
