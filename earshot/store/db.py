@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class Database:
     def __init__(self, url: str) -> None:
         try:
             parsed = make_url(url)
-        except Exception as e:
+        except ArgumentError as e:
             raise DatabaseError(f"invalid database URL: {e}") from e
         # Plain scheme names mean the async drivers earshot ships with.
         if parsed.drivername in ("postgresql", "postgres"):
@@ -44,6 +45,10 @@ class Database:
         elif parsed.drivername == "sqlite":
             parsed = parsed.set(drivername="sqlite+aiosqlite")
         self.backend = parsed.get_backend_name()
+        if self.backend not in ("sqlite", "postgresql"):
+            raise DatabaseError(
+                f"unsupported database {parsed.drivername!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
         options: dict[str, Any] = {}
         if self.backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
