@@ -35,7 +35,7 @@ from earshot.store.repositories import DialRepository, KeyRepository, UsageRepos
 log = logging.getLogger(__name__)
 
 
-async def build_accounts(settings: Settings, db: Database, redis: Redis | None, metrics: Metrics) -> Accounts:
+def build_accounts(settings: Settings, db: Database, redis: Redis | None, metrics: Metrics) -> Accounts:
     """Keys, limits, metering and dials over the given store and (optional) Redis."""
     storage = limit_storage(settings.redis_url, settings.redis_prefix)
     gate = RedisSessionGate(redis, settings.redis_prefix) if redis is not None else MemorySessionGate()
@@ -43,7 +43,7 @@ async def build_accounts(settings: Settings, db: Database, redis: Redis | None, 
         keyring=KeyRing(KeyRepository(db)),
         limiter=RateLimiter(storage),
         gate=gate,
-        meter=Meter(UsageRepository(db), round(settings.credits_low_seconds * 1000)),
+        meter=Meter(UsageRepository(db)),
         dials=DialBoard(DialRepository(db), Dials.from_settings(settings)),
         revocations=RevocationFeed(redis, settings.redis_prefix),
         metrics=metrics,
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis = Redis.from_url(settings.redis_url)
                 stack.push_async_callback(redis.aclose)
                 await redis.ping()
-            accounts = await build_accounts(settings, db, redis, app_metrics)
+            accounts = build_accounts(settings, db, redis, app_metrics)
             await check_anonymous_posture(settings, accounts.keyring.repository)
             await accounts.dials.start()
             stack.push_async_callback(accounts.dials.stop)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,11 +48,16 @@ class DialError(ValueError):
     """An unknown dial or a value it can't take."""
 
 
-def validate_changes(current: Dials, changes: dict[str, Any]) -> Dials:
-    """The dials with the changes applied, or DialError naming the bad one."""
-    unknown = sorted(set(changes) - set(Dials.model_fields))
+def check_known(names: Iterable[str]) -> None:
+    """DialError naming the first name that is not a dial."""
+    unknown = sorted(set(names) - set(Dials.model_fields))
     if unknown:
         raise DialError(f"unknown setting {unknown[0]!r}; known: {', '.join(Dials.model_fields)}")
+
+
+def validate_changes(current: Dials, changes: dict[str, Any]) -> Dials:
+    """The dials with the changes applied, or DialError naming the bad one."""
+    check_known(changes)
     try:
         return Dials.model_validate({**current.model_dump(), **changes})
     except ValidationError as e:
@@ -88,7 +94,7 @@ class DialBoard:
 
     async def reset(self, names: list[str]) -> Dials:
         """Return dials to their configured defaults; DialError for an unknown name."""
-        validate_changes(self.current, {name: getattr(self.defaults, name, None) for name in names})
+        check_known(names)
         await self.repository.delete(names)
         return await self.refresh()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import string
@@ -119,7 +120,9 @@ class KeyRing:
         self.repository = repository
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
-        self._count: tuple[float, int] | None = None
+        # Keys are revoked, never deleted: once one exists, the answer never changes again.
+        self._keys_exist = False
+        self._keys_checked_at = -math.inf
 
     async def create(
         self,
@@ -151,7 +154,7 @@ class KeyRing:
             revoked_at=None,
         )
         await self.repository.insert(record)
-        self._count = None
+        self._keys_exist = True
         return ApiKey.from_record(record), plaintext
 
     async def list(self) -> list[ApiKey]:
@@ -195,9 +198,10 @@ class KeyRing:
     async def any_keys(self) -> bool:
         """Whether any key was ever created (then every request needs one)."""
         now = time.monotonic()
-        if self._count is None or now - self._count[0] > self.cache_ttl_s:
-            self._count = (now, await self.repository.count())
-        return self._count[1] > 0
+        if not self._keys_exist and now - self._keys_checked_at > self.cache_ttl_s:
+            self._keys_exist = await self.repository.count() > 0
+            self._keys_checked_at = now
+        return self._keys_exist
 
     async def record(self, key_id: str) -> KeyRecord | None:
         """The key's stored settings, at most CACHE_TTL_S old."""

@@ -66,9 +66,8 @@ class UsageTicket:
 class Meter:
     """Opens tickets, reserves credit for them, and writes each one's usage record once."""
 
-    def __init__(self, repository: UsageRepository, credits_low_ms: int = 60_000) -> None:
+    def __init__(self, repository: UsageRepository) -> None:
         self.repository = repository
-        self.credits_low_ms = credits_low_ms
         self._closing: set[asyncio.Task[UsageRecord]] = set()
 
     def open(self, key: KeyRecord | None, route: str) -> UsageTicket:
@@ -112,12 +111,15 @@ class Meter:
         except InsufficientCredits:
             await self.reserve(ticket, shortfall)
 
-    def credits_low(self, ticket: UsageTicket) -> bool:
-        """Whether the key's credit left (counting what this ticket holds unused) is under the threshold."""
+    def credits_low(self, ticket: UsageTicket, threshold_ms: int) -> bool:
+        """Whether the key's credit left (counting what this ticket holds unused) is under the threshold.
+
+        Live sessions pass the `credits_low_seconds` dial as it stands when they ask.
+        """
         if ticket.balance_ms is None:
             return False
         unused = max(0, ticket.debited_ms - ticket.audio_ms)
-        return ticket.balance_ms + unused < self.credits_low_ms
+        return ticket.balance_ms + unused < threshold_ms
 
     def close(self, ticket: UsageTicket, outcome: Outcome) -> asyncio.Future[UsageRecord]:
         """Write the ticket's record (once, whatever is called later) and refund unused credit.

@@ -21,6 +21,7 @@ from earshot.accounts.metering import Meter, Price, UsageTicket
 from earshot.accounts.revocation import RevocationFeed
 from earshot.api.metrics import Metrics
 from earshot.dials import DialBoard
+from earshot.routing.router import Route
 from earshot.store.records import KeyRecord, Outcome, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ class Admission:
     def key_id(self) -> str | None:
         return self.key.id if self.key is not None else None
 
-    def use_model(self, requested: str, canonical: str, names: set[str], price: Price) -> None:
-        """Check the key may use the model (by any of its names) and price the ticket by it."""
-        self.ticket.model = canonical
-        self.ticket.price = price
+    def use_model(self, requested: str, route: Route, names: set[str]) -> None:
+        """Check the key may use the routed model (by any of its names) and price the ticket by it."""
+        self.ticket.model = route.model_id
+        self.ticket.price = Price(route.spec.price, route.spec.unit)
         if self.key is not None:
             check_model(self.key, requested, names)
 
@@ -158,6 +159,5 @@ class Accounts:
         )
         if key is not None and max_sessions > 0:
             lease = await self.gate.acquire(key.id, max_sessions)
-        self.meter.credits_low_ms = round(dials.credits_low_seconds * 1000)
         self.metrics.active_sessions.inc()
         return Admission(self, key, self.meter.open(key, route), lease)

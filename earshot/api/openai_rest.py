@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from earshot.accounts.metering import Price
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.errors import OpenAIError
 from earshot.api.formats import ResponseFormat, render
+from earshot.api.metrics import Metrics
 from earshot.api.uploads import BadUpload, UploadedForm, UploadTooLarge, read_multipart
 from earshot.audio.decode import (
     AudioDecodeError,
@@ -104,10 +104,7 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     route = _route(gateway, params.model)
     request.state.model = route.model_id
     admission.use_model(
-        params.model or route.model_id,
-        route.model_id,
-        gateway.router.catalog.names_of(route.model_id),
-        Price(route.spec.price, route.spec.unit),
+        params.model or route.model_id, route, gateway.router.catalog.names_of(route.model_id)
     )
     needed = "stream" if params.stream else "transcribe"
     if needed not in route.spec.capabilities:
@@ -132,7 +129,7 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     )
     if params.stream:
         admission.hand_off()
-        events = _sse_events(route, audio, options, request, admission)
+        events = _sse_events(route, audio, options, request, admission, gateway.metrics)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
@@ -213,7 +210,12 @@ def _sse_error(error: OpenAIError) -> str:
 
 
 async def _sse_events(
-    route: Route, audio: Audio, options: TranscribeOptions, request: Request, admission: Admission
+    route: Route,
+    audio: Audio,
+    options: TranscribeOptions,
+    request: Request,
+    admission: Admission,
+    metrics: Metrics,
 ) -> AsyncIterator[str]:
     """Deltas as the engine finishes each segment, then the whole text with usage; metered once."""
     outcome: Outcome = "client_closed"
@@ -223,8 +225,7 @@ async def _sse_events(
             yield event
         outcome = "error" if getattr(request.state, "outcome", None) else "ok"
         if outcome == "ok":
-            latency = request.app.state.metrics.engine_latency.labels(route.model_id)
-            latency.observe(time.perf_counter() - started)
+            metrics.engine_latency.labels(route.model_id).observe(time.perf_counter() - started)
     finally:
         await admission.finish(outcome)
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from earshot.api.admin import is_admin
 from earshot.api.context import Gateway, get_gateway
-from earshot.api.credentials import credential_from
 from earshot.api.errors import OpenAIError
 from earshot.store.records import UsageTotal
 
@@ -35,6 +34,15 @@ def parse_instant(value: str | None, param: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def usage_window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    """[start, end) from the caller's values: end defaults to now, start to DEFAULT_WINDOW before end."""
+    end_at = parse_instant(end, "end") or datetime.now(UTC)
+    start_at = parse_instant(start, "start") or end_at - DEFAULT_WINDOW
+    if start_at >= end_at:
+        raise OpenAIError(400, "start must be before end", code="invalid_value", param="start")
+    return start_at, end_at
+
+
 def total_json(total: UsageTotal) -> dict[str, Any]:
     return {
         "requests": total.requests,
@@ -54,17 +62,13 @@ async def get_usage(
     key_id: Annotated[str | None, Query(description="admin only: one key's usage")] = None,
 ) -> dict[str, Any]:
     """Usage in [start, end): a key sees its own, the admin token sees every key's."""
-    end_at = parse_instant(end, "end") or datetime.now(UTC)
-    start_at = parse_instant(start, "start") or end_at - DEFAULT_WINDOW
-    if start_at >= end_at:
-        raise OpenAIError(400, "start must be before end", code="invalid_value", param="start")
+    start_at, end_at = usage_window(start, end)
     scope: dict[str, Any] = {}
     caller: dict[str, Any] | None = None
     if is_admin(request, gateway):
         scope["key_id"] = key_id
     else:
-        credential = credential_from(request.headers, request.query_params)
-        key = await gateway.accounts.identify(credential)
+        key = await gateway.identify(request)
         if key is None:
             scope["anonymous"] = True
         else:

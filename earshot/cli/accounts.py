@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -15,7 +15,7 @@ from rich.table import Table
 from earshot.accounts.keys import UNSET, ApiKey, KeyChanges, KeyRing
 from earshot.accounts.revocation import RevocationFeed
 from earshot.api.errors import OpenAIError
-from earshot.api.usage import DEFAULT_WINDOW, parse_instant, total_json
+from earshot.api.usage import parse_instant, total_json, usage_window
 from earshot.cli.main import err
 from earshot.dials import DialBoard, DialError, Dials
 from earshot.settings import Settings
@@ -186,8 +186,7 @@ def usage(
     if group_by not in ("model", "day", "key"):
         raise _fail("--group-by must be model, day or key", 2)
     try:
-        end_at = parse_instant(end, "end") or datetime.now(UTC)
-        start_at = parse_instant(start, "start") or end_at - DEFAULT_WINDOW
+        start_at, end_at = usage_window(start, end)
     except OpenAIError as e:
         raise _fail(e.message, 2) from e
     totals = _run(

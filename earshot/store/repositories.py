@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -46,7 +46,7 @@ class KeyRepository:
         self.db = db
 
     async def insert(self, record: KeyRecord) -> None:
-        values = {name: getattr(record, name) for name in KeyRecord.__slots__}
+        values = asdict(record)
         values["models"] = list(record.models) if record.models is not None else None
         async with self.db.write() as conn:
             await conn.execute(insert(ApiKeyRow).values(**values))
@@ -89,25 +89,25 @@ class UsageRepository:
     async def open_with_debit(self, record: UsageRecord, debit_ms: int) -> Debit | None:
         """Insert a running record and debit its key in one transaction; None if the balance is short."""
         async with self.db.write() as conn:
-            balance = await _debit(conn, record.key_id, debit_ms)
-            if balance is None:
+            debit = await _debit(conn, record.key_id, debit_ms)
+            if debit is None:
                 return None
-            values = {name: getattr(record, name) for name in UsageRecord.__slots__}
+            values = asdict(record)
             await conn.execute(insert(UsageRow).values(**values))
-            return balance
+            return debit
 
     async def debit(self, record_id: str, key_id: str, debit_ms: int) -> Debit | None:
         """Debit more credit for a running record; None if the balance is short."""
         async with self.db.write() as conn:
-            balance = await _debit(conn, key_id, debit_ms)
-            if balance is None:
+            debit = await _debit(conn, key_id, debit_ms)
+            if debit is None:
                 return None
             await conn.execute(
                 update(UsageRow)
                 .where(UsageRow.id == record_id, UsageRow.outcome.is_(None))
                 .values(debited_ms=UsageRow.debited_ms + debit_ms)
             )
-            return balance
+            return debit
 
     async def close(self, record: UsageRecord, refund_ms: int) -> bool:
         """Finish a running record and refund unused credit, exactly once; False if already finished."""
@@ -136,7 +136,7 @@ class UsageRepository:
 
     async def insert_finished(self, record: UsageRecord) -> bool:
         """Insert a finished record that moved no credit; idempotent on its id."""
-        values = {name: getattr(record, name) for name in UsageRecord.__slots__}
+        values = asdict(record)
         async with self.db.write() as conn:
             result = await conn.execute(self._insert_once(values))
             return bool(result.rowcount == 1)

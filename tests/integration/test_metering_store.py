@@ -266,22 +266,22 @@ async def test_credits_low(db: Database) -> None:
     ring = KeyRing(KeyRepository(db))
     _, plaintext = await ring.create("alice", credits_seconds=20)
     _, unlimited_plain = await ring.create("rich")
-    meter = Meter(UsageRepository(db), credits_low_ms=10_000)
+    meter = Meter(UsageRepository(db))
     ticket = meter.open(await ring.authenticate(plaintext), "deepgram.listen")
-    assert meter.credits_low(ticket) is False  # nothing known yet
+    assert meter.credits_low(ticket, 10_000) is False  # nothing known yet
 
     await meter.consume(ticket, 1_000)  # reserves 5 s: 15 s left, 4 s of it unused -> 19 s
-    assert meter.credits_low(ticket) is False
+    assert meter.credits_low(ticket, 10_000) is False
     await meter.consume(ticket, 4_000)
-    assert meter.credits_low(ticket) is False  # 15 s
+    assert meter.credits_low(ticket, 10_000) is False  # 15 s
     await meter.consume(ticket, 5_000)
     assert ticket.balance_ms == 10_000
-    assert meter.credits_low(ticket) is False  # exactly at the threshold
+    assert meter.credits_low(ticket, 10_000) is False  # exactly at the threshold
     await meter.consume(ticket, 1)  # 5 s left + 4.999 s unused reservation
     assert ticket.balance_ms == 5_000
-    assert meter.credits_low(ticket) is True
+    assert meter.credits_low(ticket, 10_000) is True
     await meter.close(ticket, "ok")
 
     rich = meter.open(await ring.authenticate(unlimited_plain), "deepgram.listen")
     await meter.consume(rich, 3_600_000)
-    assert meter.credits_low(rich) is False
+    assert meter.credits_low(rich, 10_000) is False
