@@ -1,0 +1,289 @@
+"""LocalAgreement-2: stable partials and finals from an engine that only decodes whole buffers.
+
+The buffer of the current turn is re-decoded every `step_s` of new audio. A word becomes final once two
+consecutive hypotheses agree on it (and on every word before it); the rest is shown as a Partial. Final audio
+is cut off the buffer, so decodes stay short. A hypothesis may still restate committed words at its start (a
+buffer not cut yet, or a decoder re-emitting the word the buffer was cut after): words lying mostly before
+`committed_until_s` are skipped, then a run that repeats the committed tail and ends within
+REPEAT_TOLERANCE_S of it.
+
+When nothing agrees for `max_buffer_s`, the words in the first half of the buffer are made final and that half
+is cut off, so a word straddling the middle may be lost. An engine failure ends `results()` by raising the
+EngineError; `send` and `finalize` raise it from then on.
+
+Words without meaningful times (every start and end 0) are matched by text and position alone: a hypothesis
+is taken to restate the committed words it starts with, agreement is the common prefix of the last two
+hypotheses, and the buffer can only be cut at `max_buffer_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.base import Engine, EngineError, TranscribeOptions, transcribe
+from earshot.streaming.events import EngineResult, Final, Flushed, Partial, Word
+
+log = logging.getLogger(__name__)
+
+REPEAT_TOLERANCE_S = 0.05
+# Enough to recognise a restated buffer of any sensible length; older committed words are forgotten.
+COMMITTED_TAIL_WORDS = 256
+
+_EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+def _key(word: Word) -> str:
+    return _EDGE_PUNCTUATION.sub("", word.word).casefold()
+
+
+def _timed(words: Sequence[Word]) -> bool:
+    return any(word.end > 0 for word in words)
+
+
+class LocalAgreement:
+    """Commits the words that two consecutive hypotheses agree on; committed words are never revised."""
+
+    def __init__(self, hold_back: int = 0, tolerance_s: float = REPEAT_TOLERANCE_S) -> None:
+        if hold_back < 0:
+            raise ValueError("hold_back must not be negative")
+        self._hold_back = hold_back
+        self._tolerance_s = tolerance_s
+        self._committed: list[Word] = []
+        self._tentative: tuple[Word, ...] = ()
+        self._until_s = 0.0
+
+    @property
+    def tentative(self) -> tuple[Word, ...]:
+        """The newest hypothesis past what is committed: what a Partial shows."""
+        return self._tentative
+
+    @property
+    def committed_until_s(self) -> float:
+        """End of the last committed word (or the reset time): audio before it is final."""
+        return self._until_s
+
+    def update(self, hypothesis: Sequence[Word]) -> list[Word]:
+        """Take the newest hypothesis of the uncommitted region; return the words it newly commits."""
+        fresh = list(hypothesis[self._restated(hypothesis) :])
+        limit = max(0, len(fresh) - self._hold_back)
+        agreed = 0
+        while agreed < min(limit, len(self._tentative)) and _key(fresh[agreed]) == _key(
+            self._tentative[agreed]
+        ):
+            agreed += 1
+        self._tentative = tuple(fresh[agreed:])
+        return self._commit(fresh[:agreed])
+
+    def flush(self, count: int | None = None) -> list[Word]:
+        """Commit the first `count` tentative words (all by default) and return them."""
+        count = len(self._tentative) if count is None else max(0, count)
+        words, self._tentative = list(self._tentative[:count]), self._tentative[count:]
+        return self._commit(words)
+
+    def reset(self, at_s: float) -> None:
+        """Forget everything and start a new region at `at_s`."""
+        self._committed.clear()
+        self._tentative = ()
+        self._until_s = at_s
+
+    def _commit(self, words: list[Word]) -> list[Word]:
+        self._committed.extend(words)
+        del self._committed[:-COMMITTED_TAIL_WORDS]
+        if _timed(words):
+            self._until_s = max(self._until_s, max(word.end for word in words))
+        return words
+
+    def _restated(self, hypothesis: Sequence[Word]) -> int:
+        """How many leading words of `hypothesis` restate committed audio."""
+        timed = _timed(hypothesis)
+        skip = 0
+        # Words lying mostly in committed audio restate it, maybe differently (an untrimmed buffer re-heard).
+        while (
+            timed
+            and skip < len(hypothesis)
+            and (hypothesis[skip].start + hypothesis[skip].end) / 2 < self._until_s
+        ):
+            skip += 1
+        rest = hypothesis[skip:]
+        # Then a repeat of the committed tail right at the boundary (decoders like to re-emit the last word).
+        limit = 0
+        while limit < min(len(rest), len(self._committed)) and (
+            not timed or rest[limit].end <= self._until_s + self._tolerance_s
+        ):
+            limit += 1
+        for k in range(limit, 0, -1):
+            if [_key(w) for w in rest[:k]] == [_key(w) for w in self._committed[-k:]]:
+                return skip + k
+        return skip
+
+
+class AgreementStream:
+    """An EngineStream over an engine that only decodes whole buffers, made stable by LocalAgreement-2."""
+
+    def __init__(
+        self, engine: Engine, options: TranscribeOptions, step_s: float = 1.0, max_buffer_s: float = 30.0
+    ) -> None:
+        if step_s <= 0 or max_buffer_s <= 0:
+            raise ValueError("step_s and max_buffer_s must be positive")
+        self._engine = engine
+        self._options = replace(options, word_timestamps=True)
+        self._step_samples = max(1, round(step_s * ENGINE_RATE_HZ))
+        self._max_buffer_samples = round(max_buffer_s * ENGINE_RATE_HZ)
+        self._agreement = LocalAgreement()
+        # The turn's audio, as chunks joined lazily; positions are samples on the stream's clock.
+        self._chunks: list[np.ndarray] = []
+        self._start = 0
+        self._received = 0
+        self._decoded_until = 0
+        self._last_partial = ""
+        self._results: asyncio.Queue[EngineResult | EngineError | None] = asyncio.Queue()
+        self._decoding = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._error: EngineError | None = None
+        self._closed = False
+
+    async def send(self, audio: Audio) -> None:
+        """Buffer more audio; a re-decode starts in the background once `step_s` of it is new."""
+        if self._closed:
+            raise EngineError("the stream is closed")
+        self._raise_if_failed()
+        if len(audio.samples):
+            self._chunks.append(audio.samples)
+            self._received += len(audio.samples)
+        # A running decode loops on to cover whatever arrived meanwhile, so at most one runs at a time.
+        idle = self._task is None or self._task.done()
+        if idle and self._received - self._decoded_until >= self._step_samples:
+            self._task = asyncio.create_task(self._decode_steps())
+
+    async def finalize(self) -> None:
+        """Decode the turn once more, make every remaining word Final, then give Flushed; stays open."""
+        if self._closed:
+            return
+        self._raise_if_failed()
+        await self._finalize()
+        self._raise_if_failed()
+
+    async def close(self) -> None:
+        """Finalize, then end `results()`; engine failures are reported there, not raised here."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._error is None:
+                await self._finalize()
+            if self._task is not None:
+                await self._task
+        finally:
+            self._results.put_nowait(None)
+
+    async def results(self) -> AsyncIterator[EngineResult]:
+        """Partial, Final and Flushed results in order; raises the EngineError that ended the stream."""
+        while (result := await self._results.get()) is not None:
+            if isinstance(result, EngineError):
+                raise result
+            yield result
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise EngineError(str(self._error)) from self._error
+
+    async def _decode_steps(self) -> None:
+        async with self._decoding:
+            while self._error is None and self._received - self._decoded_until >= self._step_samples:
+                await self._decode(final=False)
+
+    async def _finalize(self) -> None:
+        async with self._decoding:
+            if self._error is None and self._received > self._start:
+                await self._decode(final=True)
+            if self._error is None:
+                self._results.put_nowait(Flushed())
+
+    def _buffer(self) -> np.ndarray:
+        if len(self._chunks) != 1:
+            joined = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
+            self._chunks = [joined]
+        return self._chunks[0]
+
+    def _trim(self, to_sample: int) -> None:
+        cut = min(to_sample, self._received) - self._start
+        if cut > 0:
+            self._chunks = [self._buffer()[cut:]]
+            self._start += cut
+
+    async def _decode(self, final: bool) -> None:
+        """Decode the whole buffer, queue what it commits and shows, and trim the committed audio off."""
+        samples = self._buffer()
+        start, end = self._start, self._start + len(samples)
+        self._decoded_until = end
+        try:
+            transcript = await transcribe(self._engine, Audio(samples), self._options)
+        except EngineError as e:
+            self._fail(e)
+            return
+        except Exception as e:
+            log.exception("engine %s failed while streaming", self._engine.name)
+            failure = EngineError("the engine failed")
+            failure.__cause__ = e
+            self._fail(failure)
+            return
+        words = list(transcript.words)
+        if not words and transcript.text:
+            words = [Word(token, 0.0, 0.0) for token in transcript.text.split()]
+        elif _timed(words):
+            offset_s = start / ENGINE_RATE_HZ
+            words = [replace(w, start=w.start + offset_s, end=w.end + offset_s) for w in words]
+
+        committed = self._agreement.update(words)
+        if final:
+            committed += self._agreement.flush()
+            self._agreement.reset(end / ENGINE_RATE_HZ)
+            self._trim(end)
+            self._last_partial = ""
+        else:
+            self._trim(round(self._agreement.committed_until_s * ENGINE_RATE_HZ))
+            if end - self._start > self._max_buffer_samples:
+                # Nothing agreed for too long: make the first half final so the buffer cannot grow forever.
+                # A word straddling the middle may be cut and misheard.
+                middle = self._start + (end - self._start) // 2
+                middle_s = middle / ENGINE_RATE_HZ
+                tentative = self._agreement.tentative
+                count = (
+                    sum(1 for w in tentative if w.end <= middle_s)
+                    if _timed(tentative)
+                    else len(tentative) // 2
+                )
+                committed += self._agreement.flush(count)
+                self._trim(middle)
+        if committed:
+            self._emit_final(committed, start, end)
+        if not final:
+            self._emit_partial(self._agreement.tentative, end)
+
+    def _emit_final(self, words: list[Word], start: int, end: int) -> None:
+        if _timed(words):
+            start_s, end_s = words[0].start, words[-1].end
+        else:
+            start_s, end_s = start / ENGINE_RATE_HZ, end / ENGINE_RATE_HZ
+        text = " ".join(word.word.strip() for word in words)
+        self._results.put_nowait(Final(text=text, start=start_s, end=end_s, words=tuple(words)))
+        self._last_partial = ""
+
+    def _emit_partial(self, words: Sequence[Word], end: int) -> None:
+        text = " ".join(word.word.strip() for word in words)
+        if text != self._last_partial:
+            self._last_partial = text
+            self._results.put_nowait(
+                Partial(text=text, start=self._start / ENGINE_RATE_HZ, end=end / ENGINE_RATE_HZ)
+            )
+
+    def _fail(self, error: EngineError) -> None:
+        self._error = error
+        self._results.put_nowait(error)
