@@ -18,12 +18,13 @@ from earshot.accounts.limits import MemorySessionGate, RateLimiter, RedisSession
 from earshot.accounts.metering import Meter
 from earshot.accounts.posture import check_anonymous_posture
 from earshot.accounts.revocation import RevocationFeed
-from earshot.api import admin, health, metrics, openai_rest, usage
+from earshot.api import admin, health, metrics, openai_realtime, openai_rest, usage
 from earshot.api.access_log import AccessLogMiddleware
 from earshot.api.admission import Accounts
 from earshot.api.context import Gateway
 from earshot.api.errors import install_error_handlers
 from earshot.api.metrics import Metrics
+from earshot.audio.vad import SileroModel
 from earshot.dials import DialBoard, Dials
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.gateway = Gateway(settings, router, decode_limiter, accounts, app_metrics)
             # Engines load in the background: /healthz answers at once, /readyz turns 200 once they're loaded.
             starting = asyncio.create_task(_start_engines(router))
+            # The VAD model loads off the event loop now, so the first live session doesn't wait for it.
+            stack.push_async_callback(_cancel, asyncio.create_task(asyncio.to_thread(SileroModel.shared)))
             stack.callback(starting.cancel)
             log.info("earshot %s: database %s, redis %s", __version__, db.safe_url, _redis_label(settings))
             yield
@@ -93,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLogMiddleware, metrics=app_metrics)
     if settings.cors_origins:
         _add_cors(app, settings.cors_origins)
-    for module in (health, metrics, openai_rest, usage, admin):
+    for module in (health, metrics, openai_rest, openai_realtime, usage, admin):
         app.include_router(module.router)
     return app
 
@@ -109,6 +112,10 @@ def _add_cors(app: FastAPI, origins: list[str]) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=["*"], **options)
     else:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True, **options)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
 
 
 def _redis_label(settings: Settings) -> str:

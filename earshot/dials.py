@@ -36,7 +36,8 @@ class Dials(BaseModel):
         ge=0, description="Concurrent sessions for keys without their own limit (0: none)"
     )
     ip_rpm: int = Field(ge=0, description="Requests per minute per client IP in each bucket (0: none)")
-    keepalive_s: float = Field(gt=0, description="Live sessions close after this long with no audio")
+    keepalive_s: float = Field(gt=0, description="Live sessions close after this long with no message")
+    max_session_s: float = Field(gt=0, description="Live sessions close after this long in all")
     credits_low_seconds: float = Field(ge=0, description="Credit left under which clients are warned")
 
     @classmethod

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     engine_workers: int = Field(default_factory=_cpu_count, ge=1, description="Engine worker processes")
     decode_concurrency: int = Field(default_factory=_cpu_count, ge=1, description="Concurrent audio decodes")
     log_level: str = "info"
+    ws_max_message_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest WebSocket message; bigger ones close with 1009"
+    )
 
     database_url: str = Field(default="sqlite+aiosqlite:///earshot.db", description="SQLAlchemy async URL")
     redis_url: str | None = Field(default=None, description="Redis for shared limits and revocation")
@@ -43,6 +46,7 @@ class Settings(BaseSettings):
     default_max_sessions: int = Field(default=0, ge=0)
     ip_rpm: int = Field(default=0, ge=0)
     keepalive_s: float = Field(default=10.0, gt=0)
+    max_session_s: float = Field(default=3600.0, gt=0)
     credits_low_seconds: float = Field(default=60.0, ge=0)
 
     @field_validator("cors_origins", mode="before")

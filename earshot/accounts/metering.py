@@ -16,7 +16,9 @@ from earshot.store.repositories import UsageRepository
 log = logging.getLogger(__name__)
 
 # Outcomes the caller pays for; the others (server faults, refusals) are recorded at no charge.
-BILLABLE_OUTCOMES: frozenset[Outcome] = frozenset({"ok", "client_closed", "timeout", "revoked"})
+BILLABLE_OUTCOMES: frozenset[Outcome] = frozenset(
+    {"ok", "client_closed", "timeout", "revoked", "max_duration", "insufficient_credits", "shutdown"}
+)
 # Live sessions reserve credit ahead of the audio in steps this long, so the store isn't hit per chunk.
 RESERVE_STEP_MS = 5_000
 

@@ -51,3 +51,50 @@ def to_engine_rate(samples: np.ndarray, rate_hz: int) -> np.ndarray:
         return samples.astype(np.float32, copy=False)
     resampled = soxr.resample(samples, rate_hz, ENGINE_RATE_HZ, quality="HQ")
     return np.asarray(resampled, dtype=np.float32)
+
+
+class StreamResampler:
+    """Resamples one live stream's chunks to ENGINE_RATE_HZ, carrying filter state across chunks."""
+
+    def __init__(self, rate_hz: int) -> None:
+        self.rate_hz = rate_hz
+        self._stream = (
+            None
+            if rate_hz == ENGINE_RATE_HZ
+            else soxr.ResampleStream(rate_hz, ENGINE_RATE_HZ, 1, dtype="float32", quality="HQ")
+        )
+
+    def feed(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
+        """The engine-rate samples for the next chunk (`last` flushes the filter's tail)."""
+        if self._stream is None:
+            return samples.astype(np.float32, copy=False)
+        return np.asarray(self._stream.resample_chunk(samples, last=last), dtype=np.float32)
+
+
+def _ulaw_table() -> np.ndarray:
+    codes = ~np.arange(256, dtype=np.int32) & 0xFF
+    exponent = (codes >> 4) & 0x07
+    magnitude = (((codes & 0x0F) << 3) + 0x84) << exponent
+    return np.where(codes & 0x80, 0x84 - magnitude, magnitude - 0x84).astype("<i2")
+
+
+def _alaw_table() -> np.ndarray:
+    codes = np.arange(256, dtype=np.int32) ^ 0x55
+    exponent = (codes >> 4) & 0x07
+    mantissa = (codes & 0x0F) << 4
+    magnitude = np.where(exponent == 0, mantissa + 8, (mantissa + 0x108) << np.maximum(exponent - 1, 0))
+    return np.where(codes & 0x80, magnitude, -magnitude).astype("<i2")
+
+
+_ULAW_TO_PCM16 = _ulaw_table()
+_ALAW_TO_PCM16 = _alaw_table()
+
+
+def ulaw_to_pcm16(data: bytes) -> bytes:
+    """G.711 μ-law bytes to little-endian PCM16 at the same rate."""
+    return _ULAW_TO_PCM16[np.frombuffer(data, dtype=np.uint8)].tobytes()
+
+
+def alaw_to_pcm16(data: bytes) -> bytes:
+    """G.711 A-law bytes to little-endian PCM16 at the same rate."""
+    return _ALAW_TO_PCM16[np.frombuffer(data, dtype=np.uint8)].tobytes()

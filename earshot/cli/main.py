@@ -78,6 +78,7 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        ws_max_size=settings.ws_max_message_bytes,
     )
 
 

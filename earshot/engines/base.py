@@ -18,6 +18,8 @@ class TranscribeOptions:
     prompt: str | None = None
     temperature: float | None = None
     word_timestamps: bool = False
+    # Live streams only: whether the caller wants Partial results (engines may skip work when not).
+    interim_results: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +67,13 @@ class EngineStream(Protocol):
         """Feed the next stretch of audio."""
 
     async def finalize(self) -> None:
-        """Turn everything heard so far into Final results; the stream stays open."""
+        """Turn everything heard so far into Final results followed by one Flushed; the stream stays open."""
 
     async def close(self) -> None:
         """Finalize, then end: `results()` finishes after the last Final."""
 
     def results(self) -> AsyncIterator[EngineResult]:
-        """Partial and Final results in the order the engine produced them."""
+        """Partial, Final and Flushed results in the order the engine produced them."""
         ...
 
 

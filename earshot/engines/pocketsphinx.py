@@ -11,7 +11,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, Segment, TranscribeOptions
 from earshot.engines.workers import WorkerPool
-from earshot.streaming.events import EngineResult, Final, Partial, Word
+from earshot.streaming.events import EngineResult, Final, Flushed, Partial, Word
 
 # Speech regions: the endpointer decides on a short window so a single spoken word counts; regions are
 # padded so that word edges reach the decoder whole.
@@ -27,6 +27,10 @@ REGION_PAD_S = 0.25
 ENDPOINTER_WINDOW_S = 0.15
 ENDPOINTER_RATIO = 0.8
 MAX_REGION_S = 30.0
+# A live utterance starts decoding once this much is in, so its features are normalised by its own audio.
+PRIME_S = 0.5
+# Peak sample value under which an utterance is taken as silence (about -54 dBFS).
+SILENCE_PEAK = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,7 @@ class PocketsphinxEngine:
 
     def open_stream(self, options: TranscribeOptions) -> PocketsphinxStream:
         """Start an incremental decode pinned to one worker."""
-        return PocketsphinxStream(self._config, self._pool)
+        return PocketsphinxStream(self._config, self._pool, options.interim_results)
 
 
 def speech_regions(
@@ -171,7 +175,7 @@ def decode_region(config: PocketsphinxConfig, pcm16: bytes, offset_s: float) -> 
 def _words(decoder: Any, offset_s: float) -> list[Word]:
     frame_rate = int(decoder.config["frate"])
     words = []
-    for seg in decoder.seg():
+    for seg in decoder.seg() or ():
         token: str = seg.word
         if token.startswith(("<", "[", "+")):
             continue
@@ -192,6 +196,8 @@ class _StreamState:
     samples_seen: int = 0
     utterance_start_sample: int | None = None
     last_partial: str = ""
+    utterance_pcm: bytearray = field(default_factory=bytearray)
+    decoding: bool = False
 
 
 def stream_open(config: PocketsphinxConfig, stream_id: str) -> None:
@@ -199,17 +205,35 @@ def stream_open(config: PocketsphinxConfig, stream_id: str) -> None:
     _streams[stream_id] = _StreamState(decoder=_new_decoder(config))
 
 
-def stream_feed(stream_id: str, pcm16: bytes) -> list[EngineResult]:
-    """Decode more audio of a live stream; return a Partial when the hypothesis changed."""
+def stream_feed(
+    config: PocketsphinxConfig, stream_id: str, pcm16: bytes, interim_results: bool = True
+) -> list[EngineResult]:
+    """Decode more audio of a live stream; return a Partial when the hypothesis changed.
+
+    Without interim results the audio is only kept for the whole-utterance pass at finalize.
+    """
     state = _streams[stream_id]
     if not pcm16:
         return []
     if state.utterance_start_sample is None:
-        state.decoder.start_utt()
         state.utterance_start_sample = state.samples_seen
         state.last_partial = ""
-    state.decoder.process_raw(pcm16, False, False)
+        state.decoding = False
     state.samples_seen += len(pcm16) // 2
+    if len(state.utterance_pcm) < MAX_REGION_S * ENGINE_RATE_HZ * 2:
+        state.utterance_pcm += pcm16
+    if not interim_results:
+        return []
+    if state.decoding:
+        state.decoder.process_raw(pcm16, False, False)
+    elif len(state.utterance_pcm) >= PRIME_S * ENGINE_RATE_HZ * 2:
+        # Feature normalisation starts from the utterance's own first stretch rather than a generic guess.
+        state.decoder.set_cmn(_cepstral_mean(config, bytes(state.utterance_pcm)))
+        state.decoder.start_utt()
+        state.decoder.process_raw(bytes(state.utterance_pcm), False, False)
+        state.decoding = True
+    else:
+        return []
     hypothesis = state.decoder.hyp()
     text = hypothesis.hypstr if hypothesis is not None else ""
     if not text or text == state.last_partial:
@@ -219,19 +243,47 @@ def stream_feed(stream_id: str, pcm16: bytes) -> list[EngineResult]:
     return [Partial(text=text, start=start_s, end=state.samples_seen / ENGINE_RATE_HZ)]
 
 
-def stream_finalize(stream_id: str) -> list[EngineResult]:
-    """End the current utterance of a live stream and return its Final, if it had words."""
+def _cepstral_mean(config: PocketsphinxConfig, pcm16: bytes) -> str:
+    decoder = load_decoder(config)
+    decoder.reinit_feat()
+    decoder.start_utt()
+    decoder.process_raw(pcm16, True, True)
+    decoder.end_utt()
+    return str(decoder.get_cmn(False))
+
+
+def stream_finalize(config: PocketsphinxConfig, stream_id: str) -> list[EngineResult]:
+    """End the current utterance of a live stream and return its Final, if it had words.
+
+    The live pass normalises features as audio arrives, which guesses badly at the start of a stream; the
+    Final comes from a second, whole-utterance pass (as one-shot decoding does) unless the utterance
+    outgrew the buffer kept for it.
+    """
     state = _streams[stream_id]
     if state.utterance_start_sample is None:
         return []
     start_s = state.utterance_start_sample / ENGINE_RATE_HZ
-    state.decoder.end_utt()
+    was_decoding, state.decoding = state.decoding, False
+    if was_decoding:
+        state.decoder.end_utt()
     state.utterance_start_sample = None
-    words = _words(state.decoder, start_s)
+    pcm, state.utterance_pcm = bytes(state.utterance_pcm), bytearray()
+    if not _audible(pcm):
+        words = []
+    elif len(pcm) // 2 == state.samples_seen - round(start_s * ENGINE_RATE_HZ):
+        segment = decode_region(config, pcm, start_s)
+        words = list(segment.words)
+    else:
+        words = _words(state.decoder, start_s) if was_decoding else []
     if not words:
         return []
     text = " ".join(word.word for word in words)
     return [Final(text=text, start=start_s, end=state.samples_seen / ENGINE_RATE_HZ, words=tuple(words))]
+
+
+def _audible(pcm16: bytes) -> bool:
+    """Whether the audio rises above near-digital silence (which the decoder would still fill with words)."""
+    return bool(pcm16) and int(np.abs(np.frombuffer(pcm16, dtype="<i2")).max()) >= SILENCE_PEAK
 
 
 def stream_close(stream_id: str) -> None:
@@ -242,8 +294,9 @@ def stream_close(stream_id: str) -> None:
 class PocketsphinxStream:
     """An incremental pocketsphinx decode whose decoder lives in one worker process."""
 
-    def __init__(self, config: PocketsphinxConfig, pool: WorkerPool) -> None:
+    def __init__(self, config: PocketsphinxConfig, pool: WorkerPool, interim_results: bool = True) -> None:
         self._config = config
+        self._interim_results = interim_results
         self._pool = pool
         self._id = uuid.uuid4().hex
         self._worker: int | None = None
@@ -268,15 +321,20 @@ class PocketsphinxStream:
             if self._closed:
                 raise EngineError("the stream is closed")
             worker = await self._ensure_open()
-            for result in await self._pool.run_on(worker, stream_feed, self._id, audio.pcm16()):
+            for result in await self._pool.run_on(
+                worker, stream_feed, self._config, self._id, audio.pcm16(), self._interim_results
+            ):
                 self._results.put_nowait(result)
 
     async def finalize(self) -> None:
-        """Turn the pending utterance into a Final."""
+        """Turn the pending utterance into a Final, then mark the flush."""
         async with self._lock:
-            if self._worker is not None and not self._closed:
-                for result in await self._pool.run_on(self._worker, stream_finalize, self._id):
+            if self._closed:
+                return
+            if self._worker is not None:
+                for result in await self._pool.run_on(self._worker, stream_finalize, self._config, self._id):
                     self._results.put_nowait(result)
+            self._results.put_nowait(Flushed())
 
     async def close(self) -> None:
         """Finalize, release the worker-side decoder and end `results()`."""
@@ -293,6 +351,6 @@ class PocketsphinxStream:
             self._results.put_nowait(None)
 
     async def results(self) -> AsyncIterator[EngineResult]:
-        """Partial and Final results until the stream is closed."""
+        """Partial, Final and Flushed results until the stream is closed."""
         while (result := await self._results.get()) is not None:
             yield result

@@ -7,7 +7,18 @@ from datetime import datetime
 from typing import Literal
 
 KeyState = Literal["active", "revoked"]
-Outcome = Literal["ok", "client_closed", "upstream_error", "rejected", "revoked", "timeout", "error"]
+Outcome = Literal[
+    "ok",
+    "client_closed",
+    "upstream_error",
+    "rejected",
+    "revoked",
+    "timeout",
+    "max_duration",
+    "insufficient_credits",
+    "shutdown",
+    "error",
+]
 Unit = Literal["second", "minute"]
 
 

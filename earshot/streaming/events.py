@@ -68,9 +68,14 @@ class Error:
 
 
 @dataclass(frozen=True, slots=True)
+class Flushed:
+    """From an engine stream: every result for the audio sent before the last `finalize` has been given."""
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The session ended; nothing follows."""
 
 
-EngineResult = Partial | Final
+EngineResult = Partial | Final | Flushed
 SessionEvent = SpeechStarted | SpeechStopped | Partial | Final | UtteranceEnd | Error | Closed

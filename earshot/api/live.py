@@ -1,0 +1,114 @@
+"""What a live protocol asks its socket shell to do, and how a live session ends.
+
+A live protocol class is fed client messages and session events and answers with these actions; the
+shell (`api/live_socket.py`) carries them out. Nothing here touches a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from earshot.engines.base import TranscribeOptions
+from earshot.store.records import Outcome
+from earshot.streaming.events import SessionEvent
+from earshot.streaming.session import LiveConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send one text (JSON) or binary message to the client."""
+
+    message: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAudio:
+    """Feed PCM16 mono audio at the session's input rate."""
+
+    pcm16: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """End the current turn now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """Drop the audio not yet committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Configure:
+    """Apply new session settings; `model` is the canonical model id it was checked against."""
+
+    model: str
+    config: LiveConfig
+    options: TranscribeOptions
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSocket:
+    """Close the connection with a WebSocket close code."""
+
+    code: int
+    reason: str = ""
+
+
+class ModelRefused(Exception):
+    """The requested model can't serve this live session; `code` is the protocol's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Action = Send | AppendAudio | Commit | Clear | Configure | CloseSocket
+
+EndReason = Literal[
+    "client_closed", "idle_timeout", "max_duration", "revoked", "insufficient_credits", "shutdown", "error"
+]
+
+OUTCOME_OF_END: dict[EndReason, Outcome] = {
+    "client_closed": "client_closed",
+    "idle_timeout": "timeout",
+    "max_duration": "max_duration",
+    "revoked": "revoked",
+    "insufficient_credits": "insufficient_credits",
+    "shutdown": "shutdown",
+    "error": "error",
+}
+
+
+class LiveProtocol(Protocol):
+    """A live wire protocol as a sans-I/O class."""
+
+    def live_config(self) -> LiveConfig:
+        """The LiveSession configuration the client's settings ask for."""
+        ...
+
+    def transcribe_options(self) -> TranscribeOptions:
+        """Language and prompt for the engine."""
+        ...
+
+    def opened(self) -> list[Action]:
+        """What to send once the connection is accepted."""
+        ...
+
+    def receive_text(self, text: str) -> list[Action]:
+        """Actions for one text message from the client."""
+        ...
+
+    def receive_bytes(self, data: bytes) -> list[Action]:
+        """Actions for one binary message from the client."""
+        ...
+
+    def on_event(self, event: SessionEvent) -> list[Action]:
+        """Messages for one session event."""
+        ...
+
+    def ending(self, reason: EndReason, message: str) -> list[Action]:
+        """The last messages and the close, when the server ends the session."""
+        ...

@@ -1,0 +1,329 @@
+"""The socket shell every live protocol shares: admit, carry out the protocol's actions, meter, cut off.
+
+The protocol class decides what messages mean; this shell owns the socket, the LiveSession, the usage
+ticket and the watchdog (idle timeout, maximum duration, revocation), and ends every session exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from earshot.accounts.errors import AccessDenied, InsufficientCredits, ModelNotAllowed
+from earshot.api.admission import Admission
+from earshot.api.context import Gateway
+from earshot.api.errors import OpenAIError
+from earshot.api.live import (
+    OUTCOME_OF_END,
+    Action,
+    AppendAudio,
+    Clear,
+    CloseSocket,
+    Commit,
+    Configure,
+    EndReason,
+    LiveProtocol,
+    ModelRefused,
+    Send,
+)
+from earshot.audio.vad import SileroModel
+from earshot.engines.base import EngineError, TranscribeOptions
+from earshot.routing.catalog import ModelNotFound
+from earshot.routing.router import Route
+from earshot.store.records import Outcome
+from earshot.streaming.session import LiveConfig, LiveSession
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 0.2
+KEY_CHECK_INTERVAL_S = 0.5
+# Close codes a client uses when it ends a session on purpose; anything else is a dropped connection.
+NORMAL_CLOSE_CODES = frozenset({1000, 1001})
+SERVER_RESTART_CODE = 1012
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRoute:
+    """Where a live endpoint lives, for limits, metering and logs."""
+
+    path: str
+    bucket: str
+    capability: str = "realtime"
+
+
+class ModelChooser:
+    """Resolves a session's requested model: it must exist, serve live audio and be allowed for the key."""
+
+    def __init__(self, gateway: Gateway, admission: Admission, capability: str) -> None:
+        self._gateway = gateway
+        self._admission = admission
+        self._capability = capability
+        self.route: Route | None = None
+
+    def __call__(self, requested: str | None) -> str:
+        router = self._gateway.router
+        try:
+            route = router.route(requested)
+        except ModelNotFound as e:
+            raise ModelRefused("model_not_found", f"the model {requested!r} does not exist") from e
+        if self._capability not in route.spec.capabilities:
+            raise ModelRefused(
+                "model_not_supported", f"the model {route.model_id!r} does not serve live transcription"
+            )
+        try:
+            self._admission.use_model(
+                requested or route.model_id, route, router.catalog.names_of(route.model_id)
+            )
+        except ModelNotAllowed as e:
+            raise ModelRefused("model_not_allowed", str(e)) from e
+        self.route = route
+        return route.model_id
+
+
+class LiveSocket:
+    """One admitted live connection from accept to its usage record."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        gateway: Gateway,
+        admission: Admission,
+        protocol: LiveProtocol,
+        chooser: ModelChooser,
+    ) -> None:
+        self.websocket = websocket
+        self.gateway = gateway
+        self.admission = admission
+        self.protocol = protocol
+        self.chooser = chooser
+        self._model_id = chooser.route.model_id if chooser.route is not None else ""
+        self._normal_close = False
+        self.session = self._new_session(protocol.live_config(), protocol.transcribe_options())
+        self._send_lock = asyncio.Lock()
+        self._ended: asyncio.Future[tuple[EndReason, str]] = asyncio.get_running_loop().create_future()
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._metered_ms = 0
+
+    def _new_session(self, config: LiveConfig, options: TranscribeOptions) -> LiveSession:
+        assert self.chooser.route is not None
+        return LiveSession(self.chooser.route.engine, options, config, vad_stream=SileroModel.shared().stream)
+
+    def end(self, reason: EndReason, message: str) -> None:
+        """End the session for `reason` (the first reason given wins)."""
+        if not self._ended.done():
+            self._ended.set_result((reason, message))
+
+    async def run(self, subprotocol: str | None) -> Outcome:
+        """Serve the connection until it ends; returns the usage outcome."""
+        await self.websocket.accept(subprotocol=subprotocol)
+        unsubscribe = self.gateway.accounts.revocations.subscribe(self._on_revoked)
+        self._start_pump()
+        receiver = asyncio.create_task(self._receive())
+        watchdog = asyncio.create_task(self._watch())
+        try:
+            await self._execute(self.protocol.opened())
+            reason, message = await asyncio.shield(self._ended)
+        finally:
+            unsubscribe()
+            watchdog.cancel()
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+        await self._finish(reason, message)
+        return OUTCOME_OF_END[reason] if reason != "client_closed" or not self._normal_close else "ok"
+
+    async def _finish(self, reason: EndReason, message: str) -> None:
+        caller_gone = reason in ("client_closed", "shutdown")
+        flush = reason in ("idle_timeout", "max_duration")
+        try:
+            await self.session.close(flush=flush)
+            await asyncio.gather(*self._pumps)
+            if not caller_gone:
+                await self._execute(self.protocol.ending(reason, message))
+        except (OSError, RuntimeError) as e:
+            log.debug("live session ended while the socket was closing: %s", e)
+        finally:
+            if self.websocket.application_state != WebSocketState.DISCONNECTED and not caller_gone:
+                with contextlib.suppress(OSError, RuntimeError):
+                    await self.websocket.close(1000)
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                code = int(message.get("code") or 1005)
+                self._normal_close = code in NORMAL_CLOSE_CODES
+                if code == SERVER_RESTART_CODE:
+                    self.end("shutdown", "the server is shutting down")
+                else:
+                    self.end("client_closed", "the client closed the connection")
+                return
+            self.session.touch()
+            text = message.get("text")
+            size = len(text) if text is not None else len(message.get("bytes") or b"")
+            if size > self.gateway.settings.ws_max_message_bytes:
+                await self._close_too_big()
+                return
+            if text is not None:
+                actions = self.protocol.receive_text(text)
+            else:
+                actions = self.protocol.receive_bytes(message.get("bytes") or b"")
+            # Actions run shielded: a message half carried out could leave credit debited but unrecorded.
+            await asyncio.shield(self._execute(actions))
+            if self._ended.done():
+                return
+
+    async def _close_too_big(self) -> None:
+        limit = self.gateway.settings.ws_max_message_bytes
+        with contextlib.suppress(OSError, RuntimeError):
+            await self.websocket.close(1009, f"message larger than {limit} bytes")
+        self.end("client_closed", "message too big")
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                await self._send(action.message)
+            elif isinstance(action, AppendAudio):
+                await self._append(action.pcm16)
+            elif isinstance(action, Commit):
+                await self.session.commit()
+            elif isinstance(action, Clear):
+                await self.session.clear()
+            elif isinstance(action, Configure):
+                await self._configure(action)
+            elif isinstance(action, CloseSocket):
+                self.end("client_closed" if action.code < 1008 else "error", action.reason)
+            if self._ended.done():
+                return
+
+    async def _append(self, pcm16: bytes) -> None:
+        await self.session.append(pcm16)
+        newly_ms = self.session.audio_ms - self._metered_ms
+        self._metered_ms = self.session.audio_ms
+        try:
+            await self.gateway.accounts.meter.consume(self.admission.ticket, newly_ms)
+        except InsufficientCredits:
+            self.end("insufficient_credits", "this API key has run out of credit seconds")
+
+    async def _configure(self, action: Configure) -> None:
+        if action.model != self._model_id:
+            self._model_id = action.model
+            await self.session.close(flush=False)
+            self.session = self._new_session(action.config, action.options)
+            self._start_pump()
+            return
+        if action.config.input_rate_hz != self.session.config.input_rate_hz or (
+            action.config.vad != self.session.config.vad
+        ):
+            self.session.reconfigure(action.config)
+        self.session.options = action.options
+
+    def _start_pump(self) -> None:
+        pump = asyncio.create_task(self._pump(self.session))
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, session: LiveSession) -> None:
+        try:
+            async for event in session.events():
+                for action in self.protocol.on_event(event):
+                    if isinstance(action, Send):
+                        await self._send(action.message)
+        except (OSError, RuntimeError) as e:
+            log.debug("could not deliver a live event: %s", e)
+            self.end("client_closed", "the connection was lost")
+        except EngineError as e:
+            log.warning("live engine failed: %s", e)
+            self.end("error", "the transcription engine failed")
+
+    async def _send(self, message: str | bytes) -> None:
+        async with self._send_lock:
+            if isinstance(message, str):
+                await self.websocket.send_text(message)
+            else:
+                await self.websocket.send_bytes(message)
+
+    async def _watch(self) -> None:
+        keyring = self.gateway.accounts.keyring
+        key_id = self.admission.key_id
+        since_key_check = 0.0
+        while not self._ended.done():
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            expiry = self.session.expired()
+            if expiry == "idle_timeout":
+                self.end("idle_timeout", "the session was idle for too long")
+            elif expiry == "max_duration":
+                self.end("max_duration", "the session reached its maximum duration")
+            since_key_check += WATCH_INTERVAL_S
+            if key_id is not None and since_key_check >= KEY_CHECK_INTERVAL_S:
+                since_key_check = 0.0
+                if not await keyring.is_active(key_id):
+                    self.end("revoked", "this API key has been revoked")
+
+    def _on_revoked(self, key_id: str) -> None:
+        if key_id == self.admission.key_id:
+            self.end("revoked", "this API key has been revoked")
+
+
+async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Action]) -> None:
+    """Accept only to say why not, then close (browsers can't read a refused handshake's status)."""
+    await websocket.accept(subprotocol=subprotocol)
+    for action in actions:
+        if isinstance(action, Send) and isinstance(action.message, str):
+            await websocket.send_text(action.message)
+    code = next((action.code for action in actions if isinstance(action, CloseSocket)), 1008)
+    await websocket.close(code)
+
+
+async def serve_live(
+    websocket: WebSocket,
+    gateway: Gateway,
+    live_route: LiveRoute,
+    requested_model: str | None,
+    subprotocol: str | None,
+    make_protocol: Callable[[ModelChooser, str, LiveConfig], LiveProtocol],
+    refusal: Callable[[str, str], list[Action]],
+) -> None:
+    """Admit a live connection, serve it, and write its usage record once however it ends."""
+    try:
+        admission = await gateway.admit(websocket, bucket=live_route.bucket, route=live_route.path)
+    except AccessDenied as denial:
+        await refuse(websocket, subprotocol, refusal(_denial_code(denial), str(denial)))
+        return
+    outcome: Outcome = "error"
+    socket: LiveSocket | None = None
+    try:
+        chooser = ModelChooser(gateway, admission, live_route.capability)
+        try:
+            model_id = chooser(requested_model)
+        except ModelRefused as e:
+            outcome = "rejected"
+            await refuse(websocket, subprotocol, refusal(e.code, e.message))
+            return
+        dials = gateway.accounts.dials.current
+        live_config = LiveConfig(idle_timeout_s=dials.keepalive_s, max_duration_s=dials.max_session_s)
+        protocol = make_protocol(chooser, model_id, live_config)
+        socket = LiveSocket(websocket, gateway, admission, protocol, chooser)
+        outcome = await socket.run(subprotocol)
+    except asyncio.CancelledError:
+        outcome = "shutdown"
+        raise
+    finally:
+        record = await admission.finish(outcome)
+        log.info(
+            "live session route=%s key=%s model=%s audio_s=%.3f outcome=%s",
+            live_route.path,
+            record.key_id or "anonymous",
+            record.model or "-",
+            record.audio_ms / 1000,
+            record.outcome,
+        )
+
+
+def _denial_code(denial: AccessDenied) -> str:
+    return OpenAIError.denied(denial).code or "forbidden"

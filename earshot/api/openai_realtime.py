@@ -1,0 +1,472 @@
+"""OpenAI Realtime transcription sessions: WS /v1/realtime?intent=transcription, beta and GA dialects.
+
+`RealtimeProtocol` is sans-I/O: it is fed client messages and session events and returns actions. The
+endpoint at the bottom admits the caller and hands the socket to the shared live socket shell.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+
+from earshot.api.live import (
+    Action,
+    AppendAudio,
+    Clear,
+    CloseSocket,
+    Commit,
+    Configure,
+    EndReason,
+    ModelRefused,
+    Send,
+)
+from earshot.api.live_socket import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.api.realtime_session import BetaSessionIn, Dialect, GASessionIn, RealtimeSettings
+from earshot.audio.pcm import alaw_to_pcm16, ulaw_to_pcm16
+from earshot.engines.base import TranscribeOptions
+from earshot.streaming.events import Error, Final, SessionEvent, SpeechStarted, SpeechStopped, UtteranceEnd
+from earshot.streaming.session import LiveConfig
+
+router = APIRouter()
+
+MIN_COMMIT_MS = 100
+_DECODERS: dict[str, Callable[[bytes], bytes]] = {"g711_ulaw": ulaw_to_pcm16, "g711_alaw": alaw_to_pcm16}
+_CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
+    "idle_timeout": (1000, "session_idle_timeout"),
+    "max_duration": (1000, "session_expired"),
+    "revoked": (1008, "invalid_api_key"),
+    "insufficient_credits": (1008, "insufficient_quota"),
+    "shutdown": (1012, "server_shutting_down"),
+    "error": (1011, "server_error"),
+    "client_closed": (1000, "client_closed"),
+}
+
+
+@dataclass(slots=True)
+class _Item:
+    """A user audio item: announced at speech start (or commit), completed when its turn's text is in."""
+
+    id: str
+    start_ms: int
+    end_ms: int | None = None
+    transcript: str = ""
+    committed: bool = False
+
+
+class RealtimeProtocol:
+    """The Realtime transcription conversation, without I/O."""
+
+    def __init__(
+        self,
+        settings: RealtimeSettings,
+        dialect: Dialect,
+        resolve_model: Callable[[str], str],
+        live_defaults: LiveConfig,
+    ) -> None:
+        self.settings = settings
+        self.model_id = resolve_model(settings.model)
+        self.dialect = dialect
+        self._resolve_model = resolve_model
+        self._live_defaults = live_defaults
+        self._items: deque[_Item] = deque()
+        self._open: _Item | None = None
+        self._previous_item_id: str | None = None
+        self._buffered_ms = 0.0
+        self._appended_ms = 0.0
+        self.audio_started = False
+
+    # --- client messages ---
+
+    def opened(self) -> list[Action]:
+        """`session.created` (GA) or `transcription_session.created` (beta)."""
+        return [self._send(self._session_event("created"))]
+
+    def receive_bytes(self, data: bytes) -> list[Action]:
+        """Binary frames aren't part of this protocol."""
+        return [self._error("invalid_request_error", "binary_not_supported", "send JSON text events", None)]
+
+    def receive_text(self, text: str) -> list[Action]:
+        """Actions for one client event."""
+        try:
+            message = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            return [self._error("invalid_request_error", "invalid_json", "the event is not valid JSON", None)]
+        if not isinstance(message, dict):
+            return [
+                self._error("invalid_request_error", "invalid_event", "an event must be a JSON object", None)
+            ]
+        event_id = message.get("event_id")
+        if event_id is not None and not isinstance(event_id, str):
+            return [
+                self._error(
+                    "invalid_request_error", "invalid_type", "event_id must be a string", None, "event_id"
+                )
+            ]
+        kind = message.get("type")
+        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            shown = kind if isinstance(kind, str) else repr(kind)
+            return [
+                self._error(
+                    "invalid_request_error",
+                    "unknown_event_type",
+                    f"unknown event type {shown}",
+                    event_id,
+                    "type",
+                )
+            ]
+        return handler(self, message, event_id)
+
+    def _append(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
+        audio = message.get("audio")
+        if not isinstance(audio, str):
+            return [
+                self._error(
+                    "invalid_request_error",
+                    "invalid_type",
+                    "audio must be a base64 string",
+                    event_id,
+                    "audio",
+                )
+            ]
+        try:
+            raw = binascii.a2b_base64(audio, strict_mode=True)
+        except binascii.Error:
+            return [
+                self._error(
+                    "invalid_request_error", "invalid_base64", "audio is not valid base64", event_id, "audio"
+                )
+            ]
+        decode = _DECODERS.get(self.settings.encoding)
+        pcm16 = decode(raw) if decode is not None else raw[: len(raw) - len(raw) % 2]
+        if not pcm16:
+            return []
+        added_ms = len(pcm16) / 2 / self.settings.input_rate_hz * 1000
+        self._buffered_ms += added_ms
+        self._appended_ms += added_ms
+        self.audio_started = True
+        if self._open is None and self.settings.vad is None:
+            self._open = _Item(_new_item_id(), int(self._appended_ms - added_ms))
+            self._items.append(self._open)
+        return [AppendAudio(pcm16)]
+
+    def _commit(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
+        if self._buffered_ms < MIN_COMMIT_MS:
+            return [
+                self._error(
+                    "invalid_request_error",
+                    "input_audio_buffer_commit_empty",
+                    f"buffer too small: expected at least {MIN_COMMIT_MS}ms of audio, "
+                    f"but buffer only has {self._buffered_ms:.2f}ms of audio",
+                    event_id,
+                )
+            ]
+        item = self._open
+        if item is None:
+            item = _Item(_new_item_id(), int(self._appended_ms - self._buffered_ms))
+            self._items.append(item)
+        item.end_ms = int(self._appended_ms)
+        return [Commit(), *self._committed(item)]
+
+    def _clear(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
+        if self._open is not None:
+            self._items.remove(self._open)
+            self._open = None
+        self._buffered_ms = 0.0
+        return [Clear(), self._send({"type": "input_audio_buffer.cleared"})]
+
+    def _update(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
+        kind = message["type"]
+        session = message.get("session")
+        if not isinstance(session, dict):
+            return [
+                self._error(
+                    "invalid_request_error", "invalid_type", "session must be an object", event_id, "session"
+                )
+            ]
+        try:
+            if kind == "transcription_session.update":
+                self.dialect = "beta"
+                updated = self.settings.with_beta(BetaSessionIn.model_validate(session))
+            else:
+                if session.get("type", "transcription") != "transcription":
+                    return [
+                        self._error(
+                            "invalid_request_error",
+                            "invalid_value",
+                            "this endpoint serves transcription sessions: session.type must be "
+                            "'transcription'",
+                            event_id,
+                            "session.type",
+                        )
+                    ]
+                self.dialect = "ga"
+                updated = self.settings.with_ga(GASessionIn.model_validate(session))
+        except ValidationError as e:
+            first = e.errors()[0]
+            param = ".".join(["session", *(str(part) for part in first["loc"])])
+            return [
+                self._error(
+                    "invalid_request_error",
+                    "invalid_value",
+                    f"invalid {param}: {first['msg']}",
+                    event_id,
+                    param,
+                )
+            ]
+        if updated.model != self.settings.model:
+            if self.audio_started:
+                return [
+                    self._error(
+                        "invalid_request_error",
+                        "model_locked",
+                        "the transcription model can't change once audio has been appended; "
+                        "open a new session",
+                        event_id,
+                        "session.input_audio_transcription.model",
+                    )
+                ]
+            try:
+                self.model_id = self._resolve_model(updated.model)
+            except ModelRefused as e:
+                return [self._error("invalid_request_error", e.code, e.message, event_id, "model")]
+        rate_changed = updated.input_rate_hz != self.settings.input_rate_hz
+        self.settings = updated
+        actions: list[Action] = []
+        if rate_changed and self._buffered_ms >= MIN_COMMIT_MS and self._open is not None:
+            actions.extend(self._commit(message, event_id))
+        actions.append(Configure(self.model_id, self.live_config(), self.transcribe_options()))
+        actions.append(self._send(self._session_event("updated")))
+        return actions
+
+    _HANDLERS: dict[str, Callable[[RealtimeProtocol, dict[str, Any], str | None], list[Action]]] = {
+        "input_audio_buffer.append": _append,
+        "input_audio_buffer.commit": _commit,
+        "input_audio_buffer.clear": _clear,
+        "transcription_session.update": _update,
+        "session.update": _update,
+    }
+
+    def live_config(self) -> LiveConfig:
+        """The LiveSession configuration these settings ask for."""
+        defaults = self._live_defaults
+        return LiveConfig(
+            input_rate_hz=self.settings.input_rate_hz,
+            vad=self.settings.vad,
+            idle_timeout_s=defaults.idle_timeout_s,
+            max_duration_s=defaults.max_duration_s,
+        )
+
+    def transcribe_options(self) -> TranscribeOptions:
+        """Language and prompt for the engine."""
+        # Deltas are append-only, so revisable Partials are of no use here.
+        return TranscribeOptions(
+            language=self.settings.language, prompt=self.settings.prompt, interim_results=False
+        )
+
+    # --- session events ---
+
+    def on_event(self, event: SessionEvent) -> list[Action]:
+        """Server events for one session event."""
+        if isinstance(event, SpeechStarted):
+            start_ms = round(event.t * 1000)
+            self._open = _Item(_new_item_id(), start_ms)
+            self._items.append(self._open)
+            return [
+                self._send(
+                    {
+                        "type": "input_audio_buffer.speech_started",
+                        "audio_start_ms": start_ms,
+                        "item_id": self._open.id,
+                    }
+                )
+            ]
+        if isinstance(event, SpeechStopped):
+            item = self._open
+            if item is None:
+                return []
+            item.end_ms = round(event.t * 1000)
+            stopped = self._send(
+                {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": item.end_ms, "item_id": item.id}
+            )
+            return [stopped, *self._committed(item)]
+        item = self._items[0] if self._items else None
+        if item is None:
+            return []
+        if isinstance(event, Final) and event.text:
+            delta = f" {event.text}" if item.transcript else event.text
+            item.transcript += delta
+            return [
+                self._send(
+                    {
+                        "type": "conversation.item.input_audio_transcription.delta",
+                        "item_id": item.id,
+                        "content_index": 0,
+                        "delta": delta,
+                    }
+                )
+            ]
+        if isinstance(event, UtteranceEnd):
+            return self._completed()
+        if isinstance(event, Error):
+            return self._failed(event)
+        return []
+
+    def _committed(self, item: _Item) -> list[Action]:
+        item.committed = True
+        if item is self._open:
+            self._open = None
+        self._buffered_ms = 0.0
+        previous, self._previous_item_id = self._previous_item_id, item.id
+        committed = {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item.id}
+        conversation_item = {
+            "id": item.id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        created_type = "conversation.item.created" if self.dialect == "beta" else "conversation.item.added"
+        created = {"type": created_type, "previous_item_id": previous, "item": conversation_item}
+        return [self._send(committed), self._send(created)]
+
+    def _completed(self) -> list[Action]:
+        item = self._items.popleft()
+        seconds = max(0, (item.end_ms if item.end_ms is not None else item.start_ms) - item.start_ms) / 1000
+        return [
+            self._send(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item.id,
+                    "content_index": 0,
+                    "transcript": item.transcript,
+                    "usage": {"type": "duration", "seconds": round(seconds, 3)},
+                }
+            )
+        ]
+
+    def _failed(self, error: Error) -> list[Action]:
+        item = self._items.popleft()
+        if item is self._open:
+            self._open = None
+        failure = {
+            "type": "transcription_failed",
+            "code": error.code,
+            "message": error.message,
+            "param": None,
+        }
+        return [
+            self._send(
+                {
+                    "type": "conversation.item.input_audio_transcription.failed",
+                    "item_id": item.id,
+                    "content_index": 0,
+                    "error": failure,
+                }
+            )
+        ]
+
+    def ending(self, reason: EndReason, message: str) -> list[Action]:
+        """An `error` event saying why the server ends the session, then the close."""
+        code, error_code = _CLOSE_OF_END[reason]
+        if reason == "client_closed":
+            return [CloseSocket(code)]
+        kind = (
+            "invalid_request_error"
+            if code == 1008
+            else "server_error"
+            if code >= 1011
+            else "invalid_request_error"
+        )
+        if reason == "insufficient_credits":
+            kind = "insufficient_quota"
+        return [self._error(kind, error_code, message, None), CloseSocket(code, error_code)]
+
+    @classmethod
+    def refusal(cls, dialect: Dialect, code: str, message: str) -> list[Action]:
+        """The error event and close for a connection refused before its session starts."""
+        kind = "invalid_request_error"
+        if code == "insufficient_quota":
+            kind = "insufficient_quota"
+        elif code in ("rate_limit_exceeded", "concurrency_limit_exceeded"):
+            kind = "rate_limit_error"
+        payload = {"type": kind, "code": code, "message": message, "param": None, "event_id": None}
+        error = json.dumps({"event_id": _new_event_id(), "type": "error", "error": payload})
+        return [Send(error), CloseSocket(1008, code)]
+
+    # --- helpers ---
+
+    def _session_event(self, suffix: str) -> dict[str, Any]:
+        prefix = "transcription_session" if self.dialect == "beta" else "session"
+        return {"type": f"{prefix}.{suffix}", "session": self.settings.to_wire(self.dialect)}
+
+    def _send(self, payload: dict[str, Any]) -> Send:
+        return Send(json.dumps({"event_id": _new_event_id(), **payload}, separators=(",", ":")))
+
+    def _error(
+        self, kind: str, code: str, message: str, event_id: str | None, param: str | None = None
+    ) -> Send:
+        return self._send(
+            {
+                "type": "error",
+                "error": {
+                    "type": kind,
+                    "code": code,
+                    "message": message,
+                    "param": param,
+                    "event_id": event_id,
+                },
+            }
+        )
+
+
+def _new_item_id() -> str:
+    return f"item_{uuid.uuid4().hex[:22]}"
+
+
+def _new_event_id() -> str:
+    return f"event_{uuid.uuid4().hex[:22]}"
+
+
+def dialect_of(websocket: WebSocket) -> Dialect:
+    """Beta when the client asks for realtime=v1 (header or subprotocol), GA otherwise."""
+    beta_header = "realtime=v1" in websocket.headers.get("openai-beta", "")
+    beta_subprotocol = "openai-beta.realtime-v1" in websocket.scope.get("subprotocols", [])
+    return "beta" if beta_header or beta_subprotocol else "ga"
+
+
+REALTIME_ROUTE = LiveRoute(path="/v1/realtime", bucket="realtime")
+
+
+@router.websocket("/v1/realtime")
+async def realtime_transcription(websocket: WebSocket) -> None:
+    """A Realtime transcription session (`?intent=transcription`), beta or GA dialect."""
+    offered = websocket.scope.get("subprotocols", [])
+    subprotocol = "realtime" if "realtime" in offered else None
+    dialect = dialect_of(websocket)
+
+    def refusal(code: str, message: str) -> list[Action]:
+        return RealtimeProtocol.refusal(dialect, code, message)
+
+    intent = websocket.query_params.get("intent")
+    if intent not in (None, "transcription"):
+        message = "earshot serves transcription sessions: connect with ?intent=transcription"
+        await refuse(websocket, subprotocol, refusal("unsupported_intent", message))
+        return
+
+    def make_protocol(chooser: ModelChooser, model_id: str, defaults: LiveConfig) -> RealtimeProtocol:
+        settings = RealtimeSettings(id=f"sess_{uuid.uuid4().hex[:22]}", model=model_id)
+        return RealtimeProtocol(settings, dialect, chooser, defaults)
+
+    gateway = websocket.app.state.gateway
+    requested = websocket.query_params.get("model")
+    await serve_live(websocket, gateway, REALTIME_ROUTE, requested, subprotocol, make_protocol, refusal)

@@ -1,0 +1,374 @@
+"""LiveSession: one live conversation, from PCM chunks in to speech and text events out.
+
+Every live protocol drives one of these. It resamples the caller's audio once, finds turns with the server
+VAD (or takes them from the caller's commits in manual mode), sends each turn's audio to the engine stream,
+and turns the engine's results into session events on the session's own audio clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, StreamResampler, pcm16_to_float
+from earshot.audio.vad import WINDOW_SAMPLES, VadParams, VadStream
+from earshot.engines.base import Engine, EngineError, EngineStream, TranscribeOptions
+from earshot.streaming.events import (
+    Closed,
+    Error,
+    Flushed,
+    SessionEvent,
+    SpeechStarted,
+    SpeechStopped,
+    UtteranceEnd,
+)
+from earshot.streaming.stability import TurnText
+from earshot.streaming.turns import TurnDetector, TurnEnded, TurnStarted
+
+Expiry = Literal["idle_timeout", "max_duration"]
+# Audio kept from before a turn is detected, beyond its prefix padding (the VAD decides a window late).
+LOOKBACK_SLACK_MS = 200
+# Silence after the last speech that the engine still hears, as one-shot decoding pads its speech regions;
+# the rest of a pause is held back and only sent if speech resumes within the turn.
+TRAILING_PAD_MS = 250
+# A pause this long inside a turn ends a phrase: the engine finalizes what it heard so far, so text arrives
+# while the person is still speaking and each phrase is decoded whole (as one-shot decoding splits at pauses).
+PHRASE_PAUSE_MS = 300
+MIN_PHRASE_MS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """How a session hears its caller: input rate, turn detection (None = manual commits), limits."""
+
+    input_rate_hz: int = ENGINE_RATE_HZ
+    vad: VadParams | None = field(default_factory=VadParams)
+    idle_timeout_s: float = 10.0
+    max_duration_s: float = 3600.0
+
+
+@dataclass(slots=True)
+class _Turn:
+    """Where a turn's engine times sit on the session clock, and whether its results are wanted."""
+
+    offset_s: float
+    text: TurnText
+    discard: bool = False
+    ends_turn: bool = True
+
+
+class _EngineFeed:
+    """One engine stream and the task that turns its results into session events."""
+
+    def __init__(self, stream: EngineStream, emit: Callable[[SessionEvent], None]) -> None:
+        self.stream = stream
+        self.sent_s = 0.0
+        self.turns: deque[_Turn] = deque()
+        self.failed = False
+        self._emit = emit
+        self._pump = asyncio.get_running_loop().create_task(self._run())
+
+    async def send(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self.sent_s += len(samples) / ENGINE_RATE_HZ
+            await self.stream.send(Audio(samples))
+
+    async def _run(self) -> None:
+        try:
+            async for result in self.stream.results():
+                turn = self.turns[0] if self.turns else None
+                if turn is None:
+                    continue
+                if isinstance(result, Flushed):
+                    self.turns.popleft()
+                    if not turn.discard:
+                        for final in turn.text.flush():
+                            self._emit(final)
+                        if turn.ends_turn:
+                            self._emit(UtteranceEnd(turn.text.end_s))
+                elif not turn.discard:
+                    for event in turn.text.on_result(result, turn.offset_s):
+                        self._emit(event)
+        except EngineError as e:
+            self.failed = True
+            self.turns.clear()
+            self._emit(Error("transcription_failed", str(e)))
+
+    async def close(self) -> None:
+        try:
+            await self.stream.close()
+        except EngineError:
+            self.failed = True
+        finally:
+            self._pump.cancel()
+
+
+class LiveSession:
+    """A live transcription: `append` PCM16, control turns, read `events()` until Closed."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        options: TranscribeOptions,
+        config: LiveConfig,
+        vad_stream: Callable[[], VadStream] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.options = options
+        self._vad_stream = vad_stream
+        self._clock = clock
+        self._started_at = clock()
+        self._last_activity = self._started_at
+        self._events: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        self._feed: _EngineFeed | None = None
+        self._input_samples = 0
+        self._input_ms_before_rate_change = 0
+        self._samples = 0  # session clock, in engine-rate samples
+        self._recent: deque[tuple[int, np.ndarray]] = deque()
+        self._sent_until = 0
+        self._speech_until = 0
+        self._phrase_start = 0
+        self._turn_start: int | None = None
+        self._uncommitted_from = 0
+        self._closed = False
+        self.config = config
+        self._apply(config)
+
+    def _apply(self, config: LiveConfig) -> None:
+        self.config = config
+        self._resampler = StreamResampler(config.input_rate_hz)
+        self._vad: VadStream | None = None
+        self._vad_origin = 0
+        self._turns: TurnDetector | None = None
+        if config.vad is not None:
+            if self._vad_stream is None:
+                raise ValueError("server VAD needs a VAD model")
+            self._vad = self._vad_stream()
+            self._vad_origin = self._samples
+            self._turns = TurnDetector(config.vad)
+            self._turns.reset(self._ms(self._samples))
+
+    def reconfigure(self, config: LiveConfig) -> None:
+        """Change the input rate, turn detection or limits; an open turn ends first (call `commit`)."""
+        self._input_ms_before_rate_change = self.audio_ms
+        self._input_samples = 0
+        self._apply(config)
+
+    @property
+    def audio_ms(self) -> int:
+        """Milliseconds of caller audio appended so far, at the caller's rate (what is metered)."""
+        return self._input_ms_before_rate_change + self._input_samples * 1000 // self.config.input_rate_hz
+
+    @property
+    def uncommitted_ms(self) -> int:
+        """Audio since the last commit, clear or turn end, in ms."""
+        return self._ms(self._samples - self._uncommitted_from)
+
+    @property
+    def in_turn(self) -> bool:
+        """Whether a turn is open (speech heard, or audio appended in manual mode)."""
+        return self._turn_start is not None
+
+    def expired(self) -> Expiry | None:
+        """Which limit the session has run into, if any: no activity for too long, or too long in all."""
+        now = self._clock()
+        if now - self._last_activity >= self.config.idle_timeout_s:
+            return "idle_timeout"
+        if now - self._started_at >= self.config.max_duration_s:
+            return "max_duration"
+        return None
+
+    def touch(self) -> None:
+        """The caller did something (any message counts against the idle timeout)."""
+        self._last_activity = self._clock()
+
+    async def append(self, pcm16: bytes) -> None:
+        """Hear the next chunk of PCM16 mono audio at the configured input rate."""
+        self.touch()
+        self._input_samples += len(pcm16) // 2
+        samples = self._resampler.feed(pcm16_to_float(pcm16))
+        if not len(samples):
+            return
+        start = self._samples
+        self._samples += len(samples)
+        self._recent.append((start, samples))
+        if self._turns is None:
+            if self._turn_start is None:
+                await self._start_turn(start)
+        else:
+            await self._detect_turns(samples)
+        if self._turn_start is not None:
+            await self._send_until(self._samples if self._turns is None else self._heard_until())
+        self._trim_recent()
+
+    async def _detect_turns(self, samples: np.ndarray) -> None:
+        assert self._vad is not None and self._turns is not None
+        first_window = self._vad.windows_seen
+        probabilities = self._vad.feed(samples)
+        threshold = self._turns.params.threshold
+        for index, probability in enumerate(probabilities):
+            window_end = self._vad_origin + (first_window + index + 1) * WINDOW_SAMPLES
+            if probability >= threshold:
+                self._speech_until = window_end
+            elif self._turn_start is not None and self._is_phrase_pause(window_end):
+                await self._end_phrase()
+            for change in self._turns.feed([float(probability)]):
+                if isinstance(change, TurnStarted):
+                    self._emit(SpeechStarted(change.audio_start_ms / 1000))
+                    start = max(self._uncommitted_from, self._sample_at(change.audio_start_ms))
+                    await self._start_turn(start)
+                elif isinstance(change, TurnEnded) and self._turn_start is not None:
+                    await self._send_until(self._heard_until())
+                    self._emit(SpeechStopped(change.audio_end_ms / 1000))
+                    await self._end_turn()
+
+    def _is_phrase_pause(self, window_end: int) -> bool:
+        paused_ms = self._ms(window_end - self._speech_until)
+        phrase_ms = self._ms(self._speech_until - self._phrase_start)
+        return paused_ms >= PHRASE_PAUSE_MS and phrase_ms >= MIN_PHRASE_MS
+
+    async def _end_phrase(self) -> None:
+        """Flush the turn so far at a pause inside it: its text is final while the person goes on speaking."""
+        feed = self._feed
+        if feed is None or not feed.turns:
+            return
+        # The cut goes mid-pause, so both phrases keep some silence around their words.
+        await self._send_until(self._speech_until + self._sample_at(PHRASE_PAUSE_MS) // 2)
+        self._phrase_start = self._sent_until
+        current = feed.turns[-1]
+        current.ends_turn = False
+        feed.turns.append(_Turn(offset_s=current.offset_s, text=TurnText(current.text)))
+        try:
+            await feed.stream.finalize()
+        except EngineError as e:
+            await self._engine_failed(e)
+
+    def _heard_until(self) -> int:
+        """Where the audio worth sending to the engine ends: the last speech plus a little silence."""
+        return min(self._samples, self._speech_until + self._sample_at(TRAILING_PAD_MS))
+
+    def _restart_turn_detection(self) -> None:
+        """Turns start afresh from the VAD's next window (after a commit or clear)."""
+        if self._vad is not None and self._turns is not None:
+            next_window = self._vad_origin + self._vad.windows_seen * WINDOW_SAMPLES
+            self._turns.reset(self._ms(next_window))
+
+    async def _start_turn(self, at_sample: int) -> None:
+        feed = await self._engine_feed()
+        self._turn_start = at_sample
+        self._sent_until = at_sample
+        self._phrase_start = at_sample
+        feed.turns.append(_Turn(offset_s=at_sample / ENGINE_RATE_HZ - feed.sent_s, text=TurnText()))
+
+    async def _send_until(self, end_sample: int) -> None:
+        if self._feed is None or end_sample <= self._sent_until:
+            return
+        chunk = self._audio_between(self._sent_until, end_sample)
+        self._sent_until = end_sample
+        try:
+            await self._feed.send(chunk)
+        except EngineError as e:
+            await self._engine_failed(e)
+
+    async def _end_turn(self, discard: bool = False) -> None:
+        self._turn_start = None
+        self._uncommitted_from = self._samples
+        feed = self._feed
+        if feed is None:
+            return
+        if discard and feed.turns:
+            feed.turns[-1].discard = True
+        try:
+            await feed.stream.finalize()
+        except EngineError as e:
+            await self._engine_failed(e)
+
+    async def _engine_failed(self, error: EngineError) -> None:
+        self._turn_start = None
+        if self._feed is not None:
+            feed, self._feed = self._feed, None
+            feed.turns.clear()
+            await feed.close()
+        self._emit(Error("transcription_failed", str(error)))
+
+    async def _engine_feed(self) -> _EngineFeed:
+        if self._feed is None or self._feed.failed:
+            self._feed = _EngineFeed(self.engine.open_stream(self.options), self._emit)
+        return self._feed
+
+    async def commit(self) -> None:
+        """End the current turn now (without a SpeechStopped); its Finals and UtteranceEnd follow."""
+        self.touch()
+        if self._turn_start is None:
+            await self._start_turn(self._uncommitted_from)
+        await self._send_until(self._samples)
+        self._restart_turn_detection()
+        await self._end_turn()
+
+    async def finalize(self) -> None:
+        """Flush what has been heard into Finals without closing (the same as a commit)."""
+        await self.commit()
+
+    async def clear(self) -> None:
+        """Drop the audio not yet committed: the open turn's text is never reported."""
+        self.touch()
+        if self._turn_start is not None:
+            await self._end_turn(discard=True)
+        self._uncommitted_from = self._samples
+        self._restart_turn_detection()
+
+    async def close(self, flush: bool = True) -> None:
+        """End the session: flush the open turn (unless the caller is gone), then emit Closed."""
+        if self._closed:
+            return
+        self._closed = True
+        if flush and self._turn_start is not None:
+            await self._send_until(self._samples)
+            await self._end_turn()
+        if self._feed is not None:
+            feed, self._feed = self._feed, None
+            await feed.close()
+        self._emit(Closed())
+
+    async def events(self) -> AsyncIterator[SessionEvent]:
+        """Session events in order, ending with Closed."""
+        while True:
+            event = await self._events.get()
+            yield event
+            if isinstance(event, Closed):
+                return
+
+    def _emit(self, event: SessionEvent) -> None:
+        self._events.put_nowait(event)
+
+    def _audio_between(self, start: int, end: int) -> np.ndarray:
+        pieces = []
+        for chunk_start, chunk in self._recent:
+            chunk_end = chunk_start + len(chunk)
+            if chunk_end <= start or chunk_start >= end:
+                continue
+            pieces.append(chunk[max(0, start - chunk_start) : min(len(chunk), end - chunk_start)])
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+    def _trim_recent(self) -> None:
+        keep_ms = (self.config.vad.prefix_padding_ms if self.config.vad else 0) + LOOKBACK_SLACK_MS
+        keep_from = self._samples - self._sample_at(keep_ms)
+        if self._turn_start is not None:
+            keep_from = min(keep_from, self._sent_until)
+        while self._recent and self._recent[0][0] + len(self._recent[0][1]) <= keep_from:
+            self._recent.popleft()
+
+    @staticmethod
+    def _ms(samples: int) -> int:
+        return samples * 1000 // ENGINE_RATE_HZ
+
+    @staticmethod
+    def _sample_at(ms: int) -> int:
+        return ms * ENGINE_RATE_HZ // 1000
