@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Capability = Literal["transcribe", "stream", "realtime"]
-KNOWN_ENGINES = ("pocketsphinx",)
+KNOWN_ENGINES = ("pocketsphinx", "null")
 OPENAI_DEFAULT_MODEL_ID = "whisper-1"
 
 
@@ -23,7 +23,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    engine: Literal["pocketsphinx"]
+    engine: Literal["pocketsphinx", "null"]
     options: dict[str, Any] = Field(default_factory=dict)
     capabilities: tuple[Capability, ...] = ("transcribe", "stream", "realtime")
     owned_by: str = "earshot"

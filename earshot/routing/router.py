@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from earshot.engines.base import Engine
+from earshot.engines.null import NullEngine
 from earshot.engines.pocketsphinx import PocketsphinxConfig, PocketsphinxEngine
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog, ModelSpec
@@ -24,6 +25,8 @@ def build_engine(model_id: str, spec: ModelSpec, pool: WorkerPool) -> Engine:
     """The engine instance for one catalog entry."""
     if spec.engine == "pocketsphinx":
         return PocketsphinxEngine(PocketsphinxConfig.from_options(spec.options), pool, name=model_id)
+    if spec.engine == "null":
+        return NullEngine(name=model_id)
     raise ValueError(f"unknown engine {spec.engine!r}")
 
 
