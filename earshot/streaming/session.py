@@ -41,6 +41,9 @@ TRAILING_PAD_MS = 250
 # while the person is still speaking and each phrase is decoded whole (as one-shot decoding splits at pauses).
 PHRASE_PAUSE_MS = 300
 MIN_PHRASE_MS = 1000
+# A phrase this long ends at a shorter pause, so long sentences still give text before they end.
+LONG_PHRASE_MS = 3000
+LONG_PHRASE_PAUSE_MS = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +221,7 @@ class LiveSession:
             if probability >= threshold:
                 self._speech_until = window_end
             elif self._turn_start is not None and self._is_phrase_pause(window_end):
-                await self._end_phrase()
+                await self._end_phrase(window_end)
             for change in self._turns.feed([float(probability)]):
                 if isinstance(change, TurnStarted):
                     self._emit(SpeechStarted(change.audio_start_ms / 1000))
@@ -232,15 +235,19 @@ class LiveSession:
     def _is_phrase_pause(self, window_end: int) -> bool:
         paused_ms = self._ms(window_end - self._speech_until)
         phrase_ms = self._ms(self._speech_until - self._phrase_start)
+        if phrase_ms >= LONG_PHRASE_MS:
+            return paused_ms >= LONG_PHRASE_PAUSE_MS
         return paused_ms >= PHRASE_PAUSE_MS and phrase_ms >= MIN_PHRASE_MS
 
-    async def _end_phrase(self) -> None:
+    async def _end_phrase(self, window_end: int) -> None:
         """Flush the turn so far at a pause inside it: its text is final while the person goes on speaking."""
         feed = self._feed
         if feed is None or not feed.turns:
             return
         # The cut goes mid-pause, so both phrases keep some silence around their words.
-        await self._send_until(self._speech_until + self._sample_at(PHRASE_PAUSE_MS) // 2)
+        await self._send_until(
+            self._speech_until + self._sample_at(self._ms(window_end - self._speech_until)) // 2
+        )
         self._phrase_start = self._sent_until
         current = feed.turns[-1]
         current.ends_turn = False
