@@ -139,7 +139,7 @@ class RealtimeProtocol:
             ]
         try:
             raw = binascii.a2b_base64(audio, strict_mode=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a plain ValueError for non-ASCII text
             return [
                 self._error(
                     "invalid_request_error", "invalid_base64", "audio is not valid base64", event_id, "audio"
