@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from earshot.accounts.errors import AccessDenied, InsufficientCredits, ModelNotAllowed
 from earshot.api.admission import Admission
@@ -64,6 +64,8 @@ class ModelChooser:
         self._admission = admission
         self._capability = capability
         self.route: Route | None = None
+        # Once audio has been metered under one model, the session can't move to another.
+        self.locked = False
 
     def __call__(self, requested: str | None) -> str:
         router = self._gateway.router
@@ -71,6 +73,11 @@ class ModelChooser:
             route = router.route(requested)
         except ModelNotFound as e:
             raise ModelRefused("model_not_found", f"the model {requested!r} does not exist") from e
+        if self.locked and self.route is not None and route.model_id != self.route.model_id:
+            raise ModelRefused(
+                "model_locked",
+                "the transcription model can't change once audio has been appended; open a new session",
+            )
         if self._capability not in route.spec.capabilities:
             raise ModelRefused(
                 "model_not_supported", f"the model {route.model_id!r} does not serve live transcription"
@@ -144,13 +151,18 @@ class LiveSocket:
             await self.session.close(flush=flush)
             await asyncio.gather(*self._pumps)
             if not caller_gone:
-                await self._execute(self.protocol.ending(reason, message))
-        except (OSError, RuntimeError) as e:
+                await self._execute(self.protocol.ending(reason, message), finishing=True)
+        except (OSError, RuntimeError, WebSocketDisconnect) as e:
             log.debug("live session ended while the socket was closing: %s", e)
         finally:
-            if self.websocket.application_state != WebSocketState.DISCONNECTED and not caller_gone:
-                with contextlib.suppress(OSError, RuntimeError):
-                    await self.websocket.close(1000)
+            if not caller_gone:
+                await self._close(1000, "")
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state == WebSocketState.DISCONNECTED:
+            return
+        with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+            await self.websocket.close(code, reason)
 
     async def _receive(self) -> None:
         while True:
@@ -180,11 +192,10 @@ class LiveSocket:
 
     async def _close_too_big(self) -> None:
         limit = self.gateway.settings.ws_max_message_bytes
-        with contextlib.suppress(OSError, RuntimeError):
-            await self.websocket.close(1009, f"message larger than {limit} bytes")
+        await self._close(1009, f"message larger than {limit} bytes")
         self.end("client_closed", "message too big")
 
-    async def _execute(self, actions: list[Action]) -> None:
+    async def _execute(self, actions: list[Action], finishing: bool = False) -> None:
         for action in actions:
             if isinstance(action, Send):
                 await self._send(action.message)
@@ -198,10 +209,12 @@ class LiveSocket:
                 await self._configure(action)
             elif isinstance(action, CloseSocket):
                 self.end("client_closed" if action.code < 1008 else "error", action.reason)
-            if self._ended.done():
+                await self._close(action.code, action.reason)
+            if self._ended.done() and not finishing:
                 return
 
     async def _append(self, pcm16: bytes) -> None:
+        self.chooser.locked = True
         await self.session.append(pcm16)
         newly_ms = self.session.audio_ms - self._metered_ms
         self._metered_ms = self.session.audio_ms
@@ -234,7 +247,7 @@ class LiveSocket:
                 for action in self.protocol.on_event(event):
                     if isinstance(action, Send):
                         await self._send(action.message)
-        except (OSError, RuntimeError) as e:
+        except (OSError, RuntimeError, WebSocketDisconnect) as e:
             log.debug("could not deliver a live event: %s", e)
             self.end("client_closed", "the connection was lost")
         except EngineError as e:

@@ -223,26 +223,23 @@ class RealtimeProtocol:
                 )
             ]
         if updated.model != self.settings.model:
-            if self.audio_started:
-                return [
-                    self._error(
-                        "invalid_request_error",
-                        "model_locked",
-                        "the transcription model can't change once audio has been appended; "
-                        "open a new session",
-                        event_id,
-                        "session.input_audio_transcription.model",
-                    )
-                ]
             try:
                 self.model_id = self._resolve_model(updated.model)
             except ModelRefused as e:
-                return [self._error("invalid_request_error", e.code, e.message, event_id, "model")]
-        rate_changed = updated.input_rate_hz != self.settings.input_rate_hz
-        self.settings = updated
+                param = "session.input_audio_transcription.model"
+                return [self._error("invalid_request_error", e.code, e.message, event_id, param)]
+        # Audio already buffered was heard under the old format and turn detection: it ends its turn first.
+        hearing_changed = (updated.input_rate_hz, updated.vad) != (
+            self.settings.input_rate_hz,
+            self.settings.vad,
+        )
         actions: list[Action] = []
-        if rate_changed and self._buffered_ms >= MIN_COMMIT_MS and self._open is not None:
-            actions.extend(self._commit(message, event_id))
+        if hearing_changed and self._open is not None:
+            if self._buffered_ms >= MIN_COMMIT_MS:
+                actions.extend(self._commit(message, event_id))
+            else:
+                actions.extend(self._clear(message, event_id)[:1])
+        self.settings = updated
         actions.append(Configure(self.model_id, self.live_config(), self.transcribe_options()))
         actions.append(self._send(self._session_event("updated")))
         return actions
@@ -355,16 +352,14 @@ class RealtimeProtocol:
         ]
 
     def _failed(self, error: Error) -> list[Action]:
-        item = self._items.popleft()
-        if item is self._open:
-            self._open = None
+        # The session dropped every turn it had pending: each of their items fails.
         failure = {
             "type": "transcription_failed",
             "code": error.code,
             "message": error.message,
             "param": None,
         }
-        return [
+        failed: list[Action] = [
             self._send(
                 {
                     "type": "conversation.item.input_audio_transcription.failed",
@@ -373,7 +368,11 @@ class RealtimeProtocol:
                     "error": failure,
                 }
             )
+            for item in self._items
         ]
+        self._items.clear()
+        self._open = None
+        return failed
 
     def ending(self, reason: EndReason, message: str) -> list[Action]:
         """An `error` event saying why the server ends the session, then the close."""

@@ -90,6 +90,10 @@ class _EngineFeed:
                     continue
                 if isinstance(result, Flushed):
                     self.turns.popleft()
+                    if not turn.ends_turn and self.turns:
+                        # The turn goes on in the next phrase, which starts the clock where this one ended.
+                        following = self.turns[0].text
+                        following.end_s = max(following.end_s, turn.text.end_s)
                     if not turn.discard:
                         for final in turn.text.flush():
                             self._emit(final)
@@ -108,8 +112,10 @@ class _EngineFeed:
             await self.stream.close()
         except EngineError:
             self.failed = True
-        finally:
             self._pump.cancel()
+            return
+        # results() ends once the stream is closed: let the last results through.
+        await self._pump
 
 
 class LiveSession:
@@ -341,6 +347,8 @@ class LiveSession:
             await self._end_turn()
         if self._feed is not None:
             feed, self._feed = self._feed, None
+            if not flush and self._turn_start is not None and feed.turns:
+                feed.turns[-1].discard = True
             await feed.close()
         self._emit(Closed())
 

@@ -337,11 +337,6 @@ async def test_server_vad_finds_one_turn_in_speech_then_silence(chunk_ms: int) -
     assert stopped.t - started.t <= heard_s <= stopped.t - started.t + 0.3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the turn's text is finalized at the phrase pause before the turn ends; the turn's last "
-    "phrase copies end_s before that Final arrives, so UtteranceEnd carries 0.0 (or a stale Partial end)",
-)
 async def test_utterance_end_is_when_the_turns_last_word_ended() -> None:
     session = vad_session(ScriptedEngine(GOFORWARD_TEXT))
     await stream_audio(session, np.concatenate([speech_at_client_rate(), silence(1.0)]), 20)
@@ -416,21 +411,8 @@ async def test_max_duration_ends_even_a_busy_session() -> None:
 
 # --- closing ---
 
-NO_IO_CLOSE_LOSES_FLUSH = pytest.mark.xfail(
-    strict=True,
-    reason="bug: _EngineFeed.close cancels the result pump right after stream.close(); results the "
-    "engine queued without yielding to the loop are dropped",
-)
-IO_CLOSE_SPEAKS_UNFLUSHED_TURN = pytest.mark.xfail(
-    strict=True,
-    reason="bug: close(flush=False) leaves the open turn wanted; an engine whose close finalizes "
-    "(as EngineStream.close must) still delivers its text",
-)
 
-
-@pytest.mark.parametrize(
-    "close_does_io", [True, pytest.param(False, marks=NO_IO_CLOSE_LOSES_FLUSH)], ids=["io", "no-io"]
-)
+@pytest.mark.parametrize("close_does_io", [True, False], ids=["io", "no-io"])
 async def test_close_with_flush_finishes_the_open_turn_before_closed(close_does_io: bool) -> None:
     session = manual_session(ScriptedEngine("last words", close_does_io=close_does_io))
     await session.append(tone(600))
@@ -439,9 +421,7 @@ async def test_close_with_flush_finishes_the_open_turn_before_closed(close_does_
     assert isinstance(events[0], Final) and events[0].text == "last words"
 
 
-@pytest.mark.parametrize(
-    "close_does_io", [pytest.param(True, marks=IO_CLOSE_SPEAKS_UNFLUSHED_TURN), False], ids=["io", "no-io"]
-)
+@pytest.mark.parametrize("close_does_io", [True, False], ids=["io", "no-io"])
 async def test_close_without_flush_drops_the_open_turn(close_does_io: bool) -> None:
     session = manual_session(ScriptedEngine("unheard", close_does_io=close_does_io))
     await session.append(tone(600))

@@ -411,17 +411,24 @@ def test_a_refused_model_is_an_error_with_its_code_and_changes_nothing() -> None
     assert_append_works(protocol)
 
 
-def test_the_model_is_locked_once_audio_has_been_appended() -> None:
+def test_a_model_the_resolver_refuses_after_audio_keeps_the_old_model() -> None:
     models = Models()
     protocol = new_protocol("ga", models)
     append(protocol, tone(20))
+
+    def locked(requested: str) -> str:
+        raise ModelRefused(
+            "model_locked", "the transcription model can't change once audio has been appended"
+        )
+
+    protocol._resolve_model = locked
     session = ga_input(transcription={"model": "big"})
     error = the_error(protocol.receive_text(update_event("ga", session, event_id="evt_late")))
     assert error["code"] == "model_locked"
     assert error["event_id"] == "evt_late"
-    assert models.asked == ["whisper-1"]
+    assert error["param"] == "session.input_audio_transcription.model"
     assert protocol.model_id == "pocketsphinx-en"
-    # Naming the same model again is no change.
+    # Naming the same model again is no change, and asks no one.
     same = protocol.receive_text(update_event("ga", ga_input(transcription={"model": "whisper-1"})))
     assert kinds(same) == ["session.updated"]
 
@@ -527,11 +534,6 @@ def test_overlapping_turns_keep_their_text_apart() -> None:
     assert deltas == [(first["item_id"], "first words"), (second["item_id"], "second words")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: LiveSession drops every pending turn on an engine failure and emits one Error, "
-    "but the protocol fails only the oldest item; the open one stays queued and takes the next turn's text",
-)
 def test_an_engine_error_with_two_turns_pending_fails_both_and_later_text_lands_on_its_own_item() -> None:
     protocol = new_protocol("ga")
     protocol.on_event(SpeechStarted(0.0))
