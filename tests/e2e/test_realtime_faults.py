@@ -1,0 +1,229 @@
+"""Every way a live session can end leaves exactly one usage record, with the right outcome and seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from earshot.store.records import UsageRecord
+from tests.conftest import (
+    ADMIN_TOKEN,
+    BACKENDS,
+    Admin,
+    RunningServer,
+    fresh_database,
+    start_server,
+    stop_server,
+    usage_records,
+    wait_until,
+)
+from tests.e2e.realtime_client import chunks, pcm24, speech
+
+CHUNK_MS = 100
+IDLE_TIMEOUT_S = 1.5
+# Real speech, looped, as 100 ms appends of 24 kHz PCM16: every append is exactly 100 ms of metered audio.
+SPEECH = chunks(pcm24(np.tile(speech("pocketsphinx-testdata/goforward.wav"), 4)), 48_000, CHUNK_MS)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def keyed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, str]]:
+    """A server with an admin token and a short idle timeout, and its database URL."""
+    tmp = tmp_path_factory.mktemp(f"realtime-{request.param}")
+    with fresh_database(request.param, tmp) as url:
+        env = {
+            "EARSHOT_ADMIN_TOKEN": ADMIN_TOKEN,
+            "EARSHOT_DATABASE_URL": url,
+            "EARSHOT_KEEPALIVE_S": str(IDLE_TIMEOUT_S),
+        }
+        server = start_server(tmp, env)
+        try:
+            yield server, url
+        finally:
+            stop_server(server)
+
+
+def ws_url(server: RunningServer) -> str:
+    return server.base_url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+
+
+async def connect(server: RunningServer, key: str) -> ClientConnection:
+    ws = await websockets.connect(ws_url(server), additional_headers={"Authorization": f"Bearer {key}"})
+    assert json.loads(await ws.recv())["type"] == "session.created"
+    return ws
+
+
+async def stream(ws: ClientConnection, seconds: float) -> int:
+    """Append `seconds` of speech at real-time pace; the ms of audio sent."""
+    count = round(seconds * 1000 / CHUNK_MS)
+    started = time.monotonic()
+    for index in range(count):
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": SPEECH[index % len(SPEECH)]}))
+        await asyncio.sleep(max(0.0, started + (index + 1) * CHUNK_MS / 1000 - time.monotonic()))
+    return count * CHUNK_MS
+
+
+async def ending(ws: ClientConnection, timeout_s: float = 10) -> tuple[list[dict[str, Any]], int]:
+    """The events the server sent until it closed the connection, and its close code."""
+    events = []
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            events.append(json.loads(await asyncio.wait_for(ws.recv(), timeout_s)))
+    assert closed.value.rcvd is not None, "the server closed the connection with a close frame"
+    return events, closed.value.rcvd.code
+
+
+async def the_record(url: str, key_id: str) -> UsageRecord:
+    """The one finished usage record of a key (waiting for it to be written)."""
+
+    def finished() -> bool:
+        return any(record.outcome for record in usage_records(url) if record.key_id == key_id)
+
+    await asyncio.to_thread(wait_until, finished, 10)
+    records = [record for record in await asyncio.to_thread(usage_records, url) if record.key_id == key_id]
+    assert len(records) == 1, records
+    return records[0]
+
+
+def errors(events: list[dict[str, Any]]) -> list[str]:
+    return [event["error"]["code"] for event in events if event["type"] == "error"]
+
+
+async def test_a_normal_close_is_ok_and_meters_every_appended_second(
+    keyed: tuple[RunningServer, str],
+) -> None:
+    server, url = keyed
+    key_id, key = Admin(server).create_key()
+    ws = await connect(server, key)
+    sent_ms = await stream(ws, 1.5)
+    await asyncio.sleep(0.3)
+    await ws.close()
+    record = await the_record(url, key_id)
+    assert (record.outcome, record.audio_ms, record.route) == ("ok", sent_ms, "/v1/realtime")
+
+
+async def test_a_client_vanishing_mid_turn_leaves_one_client_closed_record(
+    keyed: tuple[RunningServer, str],
+) -> None:
+    server, url = keyed
+    key_id, key = Admin(server).create_key()
+    ws = await connect(server, key)
+    sent_ms = await stream(ws, 1.2)
+    await asyncio.sleep(0.3)
+    ws.transport.abort()
+    record = await the_record(url, key_id)
+    assert (record.outcome, record.audio_ms) == ("client_closed", sent_ms)
+
+
+async def test_an_idle_session_is_closed_after_the_keepalive(keyed: tuple[RunningServer, str]) -> None:
+    server, url = keyed
+    key_id, key = Admin(server).create_key()
+    ws = await connect(server, key)
+    sent_ms = await stream(ws, 0.5)
+    started = time.monotonic()
+    events, code = await ending(ws)
+    assert IDLE_TIMEOUT_S - 0.2 <= time.monotonic() - started <= IDLE_TIMEOUT_S + 1.5
+    assert errors(events) == ["session_idle_timeout"] and code == 1000
+    record = await the_record(url, key_id)
+    assert (record.outcome, record.audio_ms) == ("timeout", sent_ms)
+
+
+async def test_running_out_of_credit_ends_the_session_with_insufficient_quota(
+    keyed: tuple[RunningServer, str],
+) -> None:
+    server, url = keyed
+    admin = Admin(server)
+    key_id, key = admin.create_key(credits_seconds=2)
+    ws = await connect(server, key)
+    closing = asyncio.create_task(ending(ws, timeout_s=15))
+    with pytest.raises(websockets.ConnectionClosed):
+        await stream(ws, 5)
+    events, code = await closing
+    assert errors(events) == ["insufficient_quota"] and code == 1008
+    record = await the_record(url, key_id)
+    assert record.outcome == "insufficient_credits"
+    assert 2000 < record.audio_ms <= 2500 and record.debited_ms == 2000
+    assert admin.key(key_id)["credits_seconds"] == 0
+
+
+async def test_a_revoked_key_is_cut_off_within_a_second(keyed: tuple[RunningServer, str]) -> None:
+    server, url = keyed
+    admin = Admin(server)
+    key_id, key = admin.create_key()
+    ws = await connect(server, key)
+    sent_ms = await stream(ws, 1.0)
+    await asyncio.sleep(0.2)
+    revoked_at = time.monotonic()
+    admin.revoke(key_id)
+    events, code = await ending(ws)
+    assert time.monotonic() - revoked_at <= 1.0
+    assert errors(events) == ["invalid_api_key"] and code == 1008
+    record = await the_record(url, key_id)
+    assert (record.outcome, record.audio_ms) == ("revoked", sent_ms)
+
+
+async def test_a_session_ends_at_the_maximum_duration(keyed: tuple[RunningServer, str]) -> None:
+    server, url = keyed
+    admin = Admin(server)
+    assert admin.http.put("/admin/settings", json={"max_session_s": 1.0}).status_code == 200
+    try:
+        await asyncio.sleep(0.7)
+        key_id, key = admin.create_key()
+        ws = await connect(server, key)
+        closing = asyncio.create_task(ending(ws))
+        with pytest.raises(websockets.ConnectionClosed):
+            await stream(ws, 3)
+        events, code = await closing
+    finally:
+        admin.http.delete("/admin/settings/max_session_s")
+    assert errors(events) == ["session_expired"] and code == 1000
+    record = await the_record(url, key_id)
+    assert record.outcome == "max_duration" and 800 <= record.audio_ms <= 1500
+
+
+async def test_refused_connections_get_an_error_event_and_1008(keyed: tuple[RunningServer, str]) -> None:
+    server, url = keyed
+    for headers in ({}, {"Authorization": "Bearer es_000000000000_wrong"}):
+        async with websockets.connect(ws_url(server), additional_headers=headers) as ws:
+            events, code = await ending(ws)
+        assert errors(events) == ["invalid_api_key"] and code == 1008
+    key_id, key = Admin(server).create_key()
+    subprotocols = ["realtime", f"openai-insecure-api-key.{key}"]
+    async with websockets.connect(ws_url(server), subprotocols=subprotocols) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == "realtime"
+        assert json.loads(await ws.recv())["type"] == "session.created"
+    assert (await the_record(url, key_id)).outcome == "ok"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_server_shutdown_leaves_one_shutdown_record(backend: str, tmp_path: Path) -> None:
+    async def stream_until_shutdown(server: RunningServer, key: str) -> int:
+        ws = await connect(server, key)
+        sent_ms = await stream(ws, 1.0)
+        await asyncio.sleep(0.3)
+        server.process.terminate()
+        _, code = await ending(ws)
+        assert code == 1012, "the client is told the server is restarting"
+        return sent_ms
+
+    with fresh_database(backend, tmp_path) as url:
+        server = start_server(tmp_path, {"EARSHOT_ADMIN_TOKEN": ADMIN_TOKEN, "EARSHOT_DATABASE_URL": url})
+        try:
+            key_id, key = Admin(server).create_key()
+            sent_ms = asyncio.run(stream_until_shutdown(server, key))
+            server.process.wait(timeout=20)
+        finally:
+            stop_server(server)
+        records = [record for record in usage_records(url) if record.key_id == key_id]
+        assert [(r.outcome, r.audio_ms) for r in records] == [("shutdown", sent_ms)]
+        assert "Traceback" not in server.log_text()
