@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 
+from earshot.api import realtime_events as events
 from earshot.api.live import (
     Action,
     AppendAudio,
@@ -87,7 +87,7 @@ class RealtimeProtocol:
 
     def opened(self) -> list[Action]:
         """`session.created` (GA) or `transcription_session.created` (beta)."""
-        return [self._send(self._session_event("created"))]
+        return [Send(events.session(self.dialect, "created", self.settings))]
 
     def receive_bytes(self, data: bytes) -> list[Action]:
         """Binary frames aren't part of this protocol."""
@@ -154,7 +154,7 @@ class RealtimeProtocol:
         self._appended_ms += added_ms
         self.audio_started = True
         if self._open is None and self.settings.vad is None:
-            self._open = _Item(_new_item_id(), int(self._appended_ms - added_ms))
+            self._open = _Item(events.new_item_id(), int(self._appended_ms - added_ms))
             self._items.append(self._open)
         return [AppendAudio(pcm16)]
 
@@ -171,7 +171,7 @@ class RealtimeProtocol:
             ]
         item = self._open
         if item is None:
-            item = _Item(_new_item_id(), int(self._appended_ms - self._buffered_ms))
+            item = _Item(events.new_item_id(), int(self._appended_ms - self._buffered_ms))
             self._items.append(item)
         item.end_ms = int(self._appended_ms)
         return [Commit(), *self._committed(item)]
@@ -181,7 +181,7 @@ class RealtimeProtocol:
             self._items.remove(self._open)
             self._open = None
         self._buffered_ms = 0.0
-        return [Clear(), self._send({"type": "input_audio_buffer.cleared"})]
+        return [Clear(), Send(events.cleared())]
 
     def _update(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
         kind = message["type"]
@@ -241,7 +241,7 @@ class RealtimeProtocol:
                 actions.extend(self._clear(message, event_id)[:1])
         self.settings = updated
         actions.append(Configure(self.model_id, self.live_config(), self.transcribe_options()))
-        actions.append(self._send(self._session_event("updated")))
+        actions.append(Send(events.session(self.dialect, "updated", self.settings)))
         return actions
 
     _HANDLERS: dict[str, Callable[[RealtimeProtocol, dict[str, Any], str | None], list[Action]]] = {
@@ -275,42 +275,22 @@ class RealtimeProtocol:
         """Server events for one session event."""
         if isinstance(event, SpeechStarted):
             start_ms = round(event.t * 1000)
-            self._open = _Item(_new_item_id(), start_ms)
+            self._open = _Item(events.new_item_id(), start_ms)
             self._items.append(self._open)
-            return [
-                self._send(
-                    {
-                        "type": "input_audio_buffer.speech_started",
-                        "audio_start_ms": start_ms,
-                        "item_id": self._open.id,
-                    }
-                )
-            ]
+            return [Send(events.speech_started(self._open.id, start_ms))]
         if isinstance(event, SpeechStopped):
             item = self._open
             if item is None:
                 return []
             item.end_ms = round(event.t * 1000)
-            stopped = self._send(
-                {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": item.end_ms, "item_id": item.id}
-            )
-            return [stopped, *self._committed(item)]
+            return [Send(events.speech_stopped(item.id, item.end_ms)), *self._committed(item)]
         item = self._items[0] if self._items else None
         if item is None:
             return []
         if isinstance(event, Final) and event.text:
             delta = f" {event.text}" if item.transcript else event.text
             item.transcript += delta
-            return [
-                self._send(
-                    {
-                        "type": "conversation.item.input_audio_transcription.delta",
-                        "item_id": item.id,
-                        "content_index": 0,
-                        "delta": delta,
-                    }
-                )
-            ]
+            return [Send(events.delta(item.id, delta))]
         if isinstance(event, UtteranceEnd):
             return self._completed()
         if isinstance(event, Error):
@@ -323,52 +303,17 @@ class RealtimeProtocol:
             self._open = None
         self._buffered_ms = 0.0
         previous, self._previous_item_id = self._previous_item_id, item.id
-        committed = {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item.id}
-        conversation_item = {
-            "id": item.id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        created_type = "conversation.item.created" if self.dialect == "beta" else "conversation.item.added"
-        created = {"type": created_type, "previous_item_id": previous, "item": conversation_item}
-        return [self._send(committed), self._send(created)]
+        return [Send(message) for message in events.committed(self.dialect, item.id, previous)]
 
     def _completed(self) -> list[Action]:
         item = self._items.popleft()
         seconds = max(0, (item.end_ms if item.end_ms is not None else item.start_ms) - item.start_ms) / 1000
-        return [
-            self._send(
-                {
-                    "type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": item.id,
-                    "content_index": 0,
-                    "transcript": item.transcript,
-                    "usage": {"type": "duration", "seconds": round(seconds, 3)},
-                }
-            )
-        ]
+        return [Send(events.completed(item.id, item.transcript, seconds))]
 
     def _failed(self, error: Error) -> list[Action]:
         # The session dropped every turn it had pending: each of their items fails.
-        failure = {
-            "type": "transcription_failed",
-            "code": error.code,
-            "message": error.message,
-            "param": None,
-        }
         failed: list[Action] = [
-            self._send(
-                {
-                    "type": "conversation.item.input_audio_transcription.failed",
-                    "item_id": item.id,
-                    "content_index": 0,
-                    "error": failure,
-                }
-            )
-            for item in self._items
+            Send(events.failed(item.id, error.code, error.message)) for item in self._items
         ]
         self._items.clear()
         self._open = None
@@ -379,16 +324,10 @@ class RealtimeProtocol:
         code, error_code = _CLOSE_OF_END[reason]
         if reason == "client_closed":
             return [CloseSocket(code)]
-        kind = (
-            "invalid_request_error"
-            if code == 1008
-            else "server_error"
-            if code >= 1011
-            else "invalid_request_error"
-        )
+        kind = "server_error" if code >= 1011 else "invalid_request_error"
         if reason == "insufficient_credits":
             kind = "insufficient_quota"
-        return [self._error(kind, error_code, message, None), CloseSocket(code, error_code)]
+        return [Send(events.error(kind, error_code, message, None)), CloseSocket(code, error_code)]
 
     @classmethod
     def refusal(cls, dialect: Dialect, code: str, message: str) -> list[Action]:
@@ -398,42 +337,14 @@ class RealtimeProtocol:
             kind = "insufficient_quota"
         elif code in ("rate_limit_exceeded", "concurrency_limit_exceeded"):
             kind = "rate_limit_error"
-        payload = {"type": kind, "code": code, "message": message, "param": None, "event_id": None}
-        error = json.dumps({"event_id": _new_event_id(), "type": "error", "error": payload})
-        return [Send(error), CloseSocket(1008, code)]
+        return [Send(events.error(kind, code, message, None)), CloseSocket(1008, code)]
 
     # --- helpers ---
-
-    def _session_event(self, suffix: str) -> dict[str, Any]:
-        prefix = "transcription_session" if self.dialect == "beta" else "session"
-        return {"type": f"{prefix}.{suffix}", "session": self.settings.to_wire(self.dialect)}
-
-    def _send(self, payload: dict[str, Any]) -> Send:
-        return Send(json.dumps({"event_id": _new_event_id(), **payload}, separators=(",", ":")))
 
     def _error(
         self, kind: str, code: str, message: str, event_id: str | None, param: str | None = None
     ) -> Send:
-        return self._send(
-            {
-                "type": "error",
-                "error": {
-                    "type": kind,
-                    "code": code,
-                    "message": message,
-                    "param": param,
-                    "event_id": event_id,
-                },
-            }
-        )
-
-
-def _new_item_id() -> str:
-    return f"item_{uuid.uuid4().hex[:22]}"
-
-
-def _new_event_id() -> str:
-    return f"event_{uuid.uuid4().hex[:22]}"
+        return Send(events.error(kind, code, message, event_id, param))
 
 
 def dialect_of(websocket: WebSocket) -> Dialect:
@@ -463,7 +374,7 @@ async def realtime_transcription(websocket: WebSocket) -> None:
         return
 
     def make_protocol(chooser: ModelChooser, model_id: str, defaults: LiveConfig) -> RealtimeProtocol:
-        settings = RealtimeSettings(id=f"sess_{uuid.uuid4().hex[:22]}", model=model_id)
+        settings = RealtimeSettings(id=events.new_session_id(), model=model_id)
         return RealtimeProtocol(settings, dialect, chooser, defaults)
 
     gateway = websocket.app.state.gateway
