@@ -328,6 +328,7 @@ async def serve_live(
         raise
     finally:
         record = await admission.finish(outcome)
+        gateway.metrics.live_sessions.labels(live_route.path, record.outcome or outcome).inc()
         log.info(
             "live session route=%s key=%s model=%s audio_s=%.3f outcome=%s",
             live_route.path,

@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests by route and status, audio seconds by model, sessions, engine latency."""
+"""Prometheus metrics: requests, live sessions, audio seconds, sessions in progress, engine latency."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ class Metrics:
         self.active_sessions = Gauge(
             "earshot_active_sessions",
             "Admitted requests and live sessions in progress",
+            registry=self.registry,
+        )
+        self.live_sessions = Counter(
+            "earshot_live_sessions",
+            "Live sessions ended, by route and usage outcome",
+            ["route", "outcome"],
             registry=self.registry,
         )
         self.engine_latency = Histogram(

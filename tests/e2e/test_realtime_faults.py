@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import websockets
@@ -110,6 +111,9 @@ async def test_a_normal_close_is_ok_and_meters_every_appended_second(
     await ws.close()
     record = await the_record(url, key_id)
     assert (record.outcome, record.audio_ms, record.route) == ("ok", sent_ms, "/v1/realtime")
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{server.base_url}/metrics")).text
+    assert 'earshot_live_sessions_total{outcome="ok",route="/v1/realtime"}' in metrics
 
 
 async def test_a_client_vanishing_mid_turn_leaves_one_client_closed_record(
