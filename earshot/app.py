@@ -35,6 +35,9 @@ from earshot.store.repositories import DialRepository, KeyRepository, UsageRepos
 
 log = logging.getLogger(__name__)
 
+# How long past the maximum session length a running usage record must be before it counts as abandoned.
+ABANDONED_MARGIN_S = 600.0
+
 
 def build_accounts(settings: Settings, db: Database, redis: Redis | None, metrics: Metrics) -> Accounts:
     """Keys, limits, metering and dials over the given store and (optional) Redis."""
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await check_anonymous_posture(settings, accounts.keyring.repository)
             await accounts.dials.start()
             stack.push_async_callback(accounts.dials.stop)
+            await accounts.meter.sweep_abandoned(accounts.dials.current.max_session_s + ABANDONED_MARGIN_S)
             await accounts.revocations.start()
             stack.push_async_callback(accounts.revocations.stop)
             stack.push_async_callback(accounts.meter.drain)

@@ -7,7 +7,7 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from earshot.accounts.errors import InsufficientCredits
 from earshot.store.records import KeyRecord, Outcome, Unit, UsageRecord
@@ -170,6 +170,25 @@ class Meter:
             started_at=ticket.started_at,
             ended_at=datetime.now(UTC) if finished else None,
         )
+
+    async def sweep_abandoned(self, older_than_s: float) -> int:
+        """Close running records no live session can still own, as server errors with their credit refunded.
+
+        A worker that dies mid-request leaves its record running; no session outlives the maximum session
+        length, so one older than that (plus a margin) is abandoned. Each is closed at most once, even when
+        several workers sweep at the same time.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        swept = 0
+        for running in await self.repository.running_before(cutoff):
+            closed = replace(
+                running, debited_ms=0, quantity=0.0, cost=0.0, outcome="error", ended_at=datetime.now(UTC)
+            )
+            if await self.repository.close(closed, refund_ms=running.debited_ms):
+                swept += 1
+        if swept:
+            log.warning("closed %d abandoned usage record(s) as errors and refunded their credit", swept)
+        return swept
 
     async def drain(self) -> None:
         """Wait for every record still being written (at shutdown)."""

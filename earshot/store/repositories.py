@@ -134,6 +134,12 @@ class UsageRepository:
                 )
             return bool(result.rowcount == 1)
 
+    async def running_before(self, cutoff: datetime) -> list[UsageRecord]:
+        """Records still running that started before `cutoff` (left behind by a worker that died)."""
+        query = select(UsageRow.__table__).where(UsageRow.outcome.is_(None), UsageRow.started_at < cutoff)
+        async with self.db.read() as conn:
+            return [_usage(row._mapping) for row in (await conn.execute(query)).all()]
+
     async def insert_finished(self, record: UsageRecord) -> bool:
         """Insert a finished record that moved no credit; idempotent on its id."""
         values = asdict(record)

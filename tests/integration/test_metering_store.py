@@ -285,3 +285,19 @@ async def test_credits_low(db: Database) -> None:
     rich = meter.open(await ring.authenticate(unlimited_plain), "deepgram.listen")
     await meter.consume(rich, 3_600_000)
     assert meter.credits_low(rich, 10_000) is False
+
+
+async def test_abandoned_running_records_are_closed_once_with_credit_refunded(db: Database) -> None:
+    live = await live_session(db, credits_seconds=10)
+    await live.meter.consume(live.ticket, 2_000)
+    assert await balance_ms(live.keys, live.key.id) == 10_000 - RESERVE_STEP_MS
+    # The worker "dies": its ticket is never closed. A session still running is left alone...
+    assert await live.meter.sweep_abandoned(older_than_s=3600) == 0
+    # ...and once it is older than any session can be, two workers sweeping at once close it once.
+    swept = await asyncio.gather(
+        *(Meter(UsageRepository(db)).sweep_abandoned(older_than_s=0) for _ in range(2))
+    )
+    assert sorted(swept) == [0, 1]
+    [row] = await usage_of(db, live.key.id)
+    assert row.outcome == "error" and (row.debited_ms, row.cost) == (0, 0.0)
+    assert await balance_ms(live.keys, live.key.id) == 10_000
