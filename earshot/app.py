@@ -25,6 +25,7 @@ from earshot.api.context import Gateway
 from earshot.api.errors import install_error_handlers
 from earshot.api.metrics import Metrics
 from earshot.audio.vad import SileroModel
+from earshot.audio.vad_runner import VadRunner
 from earshot.dials import DialBoard, Dials
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog
@@ -85,11 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             router = Router(catalog, pool)
             stack.push_async_callback(router.stop)
             decode_limiter = asyncio.Semaphore(settings.decode_concurrency)
-            app.state.gateway = Gateway(settings, router, decode_limiter, accounts, app_metrics)
+            vad = VadRunner(SileroModel.shared)
+            stack.callback(vad.close)
+            app.state.gateway = Gateway(settings, router, decode_limiter, accounts, app_metrics, vad)
             # Engines load in the background: /healthz answers at once, /readyz turns 200 once they're loaded.
             starting = asyncio.create_task(_start_engines(router))
-            # The VAD model loads off the event loop now, so the first live session doesn't wait for it.
-            stack.push_async_callback(_cancel, asyncio.create_task(asyncio.to_thread(SileroModel.shared)))
             stack.callback(starting.cancel)
             log.info("earshot %s: database %s, redis %s", __version__, db.safe_url, _redis_label(settings))
             yield
@@ -116,10 +117,6 @@ def _add_cors(app: FastAPI, origins: list[str]) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=["*"], **options)
     else:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True, **options)
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
 
 
 def _redis_label(settings: Settings) -> str:

@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from earshot.api.admission import Accounts, Admission
 from earshot.api.credentials import credential_from
 from earshot.api.metrics import Metrics
+from earshot.audio.vad_runner import VadRunner
 from earshot.routing.router import Router
 from earshot.settings import Settings
 from earshot.store.records import KeyRecord
@@ -25,6 +26,7 @@ class Gateway:
     decode_limiter: asyncio.Semaphore
     accounts: Accounts
     metrics: Metrics
+    vad: VadRunner
 
     async def admit(self, connection: HTTPConnection, *, bucket: str, route: str) -> Admission:
         """Admit an HTTP request or WebSocket handshake by the key it carries (metered from here on)."""

@@ -31,7 +31,6 @@ from earshot.api.live import (
     ModelRefused,
     Send,
 )
-from earshot.audio.vad import SileroModel
 from earshot.engines.base import EngineError, TranscribeOptions
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.router import Route
@@ -118,7 +117,7 @@ class LiveSocket:
 
     def _new_session(self, config: LiveConfig, options: TranscribeOptions) -> LiveSession:
         assert self.chooser.route is not None
-        return LiveSession(self.chooser.route.engine, options, config, vad_stream=SileroModel.shared().stream)
+        return LiveSession(self.chooser.route.engine, options, config, vad_stream=self.gateway.vad.stream)
 
     def end(self, reason: EndReason, message: str) -> None:
         """End the session for `reason` (the first reason given wins)."""

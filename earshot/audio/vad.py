@@ -122,6 +122,10 @@ class VadStream:
         self._pending_count = 0
         self._windows_seen = 0
 
+    async def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        """`feed`, for callers that may also be handed a VAD run off the event loop."""
+        return self.feed(samples)
+
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """Speech probabilities (float32) of every window completed by these mono 16 kHz samples."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)

@@ -12,12 +12,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, StreamResampler, pcm16_to_float
-from earshot.audio.vad import WINDOW_SAMPLES, VadParams, VadStream
+from earshot.audio.vad import WINDOW_SAMPLES, VadParams
 from earshot.engines.base import Engine, EngineError, EngineStream, TranscribeOptions
 from earshot.streaming.events import (
     Closed,
@@ -44,6 +44,15 @@ MIN_PHRASE_MS = 1000
 # A phrase this long ends at a shorter pause, so long sentences still give text before they end.
 LONG_PHRASE_MS = 3000
 LONG_PHRASE_PAUSE_MS = 160
+
+
+class VadFeed(Protocol):
+    """One session's VAD: speech probability per 32 ms window, however it is run."""
+
+    @property
+    def windows_seen(self) -> int: ...
+
+    async def probabilities(self, samples: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +135,7 @@ class LiveSession:
         engine: Engine,
         options: TranscribeOptions,
         config: LiveConfig,
-        vad_stream: Callable[[], VadStream] | None = None,
+        vad_stream: Callable[[], VadFeed] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
@@ -153,7 +162,7 @@ class LiveSession:
     def _apply(self, config: LiveConfig) -> None:
         self.config = config
         self._resampler = StreamResampler(config.input_rate_hz)
-        self._vad: VadStream | None = None
+        self._vad: VadFeed | None = None
         self._vad_origin = 0
         self._turns: TurnDetector | None = None
         if config.vad is not None:
@@ -220,7 +229,7 @@ class LiveSession:
     async def _detect_turns(self, samples: np.ndarray) -> None:
         assert self._vad is not None and self._turns is not None
         first_window = self._vad.windows_seen
-        probabilities = self._vad.feed(samples)
+        probabilities = await self._vad.probabilities(samples)
         threshold = self._turns.params.threshold
         for index, probability in enumerate(probabilities):
             window_end = self._vad_origin + (first_window + index + 1) * WINDOW_SAMPLES

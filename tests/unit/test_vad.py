@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from itertools import zip_longest
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import ENGINE_RATE_HZ
 from earshot.audio.vad import WINDOW_MS, WINDOW_SAMPLES, SileroModel, VadParams, silero_model_path
+from earshot.audio.vad_runner import VadRunner
 from earshot.streaming.turns import TurnDetector, TurnEnded, TurnStarted
 from tests.conftest import shared_audio
 
@@ -159,3 +161,22 @@ def test_two_utterances_apart_make_two_turns_at_the_silence_edges() -> None:
     assert abs(second_start.onset_ms - silence_end_ms) <= 200
     assert second_start.audio_start_ms == second_start.onset_ms - 300
     assert abs(second_end.audio_end_ms - len(audio) * 1000 // ENGINE_RATE_HZ) <= 200
+
+
+async def test_the_vad_thread_gives_each_session_what_it_would_get_inline() -> None:
+    samples = clip_samples("pocketsphinx-testdata/goforward.wav")
+    runner = VadRunner(SileroModel.shared)
+    try:
+        threaded = [runner.stream() for _ in range(3)]
+        chunks = [samples[i : i + 1600] for i in range(0, len(samples), 1600)]
+        # Three sessions append at once, chunk after chunk, as live sockets would.
+        got = [
+            await asyncio.gather(*(stream.probabilities(chunk) for stream in threaded)) for chunk in chunks
+        ]
+        inline = SileroModel.shared().stream()
+        expected = np.concatenate([inline.feed(chunk) for chunk in chunks])
+        for session in range(3):
+            np.testing.assert_allclose(np.concatenate([step[session] for step in got]), expected, atol=1e-6)
+        assert threaded[0].windows_seen == len(expected)
+    finally:
+        runner.close()
