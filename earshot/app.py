@@ -22,6 +22,7 @@ from earshot.api import admin, health, metrics, openai_realtime, openai_rest, us
 from earshot.api.access_log import AccessLogMiddleware
 from earshot.api.admission import Accounts
 from earshot.api.context import Gateway
+from earshot.api.credentials import redact_server_logs
 from earshot.api.errors import install_error_handlers
 from earshot.api.metrics import Metrics
 from earshot.audio.vad import SileroModel
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("earshot %s: database %s, redis %s", __version__, db.safe_url, _redis_label(settings))
             yield
 
+    redact_server_logs()
     app = FastAPI(title="earshot", version=__version__, lifespan=lifespan)
     app.state.metrics = app_metrics
     install_error_handlers(app)

@@ -44,10 +44,10 @@ class Admission:
 
     def use_model(self, requested: str, route: Route, names: set[str]) -> None:
         """Check the key may use the routed model (by any of its names) and price the ticket by it."""
-        self.ticket.model = route.model_id
-        self.ticket.price = Price(route.spec.price, route.spec.unit)
         if self.key is not None:
             check_model(self.key, requested, names)
+        self.ticket.model = route.model_id
+        self.ticket.price = Price(route.spec.price, route.spec.unit)
 
     async def reserve(self, audio_ms: int) -> None:
         """Count one-shot audio and debit credit for it before the work starts."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping, Sequence
 
 OPENAI_KEY_SUBPROTOCOL = "openai-insecure-api-key."
@@ -29,3 +31,32 @@ def credential_from(
             return subprotocols[index + 1].strip()
     api_key = query.get("api_key", "").strip()
     return api_key or None
+
+
+_QUERY_KEY = re.compile(r"((?:^|[?&])api_key=)[^&\s\"']*", re.IGNORECASE)
+
+
+def redact_query_keys(text: str) -> str:
+    """`text` with the value of every `api_key=` query parameter replaced by `***`."""
+    return _QUERY_KEY.sub(r"\1***", text)
+
+
+class QueryKeyRedactor(logging.Filter):
+    """Keeps keys sent as `?api_key=` out of log lines (uvicorn logs each WebSocket handshake's path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any("api_key=" in str(arg).lower() for arg in record.args):
+            record.args = tuple(
+                redact_query_keys(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        if isinstance(record.msg, str) and "api_key=" in record.msg.lower():
+            record.msg = redact_query_keys(record.msg)
+        return True
+
+
+def redact_server_logs() -> None:
+    """Install the redactor on the loggers a server writes request paths to."""
+    for name in ("uvicorn.error", "uvicorn.access", "uvicorn"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QueryKeyRedactor) for f in logger.filters):
+            logger.addFilter(QueryKeyRedactor())

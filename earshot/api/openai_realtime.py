@@ -226,7 +226,11 @@ class RealtimeProtocol:
             try:
                 self.model_id = self._resolve_model(updated.model)
             except ModelRefused as e:
-                param = "session.input_audio_transcription.model"
+                param = (
+                    "session.input_audio_transcription.model"
+                    if self.dialect == "beta"
+                    else "session.audio.input.transcription.model"
+                )
                 return [self._error("invalid_request_error", e.code, e.message, event_id, param)]
         # Audio already buffered was heard under the old format and turn detection: it ends its turn first.
         hearing_changed = (updated.input_rate_hz, updated.vad) != (
@@ -292,7 +296,7 @@ class RealtimeProtocol:
             item.transcript += delta
             return [Send(events.delta(item.id, delta))]
         if isinstance(event, UtteranceEnd):
-            return self._completed()
+            return self._completed(event)
         if isinstance(event, Error):
             return self._failed(event)
         return []
@@ -305,10 +309,15 @@ class RealtimeProtocol:
         previous, self._previous_item_id = self._previous_item_id, item.id
         return [Send(message) for message in events.committed(self.dialect, item.id, previous)]
 
-    def _completed(self) -> list[Action]:
-        item = self._items.popleft()
-        seconds = max(0, (item.end_ms if item.end_ms is not None else item.start_ms) - item.start_ms) / 1000
-        return [Send(events.completed(item.id, item.transcript, seconds))]
+    def _completed(self, end: UtteranceEnd) -> list[Action]:
+        item = self._items[0]
+        # A turn the server flushed itself (the session is ending) was never committed: commit it first.
+        actions = [] if item.committed else self._committed(item)
+        if item.end_ms is None:
+            item.end_ms = max(item.start_ms, round(end.t * 1000))
+        self._items.popleft()
+        seconds = max(0, item.end_ms - item.start_ms) / 1000
+        return [*actions, Send(events.completed(item.id, item.transcript, seconds))]
 
     def _failed(self, error: Error) -> list[Action]:
         # The session dropped every turn it had pending: each of their items fails.

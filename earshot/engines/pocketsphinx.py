@@ -215,15 +215,18 @@ def stream_feed(
     state = _streams[stream_id]
     if not pcm16:
         return []
+    results: list[EngineResult] = []
+    if len(state.utterance_pcm) + len(pcm16) > MAX_REGION_S * ENGINE_RATE_HZ * 2:
+        # Speech with no pause long enough to end it is cut where one pass still decodes it well.
+        results = stream_finalize(config, stream_id)
     if state.utterance_start_sample is None:
         state.utterance_start_sample = state.samples_seen
         state.last_partial = ""
         state.decoding = False
     state.samples_seen += len(pcm16) // 2
-    if len(state.utterance_pcm) < MAX_REGION_S * ENGINE_RATE_HZ * 2:
-        state.utterance_pcm += pcm16
+    state.utterance_pcm += pcm16
     if not interim_results:
-        return []
+        return results
     if state.decoding:
         state.decoder.process_raw(pcm16, False, False)
     elif len(state.utterance_pcm) >= PRIME_S * ENGINE_RATE_HZ * 2:
@@ -233,14 +236,14 @@ def stream_feed(
         state.decoder.process_raw(bytes(state.utterance_pcm), False, False)
         state.decoding = True
     else:
-        return []
+        return results
     hypothesis = state.decoder.hyp()
     text = hypothesis.hypstr if hypothesis is not None else ""
     if not text or text == state.last_partial:
-        return []
+        return results
     state.last_partial = text
     start_s = state.utterance_start_sample / ENGINE_RATE_HZ
-    return [Partial(text=text, start=start_s, end=state.samples_seen / ENGINE_RATE_HZ)]
+    return [*results, Partial(text=text, start=start_s, end=state.samples_seen / ENGINE_RATE_HZ)]
 
 
 def _cepstral_mean(config: PocketsphinxConfig, pcm16: bytes) -> str:
@@ -256,8 +259,7 @@ def stream_finalize(config: PocketsphinxConfig, stream_id: str) -> list[EngineRe
     """End the current utterance of a live stream and return its Final, if it had words.
 
     The live pass normalises features as audio arrives, which guesses badly at the start of a stream; the
-    Final comes from a second, whole-utterance pass (as one-shot decoding does) unless the utterance
-    outgrew the buffer kept for it.
+    Final comes from a second, whole-utterance pass, as one-shot decoding does.
     """
     state = _streams[stream_id]
     if state.utterance_start_sample is None:
@@ -268,13 +270,7 @@ def stream_finalize(config: PocketsphinxConfig, stream_id: str) -> list[EngineRe
         state.decoder.end_utt()
     state.utterance_start_sample = None
     pcm, state.utterance_pcm = bytes(state.utterance_pcm), bytearray()
-    if not _audible(pcm):
-        words = []
-    elif len(pcm) // 2 == state.samples_seen - round(start_s * ENGINE_RATE_HZ):
-        segment = decode_region(config, pcm, start_s)
-        words = list(segment.words)
-    else:
-        words = _words(state.decoder, start_s) if was_decoding else []
+    words = list(decode_region(config, pcm, start_s).words) if _audible(pcm) else []
     if not words:
         return []
     text = " ".join(word.word for word in words)

@@ -197,10 +197,14 @@ async def test_a_session_ends_at_the_maximum_duration(keyed: tuple[RunningServer
 
 async def test_refused_connections_get_an_error_event_and_1008(keyed: tuple[RunningServer, str]) -> None:
     server, url = keyed
+    _, query_key = Admin(server).create_key()
     for headers in ({}, {"Authorization": "Bearer es_000000000000_wrong"}):
         async with websockets.connect(ws_url(server), additional_headers=headers) as ws:
             events, code = await ending(ws)
         assert errors(events) == ["invalid_api_key"] and code == 1008
+    async with websockets.connect(f"{ws_url(server)}&api_key={query_key}") as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+    assert query_key not in server.log_text(), "a key sent in the query string is not logged"
     key_id, key = Admin(server).create_key()
     subprotocols = ["realtime", f"openai-insecure-api-key.{key}"]
     async with websockets.connect(ws_url(server), subprotocols=subprotocols) as ws:  # type: ignore[arg-type]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 
 import pytest
 
 from earshot.accounts.keys import hash_secret, new_key, parse_key
-from earshot.api.credentials import credential_from
+from earshot.api.credentials import credential_from, redact_server_logs
 from earshot.settings import Settings
 
 KEY = "es_0123456789ab_" + "A1b2C3d4E5" * 4
@@ -142,3 +143,14 @@ def test_hash_secret() -> None:
 )
 def test_binds_loopback(host: str, loopback: bool) -> None:
     assert Settings(host=host).binds_loopback is loopback
+
+
+def test_keys_in_query_strings_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    redact_server_logs()
+    logger = logging.getLogger("uvicorn.error")
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        logger.info(
+            '%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/v1/realtime?intent=x&api_key=es_1_secret"
+        )
+    assert "es_1_secret" not in caplog.text
+    assert "/v1/realtime?intent=x&api_key=***" in caplog.text

@@ -426,7 +426,7 @@ def test_a_model_the_resolver_refuses_after_audio_keeps_the_old_model() -> None:
     error = the_error(protocol.receive_text(update_event("ga", session, event_id="evt_late")))
     assert error["code"] == "model_locked"
     assert error["event_id"] == "evt_late"
-    assert error["param"] == "session.input_audio_transcription.model"
+    assert error["param"] == "session.audio.input.transcription.model"
     assert protocol.model_id == "pocketsphinx-en"
     # Naming the same model again is no change, and asks no one.
     same = protocol.receive_text(update_event("ga", ga_input(transcription={"model": "whisper-1"})))
@@ -737,3 +737,19 @@ def test_refusal_is_one_error_event_then_a_policy_close(dialect: Dialect, code: 
         "param": None,
         "event_id": None,
     }
+
+
+def test_a_turn_the_server_flushes_while_ending_is_committed_before_it_completes() -> None:
+    protocol = new_protocol("ga")
+    [started] = messages(protocol.on_event(SpeechStarted(1.0)))
+    protocol.on_event(Final("still talking", 1.0, 2.0))
+    # The idle timeout or maximum duration flushes the open turn: no SpeechStopped comes.
+    ended = messages(protocol.on_event(UtteranceEnd(2.5)))
+    assert [event["type"] for event in ended] == [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    assert {event.get("item_id", event.get("item", {}).get("id")) for event in ended} == {started["item_id"]}
+    assert ended[-1]["transcript"] == "still talking"
+    assert ended[-1]["usage"]["seconds"] == 1.5

@@ -5,9 +5,11 @@ from __future__ import annotations
 from itertools import pairwise
 
 import numpy as np
+import pytest
 
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines import pocketsphinx
 from earshot.engines.base import Engine, TranscribeOptions, transcribe
 from earshot.engines.pocketsphinx import MAX_REGION_S, speech_regions
 from earshot.streaming.events import Final, Partial
@@ -58,3 +60,26 @@ async def test_stream_gives_partials_then_a_final_on_finalize(engine: Engine) ->
     assert finals[0].text == "go forward ten meters"
     assert [w.word for w in finals[0].words] == finals[0].text.split()
     assert finals[0].end == audio.duration_s or abs(finals[0].end - audio.duration_s) < 0.01
+
+
+def test_a_live_utterance_longer_than_one_pass_is_cut_and_keeps_all_its_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The worker-side functions, run in this process with a 3 s limit instead of 30 s.
+    monkeypatch.setattr(pocketsphinx, "MAX_REGION_S", 3.0)
+    audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
+    pcm = Audio(np.tile(audio.samples, 3)).pcm16()
+    config = pocketsphinx.PocketsphinxConfig()
+    pocketsphinx.stream_open(config, "long")
+    try:
+        results = []
+        for offset in range(0, len(pcm), 3200):
+            results += pocketsphinx.stream_feed(config, "long", pcm[offset : offset + 3200], False)
+        results += pocketsphinx.stream_finalize(config, "long")
+    finally:
+        pocketsphinx.stream_close("long")
+    finals = [r for r in results if isinstance(r, Final)]
+    assert len(finals) >= 3, "the utterance was cut at the limit rather than left undecoded"
+    heard = " ".join(final.text for final in finals).split()
+    assert heard.count("forward") == 3 and heard.count("go") >= 2
+    assert all(a.end <= b.start + 1e-6 for a, b in pairwise(finals))
