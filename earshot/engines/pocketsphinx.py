@@ -192,7 +192,8 @@ def _words(decoder: Any, offset_s: float) -> list[Word]:
 
 @dataclass(slots=True)
 class _StreamState:
-    decoder: Any
+    # The live pass's own decoder (about 90 MB), made only when the caller wants interim results.
+    decoder: Any = None
     samples_seen: int = 0
     utterance_start_sample: int | None = None
     last_partial: str = ""
@@ -201,8 +202,8 @@ class _StreamState:
 
 
 def stream_open(config: PocketsphinxConfig, stream_id: str) -> None:
-    """Create the decoder state of a live stream in this worker."""
-    _streams[stream_id] = _StreamState(decoder=_new_decoder(config))
+    """Create the state of a live stream in this worker."""
+    _streams[stream_id] = _StreamState()
 
 
 def stream_feed(
@@ -230,6 +231,8 @@ def stream_feed(
     if state.decoding:
         state.decoder.process_raw(pcm16, False, False)
     elif len(state.utterance_pcm) >= PRIME_S * ENGINE_RATE_HZ * 2:
+        if state.decoder is None:
+            state.decoder = _new_decoder(config)
         # Feature normalisation starts from the utterance's own first stretch rather than a generic guess.
         state.decoder.set_cmn(_cepstral_mean(config, bytes(state.utterance_pcm)))
         state.decoder.start_utt()
