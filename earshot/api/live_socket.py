@@ -43,6 +43,8 @@ WATCH_INTERVAL_S = 0.2
 KEY_CHECK_INTERVAL_S = 0.5
 # Close codes a client uses when it ends a session on purpose; anything else is a dropped connection.
 NORMAL_CLOSE_CODES = frozenset({1000, 1001})
+# How long an ending session waits for the client message it is carrying out.
+MESSAGE_FINISH_TIMEOUT_S = 5.0
 SERVER_RESTART_CODE = 1012
 
 
@@ -109,6 +111,7 @@ class LiveSocket:
         self.chooser = chooser
         self._model_id = chooser.route.model_id if chooser.route is not None else ""
         self._normal_close = False
+        self._awaiting_client = False
         self.session = self._new_session(protocol.live_config(), protocol.transcribe_options())
         self._send_lock = asyncio.Lock()
         self._ended: asyncio.Future[tuple[EndReason, str]] = asyncio.get_running_loop().create_future()
@@ -137,9 +140,7 @@ class LiveSocket:
         finally:
             unsubscribe()
             watchdog.cancel()
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
+            await self._stop_receiving(receiver)
         await self._finish(reason, message)
         return OUTCOME_OF_END[reason] if reason != "client_closed" or not self._normal_close else "ok"
 
@@ -163,9 +164,21 @@ class LiveSocket:
         with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
             await self.websocket.close(code, reason)
 
+    async def _stop_receiving(self, receiver: asyncio.Task[None]) -> None:
+        # A message being carried out is let finish (cut short, it could leave credit debited but
+        # unrecorded); the wait for the next message is simply cancelled.
+        if not self._awaiting_client and self._ended.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(receiver), MESSAGE_FINISH_TIMEOUT_S)
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+
     async def _receive(self) -> None:
         while True:
+            self._awaiting_client = True
             message = await self.websocket.receive()
+            self._awaiting_client = False
             if message["type"] == "websocket.disconnect":
                 code = int(message.get("code") or 1005)
                 self._normal_close = code in NORMAL_CLOSE_CODES
@@ -184,8 +197,7 @@ class LiveSocket:
                 actions = self.protocol.receive_text(text)
             else:
                 actions = self.protocol.receive_bytes(message.get("bytes") or b"")
-            # Actions run shielded: a message half carried out could leave credit debited but unrecorded.
-            await asyncio.shield(self._execute(actions))
+            await self._execute(actions)
             if self._ended.done():
                 return
 

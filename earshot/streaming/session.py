@@ -32,6 +32,8 @@ from earshot.streaming.stability import TurnText
 from earshot.streaming.turns import TurnDetector, TurnEnded, TurnStarted
 
 Expiry = Literal["idle_timeout", "max_duration"]
+# Audio chunks and finalize marks an engine feed queues before the session waits for the engine.
+FEED_QUEUE_LIMIT = 64
 # Audio kept from before a turn is detected, beyond its prefix padding (the VAD decides a window late).
 LOOKBACK_SLACK_MS = 200
 # Silence after the last speech that the engine still hears, as one-shot decoding pads its speech regions;
@@ -75,21 +77,60 @@ class _Turn:
     ends_turn: bool = True
 
 
-class _EngineFeed:
-    """One engine stream and the task that turns its results into session events."""
+class _FinalizeMark:
+    """In an engine feed's queue: finalize here."""
 
-    def __init__(self, stream: EngineStream, emit: Callable[[SessionEvent], None]) -> None:
+
+_FINALIZE = _FinalizeMark()
+
+
+class _EngineFeed:
+    """One engine stream, fed from a queue by one task, and the task that turns its results into events.
+
+    Sessions only enqueue audio and finalize marks, so turn events never wait for the engine; the queue is
+    bounded, so an engine slower than real time holds its caller back instead of piling up audio.
+    """
+
+    def __init__(
+        self, stream: EngineStream, emit: Callable[[SessionEvent], None], on_failure: Callable[[], None]
+    ) -> None:
         self.stream = stream
+        self._on_failure = on_failure
         self.sent_s = 0.0
         self.turns: deque[_Turn] = deque()
         self.failed = False
         self._emit = emit
-        self._pump = asyncio.get_running_loop().create_task(self._run())
+        self._commands: asyncio.Queue[np.ndarray | _FinalizeMark | None] = asyncio.Queue(FEED_QUEUE_LIMIT)
+        loop = asyncio.get_running_loop()
+        self._feeder = loop.create_task(self._feed())
+        self._pump = loop.create_task(self._run())
 
     async def send(self, samples: np.ndarray) -> None:
         if len(samples):
             self.sent_s += len(samples) / ENGINE_RATE_HZ
-            await self.stream.send(Audio(samples))
+            await self._commands.put(samples)
+
+    async def finalize(self) -> None:
+        await self._commands.put(_FINALIZE)
+
+    async def _feed(self) -> None:
+        while (command := await self._commands.get()) is not None:
+            if self.failed:
+                continue
+            try:
+                if isinstance(command, _FinalizeMark):
+                    await self.stream.finalize()
+                else:
+                    await self.stream.send(Audio(command))
+            except EngineError as e:
+                self._fail(e)
+
+    def _fail(self, error: EngineError) -> None:
+        if not self.failed:
+            self.failed = True
+            self.turns.clear()
+            self._emit(Error("transcription_failed", str(error)))
+            self._on_failure()
 
     async def _run(self) -> None:
         try:
@@ -112,18 +153,19 @@ class _EngineFeed:
                     for event in turn.text.on_result(result, turn.offset_s):
                         self._emit(event)
         except EngineError as e:
-            self.failed = True
-            self.turns.clear()
-            self._emit(Error("transcription_failed", str(e)))
+            self._fail(e)
 
     async def close(self) -> None:
+        """Carry out what is queued, close the stream, and let its last results through."""
+        await self._commands.put(None)
+        await self._feeder
         try:
             await self.stream.close()
         except EngineError:
             self.failed = True
             self._pump.cancel()
             return
-        # results() ends once the stream is closed: let the last results through.
+        # results() ends once the stream is closed.
         await self._pump
 
 
@@ -267,10 +309,7 @@ class LiveSession:
         current = feed.turns[-1]
         current.ends_turn = False
         feed.turns.append(_Turn(offset_s=current.offset_s, text=TurnText(current.text)))
-        try:
-            await feed.stream.finalize()
-        except EngineError as e:
-            await self._engine_failed(e)
+        await feed.finalize()
 
     def _heard_until(self) -> int:
         """Where the audio worth sending to the engine ends: the last speech plus a little silence."""
@@ -294,10 +333,7 @@ class LiveSession:
             return
         chunk = self._audio_between(self._sent_until, end_sample)
         self._sent_until = end_sample
-        try:
-            await self._feed.send(chunk)
-        except EngineError as e:
-            await self._engine_failed(e)
+        await self._feed.send(chunk)
 
     async def _end_turn(self, discard: bool = False) -> None:
         self._turn_start = None
@@ -305,25 +341,25 @@ class LiveSession:
         feed = self._feed
         if feed is None:
             return
-        if discard and feed.turns:
-            feed.turns[-1].discard = True
-        try:
-            await feed.stream.finalize()
-        except EngineError as e:
-            await self._engine_failed(e)
-
-    async def _engine_failed(self, error: EngineError) -> None:
-        self._turn_start = None
-        if self._feed is not None:
-            feed, self._feed = self._feed, None
-            feed.turns.clear()
-            await feed.close()
-        self._emit(Error("transcription_failed", str(error)))
+        if feed.turns:
+            turn = feed.turns[-1]
+            turn.discard = turn.discard or discard
+            # The turn ends no earlier than its audio, even if the engine reports no times.
+            turn.text.end_s = max(turn.text.end_s, self._sent_until / ENGINE_RATE_HZ)
+        await feed.finalize()
 
     async def _engine_feed(self) -> _EngineFeed:
-        if self._feed is None or self._feed.failed:
-            self._feed = _EngineFeed(self.engine.open_stream(self.options), self._emit)
+        """The engine feed for the next turn; one that failed is closed and replaced."""
+        if self._feed is not None and self._feed.failed:
+            failed, self._feed = self._feed, None
+            await failed.close()
+        if self._feed is None:
+            self._feed = _EngineFeed(self.engine.open_stream(self.options), self._emit, self._engine_failed)
         return self._feed
+
+    def _engine_failed(self) -> None:
+        # The open turn died with the engine stream; the next audio starts a new turn on a new stream.
+        self._turn_start = None
 
     async def commit(self) -> None:
         """End the current turn now (without a SpeechStopped); its Finals and UtteranceEnd follow."""

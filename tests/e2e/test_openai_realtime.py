@@ -52,7 +52,7 @@ async def test_sdk_gets_deltas_while_speaking_that_add_up_to_each_completed_tran
     # Two sentences with a short breath between them, streamed at real-time pace in 40 ms chunks.
     first = trimmed(speech("pocketsphinx-testdata/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"))
     second = trimmed(speech("pocketsphinx-testdata/librivox/sense_and_sensibility_01_austen_64kb-0930.wav"))
-    audio = np.concatenate([silence(0.4), first, silence(0.3), second, silence(1.5)])
+    audio = np.concatenate([silence(0.4), first, silence(0.2), second, silence(1.5)])
     log = EventLog()
     async with sdk(server).realtime.connect(extra_query=TRANSCRIPTION) as connection:
         created = await connection.recv()

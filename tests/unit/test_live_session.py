@@ -298,12 +298,12 @@ async def test_24_khz_input_reaches_the_engine_at_16_khz_at_the_same_pitch() -> 
         await session.append(pcm[start : start + 960])
     await session.commit()
     assert session.audio_ms == 2400
+    final, _ = await take(session, 2)
     received = np.concatenate(engine.streams[0].received)
     # 2/3 as many samples, less at most 20 ms the streaming resampler still holds.
     assert 2400 * 16 - 20 * 16 <= len(received) <= 2400 * 16
     spectrum = np.abs(np.fft.rfft(received))
     assert np.argmax(spectrum) * ENGINE_RATE_HZ / len(received) == pytest.approx(440, abs=2)
-    final, _ = await take(session, 2)
     assert isinstance(final, Final) and final.end == pytest.approx(2.4, abs=0.02)
 
 
