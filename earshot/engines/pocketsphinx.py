@@ -81,9 +81,11 @@ class PocketsphinxEngine:
             for decode in decodes:
                 decode.cancel()
 
-    def open_stream(self, options: TranscribeOptions) -> PocketsphinxStream:
-        """Start an incremental decode pinned to one worker."""
-        return PocketsphinxStream(self._config, self._pool, options.interim_results)
+    def open_stream(self, options: TranscribeOptions) -> PocketsphinxStream | UtteranceStream:
+        """Start an incremental decode pinned to one worker, or, without interim results, whole utterances."""
+        if options.interim_results:
+            return PocketsphinxStream(self._config, self._pool)
+        return UtteranceStream(self._config, self._pool)
 
 
 def speech_regions(
@@ -192,7 +194,7 @@ def _words(decoder: Any, offset_s: float) -> list[Word]:
 
 @dataclass(slots=True)
 class _StreamState:
-    # The live pass's own decoder (about 90 MB), made only when the caller wants interim results.
+    # The live pass's own decoder (about 90 MB), made once the first utterance is long enough to decode.
     decoder: Any = None
     samples_seen: int = 0
     utterance_start_sample: int | None = None
@@ -206,13 +208,8 @@ def stream_open(config: PocketsphinxConfig, stream_id: str) -> None:
     _streams[stream_id] = _StreamState()
 
 
-def stream_feed(
-    config: PocketsphinxConfig, stream_id: str, pcm16: bytes, interim_results: bool = True
-) -> list[EngineResult]:
-    """Decode more audio of a live stream; return a Partial when the hypothesis changed.
-
-    Without interim results the audio is only kept for the whole-utterance pass at finalize.
-    """
+def stream_feed(config: PocketsphinxConfig, stream_id: str, pcm16: bytes) -> list[EngineResult]:
+    """Decode more audio of a live stream; return a Partial when the hypothesis changed."""
     state = _streams[stream_id]
     if not pcm16:
         return []
@@ -226,8 +223,6 @@ def stream_feed(
         state.decoding = False
     state.samples_seen += len(pcm16) // 2
     state.utterance_pcm += pcm16
-    if not interim_results:
-        return results
     if state.decoding:
         state.decoder.process_raw(pcm16, False, False)
     elif len(state.utterance_pcm) >= PRIME_S * ENGINE_RATE_HZ * 2:
@@ -293,9 +288,8 @@ def stream_close(stream_id: str) -> None:
 class PocketsphinxStream:
     """An incremental pocketsphinx decode whose decoder lives in one worker process."""
 
-    def __init__(self, config: PocketsphinxConfig, pool: WorkerPool, interim_results: bool = True) -> None:
+    def __init__(self, config: PocketsphinxConfig, pool: WorkerPool) -> None:
         self._config = config
-        self._interim_results = interim_results
         self._pool = pool
         self._id = uuid.uuid4().hex
         self._worker: int | None = None
@@ -320,9 +314,7 @@ class PocketsphinxStream:
             if self._closed:
                 raise EngineError("the stream is closed")
             worker = await self._ensure_open()
-            for result in await self._pool.run_on(
-                worker, stream_feed, self._config, self._id, audio.pcm16(), self._interim_results
-            ):
+            for result in await self._pool.run_on(worker, stream_feed, self._config, self._id, audio.pcm16()):
                 self._results.put_nowait(result)
 
     async def finalize(self) -> None:
@@ -351,5 +343,64 @@ class PocketsphinxStream:
 
     async def results(self) -> AsyncIterator[EngineResult]:
         """Partial, Final and Flushed results until the stream is closed."""
+        while (result := await self._results.get()) is not None:
+            yield result
+
+
+class UtteranceStream:
+    """A live stream without interim results: each utterance is decoded whole, by whichever worker is free.
+
+    The audio waits here rather than in a worker, so a session costs no worker calls until it finalizes, and
+    its decodes spread over every worker instead of queueing behind the sessions pinned to one.
+    """
+
+    def __init__(self, config: PocketsphinxConfig, pool: WorkerPool) -> None:
+        self._config = config
+        self._pool = pool
+        self._utterance = bytearray()
+        self._utterance_start_sample = 0
+        self._samples_seen = 0
+        self._results: asyncio.Queue[EngineResult | None] = asyncio.Queue()
+        self._closed = False
+
+    async def send(self, audio: Audio) -> None:
+        """Keep more audio of the current utterance (cut and decoded at 30 s without a pause)."""
+        if self._closed:
+            raise EngineError("the stream is closed")
+        pcm16 = audio.pcm16()
+        if len(self._utterance) + len(pcm16) > MAX_REGION_S * ENGINE_RATE_HZ * 2:
+            await self._decode_utterance()
+        if not self._utterance:
+            self._utterance_start_sample = self._samples_seen
+        self._utterance += pcm16
+        self._samples_seen += len(pcm16) // 2
+
+    async def _decode_utterance(self) -> None:
+        pcm, self._utterance = bytes(self._utterance), bytearray()
+        if not _audible(pcm):
+            return
+        start_s = self._utterance_start_sample / ENGINE_RATE_HZ
+        segment = await self._pool.run(decode_region, self._config, pcm, start_s)
+        if segment.words:
+            end_s = self._samples_seen / ENGINE_RATE_HZ
+            self._results.put_nowait(Final(segment.text, start_s, end_s, segment.words))
+
+    async def finalize(self) -> None:
+        """Decode the utterance so far into a Final, then mark the flush."""
+        if self._closed:
+            return
+        await self._decode_utterance()
+        self._results.put_nowait(Flushed())
+
+    async def close(self) -> None:
+        """Finalize, then end `results()`."""
+        if self._closed:
+            return
+        await self.finalize()
+        self._closed = True
+        self._results.put_nowait(None)
+
+    async def results(self) -> AsyncIterator[EngineResult]:
+        """Final and Flushed results until the stream is closed."""
         while (result := await self._results.get()) is not None:
             yield result

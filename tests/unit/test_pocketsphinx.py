@@ -74,7 +74,7 @@ def test_a_live_utterance_longer_than_one_pass_is_cut_and_keeps_all_its_words(
     try:
         results = []
         for offset in range(0, len(pcm), 3200):
-            results += pocketsphinx.stream_feed(config, "long", pcm[offset : offset + 3200], False)
+            results += pocketsphinx.stream_feed(config, "long", pcm[offset : offset + 3200])
         results += pocketsphinx.stream_finalize(config, "long")
     finally:
         pocketsphinx.stream_close("long")
@@ -82,4 +82,25 @@ def test_a_live_utterance_longer_than_one_pass_is_cut_and_keeps_all_its_words(
     assert len(finals) >= 3, "the utterance was cut at the limit rather than left undecoded"
     heard = " ".join(final.text for final in finals).split()
     assert heard.count("forward") == 3 and heard.count("go") >= 2
+    assert all(a.end <= b.start + 1e-6 for a, b in pairwise(finals))
+
+
+async def test_without_interim_results_each_utterance_is_decoded_whole_and_long_ones_in_pieces(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pocketsphinx, "MAX_REGION_S", 3.0)
+    audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
+    stream = engine.open_stream(TranscribeOptions(interim_results=False))
+    long = np.tile(audio.samples, 3)
+    for offset in range(0, len(long), 1600):
+        await stream.send(Audio(long[offset : offset + 1600]))
+    await stream.finalize()
+    await stream.send(Audio(audio.samples))
+    await stream.close()
+    results = [result async for result in stream.results()]
+    assert not any(isinstance(r, Partial) for r in results), "no interim results were asked for"
+    finals = [r for r in results if isinstance(r, Final)]
+    assert len(finals) >= 4 and finals[-1].text == "go forward ten meters"
+    assert sum(final.text.split().count("forward") for final in finals) == 4
+    assert [type(r).__name__ for r in results].count("Flushed") == 2
     assert all(a.end <= b.start + 1e-6 for a, b in pairwise(finals))
