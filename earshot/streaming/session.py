@@ -8,6 +8,7 @@ and turns the engine's results into session events on the session's own audio cl
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +31,8 @@ from earshot.streaming.events import (
 )
 from earshot.streaming.stability import TurnText
 from earshot.streaming.turns import TurnDetector, TurnEnded, TurnStarted
+
+log = logging.getLogger(__name__)
 
 Expiry = Literal["idle_timeout", "max_duration"]
 # Audio chunks and finalize marks an engine feed queues before the session waits for the engine.
@@ -92,7 +95,10 @@ class _EngineFeed:
     """
 
     def __init__(
-        self, stream: EngineStream, emit: Callable[[SessionEvent], None], on_failure: Callable[[], None]
+        self,
+        stream: EngineStream,
+        emit: Callable[[SessionEvent], None],
+        on_failure: Callable[[_EngineFeed], None],
     ) -> None:
         self.stream = stream
         self._on_failure = on_failure
@@ -124,13 +130,17 @@ class _EngineFeed:
                     await self.stream.send(Audio(command))
             except EngineError as e:
                 self._fail(e)
+            except Exception:
+                # An engine bug must not leave the queue unread (the session would wait on it forever).
+                log.exception("live engine stream failed unexpectedly")
+                self._fail(EngineError("the engine failed"))
 
     def _fail(self, error: EngineError) -> None:
         if not self.failed:
             self.failed = True
             self.turns.clear()
             self._emit(Error("transcription_failed", str(error)))
-            self._on_failure()
+            self._on_failure(self)
 
     async def _run(self) -> None:
         try:
@@ -154,6 +164,9 @@ class _EngineFeed:
                         self._emit(event)
         except EngineError as e:
             self._fail(e)
+        except Exception:
+            log.exception("live engine results failed unexpectedly")
+            self._fail(EngineError("the engine failed"))
 
     async def close(self) -> None:
         """Carry out what is queued, close the stream, and let its last results through."""
@@ -357,9 +370,10 @@ class LiveSession:
             self._feed = _EngineFeed(self.engine.open_stream(self.options), self._emit, self._engine_failed)
         return self._feed
 
-    def _engine_failed(self) -> None:
+    def _engine_failed(self, feed: _EngineFeed) -> None:
         # The open turn died with the engine stream; the next audio starts a new turn on a new stream.
-        self._turn_start = None
+        if feed is self._feed:
+            self._turn_start = None
 
     async def commit(self) -> None:
         """End the current turn now (without a SpeechStopped); its Finals and UtteranceEnd follow."""

@@ -55,6 +55,9 @@ class ScriptedStream:
         if self._engine.failing_sends:
             self._engine.failing_sends -= 1
             raise EngineError("the engine fell over")
+        if self._engine.buggy_sends:
+            self._engine.buggy_sends -= 1
+            raise KeyError("a bug inside the engine")
         self.received.append(audio.samples)
 
     async def finalize(self) -> None:
@@ -87,10 +90,13 @@ class ScriptedEngine:
     ready = True
     language = "en"
 
-    def __init__(self, *lines: str, close_does_io: bool = True, failing_sends: int = 0) -> None:
+    def __init__(
+        self, *lines: str, close_does_io: bool = True, failing_sends: int = 0, buggy_sends: int = 0
+    ) -> None:
         self.lines = deque(lines)
         self.close_does_io = close_does_io
         self.failing_sends = failing_sends
+        self.buggy_sends = buggy_sends
         self.streams: list[ScriptedStream] = []
 
     async def start(self) -> None:
@@ -452,6 +458,19 @@ async def test_an_engine_send_failure_is_an_error_and_the_next_turn_works() -> N
     assert isinstance(events[0], Final) and events[0].text == "after the failure"
     assert len(engine.streams) == 2
     assert engine.streams[1].heard_s == pytest.approx(0.4)
+
+
+async def test_an_engine_bug_is_a_transcription_error_not_a_stuck_session() -> None:
+    engine = ScriptedEngine("after the bug", buggy_sends=1)
+    session = manual_session(engine)
+    await session.append(tone(500))
+    [error] = await take(session, 1)
+    assert error == Error("transcription_failed", "the engine failed"), "no internals reach the caller"
+    await session.append(tone(400))
+    await session.commit()
+    events = await close_and_collect(session)
+    assert kinds(events) == ["Final", "UtteranceEnd", "Closed"]
+    assert isinstance(events[0], Final) and events[0].text == "after the bug"
 
 
 # --- the real pocketsphinx engine ---
