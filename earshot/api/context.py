@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from starlette.requests import HTTPConnection
@@ -27,6 +28,26 @@ class Gateway:
     accounts: Accounts
     metrics: Metrics
     vad: VadRunner
+    # Set when the server starts shutting down: live sessions finish their turn, say why, and close.
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+    live_sessions: int = 0
+    no_live_sessions: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def live_session_started(self) -> None:
+        self.live_sessions += 1
+        self.no_live_sessions.clear()
+
+    def live_session_ended(self) -> None:
+        self.live_sessions -= 1
+        if not self.live_sessions:
+            self.no_live_sessions.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Ask every live session to end, and wait (up to `timeout_s`) until they have."""
+        self.draining.set()
+        if self.live_sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.no_live_sessions.wait(), timeout_s)
 
     async def admit(self, connection: HTTPConnection, *, bucket: str, route: str) -> Admission:
         """Admit an HTTP request or WebSocket handshake by the key it carries (metered from here on)."""

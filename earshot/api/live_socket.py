@@ -112,6 +112,8 @@ class LiveSocket:
         self._model_id = chooser.route.model_id if chooser.route is not None else ""
         self._normal_close = False
         self._awaiting_client = False
+        # The server closed the socket itself (shutting down without a drain): no one is left to tell.
+        self._server_closed = False
         self.session = self._new_session(protocol.live_config(), protocol.transcribe_options())
         self._send_lock = asyncio.Lock()
         self._ended: asyncio.Future[tuple[EndReason, str]] = asyncio.get_running_loop().create_future()
@@ -145,8 +147,8 @@ class LiveSocket:
         return OUTCOME_OF_END[reason] if reason != "client_closed" or not self._normal_close else "ok"
 
     async def _finish(self, reason: EndReason, message: str) -> None:
-        caller_gone = reason in ("client_closed", "shutdown")
-        flush = reason in ("idle_timeout", "max_duration")
+        caller_gone = reason == "client_closed" or self._server_closed
+        flush = reason in ("idle_timeout", "max_duration", "shutdown") and not caller_gone
         try:
             await self.session.close(flush=flush)
             await asyncio.gather(*self._pumps)
@@ -183,6 +185,7 @@ class LiveSocket:
                 code = int(message.get("code") or 1005)
                 self._normal_close = code in NORMAL_CLOSE_CODES
                 if code == SERVER_RESTART_CODE:
+                    self._server_closed = True
                     self.end("shutdown", "the server is shutting down")
                 else:
                     self.end("client_closed", "the client closed the connection")
@@ -278,6 +281,8 @@ class LiveSocket:
         since_key_check = 0.0
         while not self._ended.done():
             await asyncio.sleep(WATCH_INTERVAL_S)
+            if self.gateway.draining.is_set():
+                self.end("shutdown", "the server is shutting down; reconnect to go on")
             expiry = self.session.expired()
             if expiry == "idle_timeout":
                 self.end("idle_timeout", "the session was idle for too long")
@@ -333,7 +338,11 @@ async def serve_live(
         live_config = LiveConfig(idle_timeout_s=dials.keepalive_s, max_duration_s=dials.max_session_s)
         protocol = make_protocol(chooser, model_id, live_config)
         socket = LiveSocket(websocket, gateway, admission, protocol, chooser)
-        outcome = await socket.run(subprotocol)
+        gateway.live_session_started()
+        try:
+            outcome = await socket.run(subprotocol)
+        finally:
+            gateway.live_session_ended()
     except asyncio.CancelledError:
         outcome = "shutdown"
         raise

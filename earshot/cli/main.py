@@ -61,6 +61,7 @@ def serve(
     import uvicorn
 
     from earshot.app import create_app
+    from earshot.cli.server import DrainingServer
 
     settings = _settings(config, host=host, port=port, allow_anonymous=allow_anonymous or None)
     _catalog(settings)
@@ -72,14 +73,16 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    server_config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         ws_max_size=settings.ws_max_message_bytes,
     )
+    DrainingServer(server_config, app).run()
 
 
 async def _prepare_store(settings: Settings) -> None:

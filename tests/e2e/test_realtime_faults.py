@@ -220,7 +220,12 @@ def test_server_shutdown_leaves_one_shutdown_record(backend: str, tmp_path: Path
         sent_ms = await stream(ws, 1.0)
         await asyncio.sleep(0.3)
         server.process.terminate()
-        _, code = await ending(ws)
+        events, code = await ending(ws)
+        assert errors(events) == ["server_shutting_down"]
+        completed = [
+            e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"
+        ]
+        assert completed and completed[-1]["transcript"], "the open turn is transcribed before the close"
         assert code == 1012, "the client is told the server is restarting"
         return sent_ms
 
