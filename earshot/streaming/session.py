@@ -8,7 +8,6 @@ and turns the engine's results into session events on the session's own audio cl
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -17,26 +16,15 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, StreamResampler, pcm16_to_float
+from earshot.audio.pcm import ENGINE_RATE_HZ, StreamResampler, pcm16_to_float
 from earshot.audio.vad import WINDOW_SAMPLES, VadParams
-from earshot.engines.base import Engine, EngineError, EngineStream, TranscribeOptions
-from earshot.streaming.events import (
-    Closed,
-    Error,
-    Flushed,
-    SessionEvent,
-    SpeechStarted,
-    SpeechStopped,
-    UtteranceEnd,
-)
+from earshot.engines.base import Engine, TranscribeOptions
+from earshot.streaming.engine_feed import EngineFeed, Turn
+from earshot.streaming.events import Closed, SessionEvent, SpeechStarted, SpeechStopped
 from earshot.streaming.stability import TurnText
 from earshot.streaming.turns import TurnDetector, TurnEnded, TurnStarted
 
-log = logging.getLogger(__name__)
-
 Expiry = Literal["idle_timeout", "max_duration"]
-# Audio chunks and finalize marks an engine feed queues before the session waits for the engine.
-FEED_QUEUE_LIMIT = 64
 # Audio kept from before a turn is detected, beyond its prefix padding (the VAD decides a window late).
 LOOKBACK_SLACK_MS = 200
 # Silence after the last speech that the engine still hears, as one-shot decoding pads its speech regions;
@@ -70,118 +58,6 @@ class LiveConfig:
     max_duration_s: float = 3600.0
 
 
-@dataclass(slots=True)
-class _Turn:
-    """Where a turn's engine times sit on the session clock, and whether its results are wanted."""
-
-    offset_s: float
-    text: TurnText
-    discard: bool = False
-    ends_turn: bool = True
-
-
-class _FinalizeMark:
-    """In an engine feed's queue: finalize here."""
-
-
-_FINALIZE = _FinalizeMark()
-
-
-class _EngineFeed:
-    """One engine stream, fed from a queue by one task, and the task that turns its results into events.
-
-    Sessions only enqueue audio and finalize marks, so turn events never wait for the engine; the queue is
-    bounded, so an engine slower than real time holds its caller back instead of piling up audio.
-    """
-
-    def __init__(
-        self,
-        stream: EngineStream,
-        emit: Callable[[SessionEvent], None],
-        on_failure: Callable[[_EngineFeed], None],
-    ) -> None:
-        self.stream = stream
-        self._on_failure = on_failure
-        self.sent_s = 0.0
-        self.turns: deque[_Turn] = deque()
-        self.failed = False
-        self._emit = emit
-        self._commands: asyncio.Queue[np.ndarray | _FinalizeMark | None] = asyncio.Queue(FEED_QUEUE_LIMIT)
-        loop = asyncio.get_running_loop()
-        self._feeder = loop.create_task(self._feed())
-        self._pump = loop.create_task(self._run())
-
-    async def send(self, samples: np.ndarray) -> None:
-        if len(samples):
-            self.sent_s += len(samples) / ENGINE_RATE_HZ
-            await self._commands.put(samples)
-
-    async def finalize(self) -> None:
-        await self._commands.put(_FINALIZE)
-
-    async def _feed(self) -> None:
-        while (command := await self._commands.get()) is not None:
-            if self.failed:
-                continue
-            try:
-                if isinstance(command, _FinalizeMark):
-                    await self.stream.finalize()
-                else:
-                    await self.stream.send(Audio(command))
-            except EngineError as e:
-                self._fail(e)
-            except Exception:
-                # An engine bug must not leave the queue unread (the session would wait on it forever).
-                log.exception("live engine stream failed unexpectedly")
-                self._fail(EngineError("the engine failed"))
-
-    def _fail(self, error: EngineError) -> None:
-        if not self.failed:
-            self.failed = True
-            self.turns.clear()
-            self._emit(Error("transcription_failed", str(error)))
-            self._on_failure(self)
-
-    async def _run(self) -> None:
-        try:
-            async for result in self.stream.results():
-                turn = self.turns[0] if self.turns else None
-                if turn is None:
-                    continue
-                if isinstance(result, Flushed):
-                    self.turns.popleft()
-                    if not turn.ends_turn and self.turns:
-                        # The turn goes on in the next phrase, which starts the clock where this one ended.
-                        following = self.turns[0].text
-                        following.end_s = max(following.end_s, turn.text.end_s)
-                    if not turn.discard:
-                        for final in turn.text.flush():
-                            self._emit(final)
-                        if turn.ends_turn:
-                            self._emit(UtteranceEnd(turn.text.end_s))
-                elif not turn.discard:
-                    for event in turn.text.on_result(result, turn.offset_s):
-                        self._emit(event)
-        except EngineError as e:
-            self._fail(e)
-        except Exception:
-            log.exception("live engine results failed unexpectedly")
-            self._fail(EngineError("the engine failed"))
-
-    async def close(self) -> None:
-        """Carry out what is queued, close the stream, and let its last results through."""
-        await self._commands.put(None)
-        await self._feeder
-        try:
-            await self.stream.close()
-        except EngineError:
-            self.failed = True
-            self._pump.cancel()
-            return
-        # results() ends once the stream is closed.
-        await self._pump
-
-
 class LiveSession:
     """A live transcription: `append` PCM16, control turns, read `events()` until Closed."""
 
@@ -200,7 +76,7 @@ class LiveSession:
         self._started_at = clock()
         self._last_activity = self._started_at
         self._events: asyncio.Queue[SessionEvent] = asyncio.Queue()
-        self._feed: _EngineFeed | None = None
+        self._feed: EngineFeed | None = None
         self._input_samples = 0
         self._input_ms_before_rate_change = 0
         self._samples = 0  # session clock, in engine-rate samples
@@ -321,7 +197,7 @@ class LiveSession:
         self._phrase_start = self._sent_until
         current = feed.turns[-1]
         current.ends_turn = False
-        feed.turns.append(_Turn(offset_s=current.offset_s, text=TurnText(current.text)))
+        feed.turns.append(Turn(offset_s=current.offset_s, text=TurnText(current.text)))
         await feed.finalize()
 
     def _heard_until(self) -> int:
@@ -339,7 +215,7 @@ class LiveSession:
         self._turn_start = at_sample
         self._sent_until = at_sample
         self._phrase_start = at_sample
-        feed.turns.append(_Turn(offset_s=at_sample / ENGINE_RATE_HZ - feed.sent_s, text=TurnText()))
+        feed.turns.append(Turn(offset_s=at_sample / ENGINE_RATE_HZ - feed.sent_s, text=TurnText()))
 
     async def _send_until(self, end_sample: int) -> None:
         if self._feed is None or end_sample <= self._sent_until:
@@ -361,16 +237,16 @@ class LiveSession:
             turn.text.end_s = max(turn.text.end_s, self._sent_until / ENGINE_RATE_HZ)
         await feed.finalize()
 
-    async def _engine_feed(self) -> _EngineFeed:
+    async def _engine_feed(self) -> EngineFeed:
         """The engine feed for the next turn; one that failed is closed and replaced."""
         if self._feed is not None and self._feed.failed:
             failed, self._feed = self._feed, None
             await failed.close()
         if self._feed is None:
-            self._feed = _EngineFeed(self.engine.open_stream(self.options), self._emit, self._engine_failed)
+            self._feed = EngineFeed(self.engine.open_stream(self.options), self._emit, self._engine_failed)
         return self._feed
 
-    def _engine_failed(self, feed: _EngineFeed) -> None:
+    def _engine_failed(self, feed: EngineFeed) -> None:
         # The open turn died with the engine stream; the next audio starts a new turn on a new stream.
         if feed is self._feed:
             self._turn_start = None

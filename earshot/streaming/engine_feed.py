@@ -1,0 +1,139 @@
+"""Feeding one engine stream for a live session, and turning its results into session events.
+
+The session only enqueues audio and finalize marks; one task carries them out in order, so turn events never
+wait for a decode, and another reads the stream's results. Each finalize ends one `Turn` entry (a phrase or a
+whole turn): its results are shifted onto the session clock, made append-only by its TurnText, and the entry's
+`Flushed` becomes an UtteranceEnd when it ends the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.base import EngineError, EngineStream
+from earshot.streaming.events import Error, Flushed, SessionEvent, UtteranceEnd
+from earshot.streaming.stability import TurnText
+
+log = logging.getLogger(__name__)
+
+# Audio chunks and finalize marks a feed queues before the session waits for the engine.
+FEED_QUEUE_LIMIT = 64
+
+
+@dataclass(slots=True)
+class Turn:
+    """Where a turn's engine times sit on the session clock, and whether its results are wanted."""
+
+    offset_s: float
+    text: TurnText
+    discard: bool = False
+    ends_turn: bool = True
+
+
+class _FinalizeMark:
+    """In an engine feed's queue: finalize here."""
+
+
+_FINALIZE = _FinalizeMark()
+
+
+class EngineFeed:
+    """One engine stream, fed from a queue by one task, and the task that turns its results into events.
+
+    Sessions only enqueue audio and finalize marks, so turn events never wait for the engine; the queue is
+    bounded, so an engine slower than real time holds its caller back instead of piling up audio.
+    """
+
+    def __init__(
+        self,
+        stream: EngineStream,
+        emit: Callable[[SessionEvent], None],
+        on_failure: Callable[[EngineFeed], None],
+    ) -> None:
+        self.stream = stream
+        self._on_failure = on_failure
+        self.sent_s = 0.0
+        self.turns: deque[Turn] = deque()
+        self.failed = False
+        self._emit = emit
+        self._commands: asyncio.Queue[np.ndarray | _FinalizeMark | None] = asyncio.Queue(FEED_QUEUE_LIMIT)
+        loop = asyncio.get_running_loop()
+        self._feeder = loop.create_task(self._feed())
+        self._pump = loop.create_task(self._run())
+
+    async def send(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self.sent_s += len(samples) / ENGINE_RATE_HZ
+            await self._commands.put(samples)
+
+    async def finalize(self) -> None:
+        await self._commands.put(_FINALIZE)
+
+    async def _feed(self) -> None:
+        while (command := await self._commands.get()) is not None:
+            if self.failed:
+                continue
+            try:
+                if isinstance(command, _FinalizeMark):
+                    await self.stream.finalize()
+                else:
+                    await self.stream.send(Audio(command))
+            except EngineError as e:
+                self._fail(e)
+            except Exception:
+                # An engine bug must not leave the queue unread (the session would wait on it forever).
+                log.exception("live engine stream failed unexpectedly")
+                self._fail(EngineError("the engine failed"))
+
+    def _fail(self, error: EngineError) -> None:
+        if not self.failed:
+            self.failed = True
+            self.turns.clear()
+            self._emit(Error("transcription_failed", str(error)))
+            self._on_failure(self)
+
+    async def _run(self) -> None:
+        try:
+            async for result in self.stream.results():
+                turn = self.turns[0] if self.turns else None
+                if turn is None:
+                    continue
+                if isinstance(result, Flushed):
+                    self.turns.popleft()
+                    if not turn.ends_turn and self.turns:
+                        # The turn goes on in the next phrase, which starts the clock where this one ended.
+                        following = self.turns[0].text
+                        following.end_s = max(following.end_s, turn.text.end_s)
+                    if not turn.discard:
+                        for final in turn.text.flush():
+                            self._emit(final)
+                        if turn.ends_turn:
+                            self._emit(UtteranceEnd(turn.text.end_s))
+                elif not turn.discard:
+                    for event in turn.text.on_result(result, turn.offset_s):
+                        self._emit(event)
+        except EngineError as e:
+            self._fail(e)
+        except Exception:
+            log.exception("live engine results failed unexpectedly")
+            self._fail(EngineError("the engine failed"))
+
+    async def close(self) -> None:
+        """Carry out what is queued, close the stream, and let its last results through."""
+        await self._commands.put(None)
+        await self._feeder
+        try:
+            await self.stream.close()
+        except EngineError:
+            self.failed = True
+            self._pump.cancel()
+            return
+        # results() ends once the stream is closed.
+        await self._pump
