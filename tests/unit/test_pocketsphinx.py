@@ -9,7 +9,7 @@ import pytest
 
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines import pocketsphinx
+from earshot.engines import pocketsphinx, pocketsphinx_live
 from earshot.engines.base import Engine, TranscribeOptions, transcribe
 from earshot.engines.pocketsphinx import MAX_REGION_S, speech_regions
 from earshot.streaming.events import Final, Partial
@@ -70,14 +70,14 @@ def test_a_live_utterance_longer_than_one_pass_is_cut_and_keeps_all_its_words(
     audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
     pcm = Audio(np.tile(audio.samples, 3)).pcm16()
     config = pocketsphinx.PocketsphinxConfig()
-    pocketsphinx.stream_open(config, "long")
+    pocketsphinx_live.stream_open(config, "long")
     try:
         results = []
         for offset in range(0, len(pcm), 3200):
-            results += pocketsphinx.stream_feed(config, "long", pcm[offset : offset + 3200])
-        results += pocketsphinx.stream_finalize(config, "long")
+            results += pocketsphinx_live.stream_feed(config, "long", pcm[offset : offset + 3200])
+        results += pocketsphinx_live.stream_finalize(config, "long")
     finally:
-        pocketsphinx.stream_close("long")
+        pocketsphinx_live.stream_close("long")
     finals = [r for r in results if isinstance(r, Final)]
     assert len(finals) >= 3, "the utterance was cut at the limit rather than left undecoded"
     heard = " ".join(final.text for final in finals).split()
