@@ -81,7 +81,6 @@ class RealtimeProtocol:
         self._previous_item_id: str | None = None
         self._buffered_ms = 0.0
         self._appended_ms = 0.0
-        self.audio_started = False
 
     # --- client messages ---
 
@@ -152,7 +151,6 @@ class RealtimeProtocol:
         added_ms = len(pcm16) / 2 / self.settings.input_rate_hz * 1000
         self._buffered_ms += added_ms
         self._appended_ms += added_ms
-        self.audio_started = True
         if self._open is None and self.settings.vad is None:
             self._open = _Item(events.new_item_id(), int(self._appended_ms - added_ms))
             self._items.append(self._open)

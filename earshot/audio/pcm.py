@@ -64,11 +64,11 @@ class StreamResampler:
             else soxr.ResampleStream(rate_hz, ENGINE_RATE_HZ, 1, dtype="float32", quality="HQ")
         )
 
-    def feed(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
-        """The engine-rate samples for the next chunk (`last` flushes the filter's tail)."""
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        """The engine-rate samples for the next chunk."""
         if self._stream is None:
             return samples.astype(np.float32, copy=False)
-        return np.asarray(self._stream.resample_chunk(samples, last=last), dtype=np.float32)
+        return np.asarray(self._stream.resample_chunk(samples), dtype=np.float32)
 
 
 def _ulaw_table() -> np.ndarray:
