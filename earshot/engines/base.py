@@ -59,6 +59,27 @@ class EngineError(Exception):
     """The engine failed on audio it accepted; the message is safe to show a caller."""
 
 
+class UpstreamError(EngineError):
+    """A provider call failed. The message is generic and safe to show; details go to DEBUG logs only.
+
+    `transient` failures (connect errors, timeouts, 429, 5xx, a socket closed with 1011) may succeed on
+    another try or another provider; the rest (400-class: bad audio, parameters or credentials) will not.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
 @runtime_checkable
 class EngineStream(Protocol):
     """An open incremental recognition: PCM in, Partial and Final results out."""

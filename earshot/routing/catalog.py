@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -10,7 +11,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Capability = Literal["transcribe", "stream", "realtime"]
-KNOWN_ENGINES = ("pocketsphinx", "null")
+KNOWN_ENGINES = (
+    "pocketsphinx",
+    "null",
+    "faster_whisper",
+    "vosk",
+    "openai",
+    "azure_openai",
+    "openai_compatible",
+    "deepgram",
+    "sarvam",
+    "whisperlivekit",
+)
 OPENAI_DEFAULT_MODEL_ID = "whisper-1"
 
 
@@ -23,13 +35,41 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    engine: Literal["pocketsphinx", "null"]
-    options: dict[str, Any] = Field(default_factory=dict)
+    engine: str
+    options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific settings")
     capabilities: tuple[Capability, ...] = ("transcribe", "stream", "realtime")
     owned_by: str = "earshot"
     description: str = ""
     price: float = Field(default=0.0, ge=0, description="Cost per unit of audio")
     unit: Literal["second", "minute"] = Field(default="second", description="minute rounds up per request")
+    # Providers: where the upstream is and how to reach it. Credentials only by environment variable name.
+    upstream_model: str | None = Field(default=None, description="The provider's own model name")
+    base_url: str | None = Field(default=None, description="Provider base URL (engines have defaults)")
+    api_key_env: str | None = Field(default=None, description="Environment variable with the key")
+    timeout_s: float = Field(default=60.0, gt=0, description="Longest wait for one upstream reply")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait to connect upstream")
+    # Routing: a bounded queue in front of a bounded number of concurrent upstream calls, a circuit breaker,
+    # and the models tried next when this one fails transiently.
+    max_concurrency: int | None = Field(default=None, ge=1, description="Concurrent calls; unset: no bound")
+    max_queue: int = Field(default=64, ge=0, description="Requests waiting for a slot before 429 server_busy")
+    circuit_failures: int = Field(default=5, ge=1, description="Consecutive failures that open the breaker")
+    circuit_reset_s: float = Field(default=30.0, gt=0, description="Seconds open before one trial request")
+    fallbacks: tuple[str, ...] = Field(default=(), description="Models tried in order on transient failure")
+
+    @model_validator(mode="after")
+    def _known_engine(self) -> ModelSpec:
+        if self.engine not in KNOWN_ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(KNOWN_ENGINES)}")
+        return self
+
+    def api_key(self, model_id: str) -> str:
+        """The upstream key, read from the environment variable the catalog names."""
+        if not self.api_key_env:
+            raise CatalogError(f"model {model_id!r} ({self.engine}) needs api_key_env (a variable name)")
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise CatalogError(f"model {model_id!r}: environment variable {self.api_key_env} is not set")
+        return value
 
 
 class CatalogFile(BaseModel):
@@ -52,6 +92,12 @@ class CatalogFile(BaseModel):
                 raise ValueError(f"alias {alias!r} points at unknown model {target!r}")
             if alias in self.models:
                 raise ValueError(f"alias {alias!r} is also a model id")
+        for model_id, spec in self.models.items():
+            for fallback in spec.fallbacks:
+                if fallback not in self.models:
+                    raise ValueError(f"model {model_id!r} falls back to unknown model {fallback!r}")
+                if fallback == model_id:
+                    raise ValueError(f"model {model_id!r} lists itself as a fallback")
         return self
 
 

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from dataclasses import dataclass
 
 from earshot.engines.base import Engine
 from earshot.engines.null import NullEngine
 from earshot.engines.pocketsphinx import PocketsphinxConfig, PocketsphinxEngine
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import Catalog, ModelSpec
+from earshot.routing.catalog import Catalog, CatalogError, ModelSpec
+
+# Engines other than the embedded ones live in `earshot.engines.<name>` and expose
+# `build(model_id, spec, pool) -> Engine`; they are imported only when the catalog uses them.
+PLUGGED_ENGINES = (
+    "faster_whisper",
+    "vosk",
+    "openai",
+    "azure_openai",
+    "openai_compatible",
+    "deepgram",
+    "sarvam",
+    "whisperlivekit",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +41,16 @@ def build_engine(model_id: str, spec: ModelSpec, pool: WorkerPool) -> Engine:
         return PocketsphinxEngine(PocketsphinxConfig.from_options(spec.options), pool, name=model_id)
     if spec.engine == "null":
         return NullEngine(name=model_id)
-    raise ValueError(f"unknown engine {spec.engine!r}")
+    if spec.engine in PLUGGED_ENGINES:
+        try:
+            module = importlib.import_module(f"earshot.engines.{spec.engine}")
+        except ImportError as e:
+            raise CatalogError(
+                f"model {model_id!r}: engine {spec.engine} needs a package that is not installed ({e.name})"
+            ) from e
+        engine: Engine = module.build(model_id, spec, pool)
+        return engine
+    raise CatalogError(f"model {model_id!r}: unknown engine {spec.engine!r}")
 
 
 class Router:
