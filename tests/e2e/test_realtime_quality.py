@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Iterator
 
-import httpx
 import numpy as np
 import pytest
 import websockets
@@ -15,6 +13,7 @@ import websockets
 from earshot.audio.decode import decode_audio
 from tests.conftest import ENGLISH_CLIPS, Clip, RunningServer, start_server, stop_server
 from tests.e2e.realtime_client import chunks, pcm24, silence
+from tests.e2e.wer import one_shot, word_errors, words
 
 CONCURRENT_SESSIONS = 4
 
@@ -26,31 +25,6 @@ def quality_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         yield server
     finally:
         stop_server(server)
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def word_errors(reference: list[str], hypothesis: list[str]) -> int:
-    """Substitutions, insertions and deletions between two word sequences (Levenshtein)."""
-    row = list(range(len(hypothesis) + 1))
-    for i, ref_word in enumerate(reference, 1):
-        diagonal, row[0] = row[0], i
-        for j, hyp_word in enumerate(hypothesis, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (ref_word != hyp_word))
-    return row[-1]
-
-
-def one_shot(server: RunningServer, clip: Clip) -> str:
-    response = httpx.post(
-        f"{server.base_url}/v1/audio/transcriptions",
-        files={"file": (clip.path.name, clip.path.read_bytes())},
-        data={"model": "whisper-1", "response_format": "text"},
-        timeout=120,
-    )
-    assert response.status_code == 200, response.text
-    return response.text
 
 
 async def live(url: str, clip: Clip, gate: asyncio.Semaphore) -> str:

@@ -1,0 +1,1 @@
+"""Fake cloud providers that speak each provider's real wire protocol, with injectable faults."""
