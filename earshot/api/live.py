@@ -7,7 +7,7 @@ shell (`api/live_socket.py`) carries them out. Nothing here touches a socket.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from earshot.engines.base import TranscribeOptions
 from earshot.store.records import Outcome
@@ -49,6 +49,11 @@ class Configure:
 
 
 @dataclass(frozen=True, slots=True)
+class EndStream:
+    """The client has no more audio: flush the open turn, deliver its text, then end with `finished`."""
+
+
+@dataclass(frozen=True, slots=True)
 class CloseSocket:
     """Close the connection with a WebSocket close code."""
 
@@ -65,14 +70,22 @@ class ModelRefused(Exception):
         self.message = message
 
 
-Action = Send | AppendAudio | Commit | Clear | Configure | CloseSocket
+Action = Send | AppendAudio | Commit | Clear | Configure | EndStream | CloseSocket
 
 EndReason = Literal[
-    "client_closed", "idle_timeout", "max_duration", "revoked", "insufficient_credits", "shutdown", "error"
+    "client_closed",
+    "finished",
+    "idle_timeout",
+    "max_duration",
+    "revoked",
+    "insufficient_credits",
+    "shutdown",
+    "error",
 ]
 
 OUTCOME_OF_END: dict[EndReason, Outcome] = {
     "client_closed": "client_closed",
+    "finished": "ok",
     "idle_timeout": "timeout",
     "max_duration": "max_duration",
     "revoked": "revoked",
@@ -111,4 +124,13 @@ class LiveProtocol(Protocol):
 
     def ending(self, reason: EndReason, message: str) -> list[Action]:
         """The last messages and the close, when the server ends the session."""
+        ...
+
+
+@runtime_checkable
+class WarnsOfLowCredit(Protocol):
+    """A live protocol that tells its client, once, when the key's credit runs low."""
+
+    def credits_low(self, seconds_remaining: float) -> list[Action]:
+        """The warning to send; the shell asks once per session, when credit falls under the dial."""
         ...

@@ -27,9 +27,11 @@ from earshot.api.live import (
     Commit,
     Configure,
     EndReason,
+    EndStream,
     LiveProtocol,
     ModelRefused,
     Send,
+    WarnsOfLowCredit,
 )
 from earshot.engines.base import EngineError, TranscribeOptions
 from earshot.routing.catalog import ModelNotFound
@@ -119,6 +121,7 @@ class LiveSocket:
         self._ended: asyncio.Future[tuple[EndReason, str]] = asyncio.get_running_loop().create_future()
         self._pumps: set[asyncio.Task[None]] = set()
         self._metered_ms = 0
+        self._warned_low_credit = False
 
     def _new_session(self, config: LiveConfig, options: TranscribeOptions) -> LiveSession:
         assert self.chooser.route is not None
@@ -131,7 +134,8 @@ class LiveSocket:
 
     async def run(self, subprotocol: str | None) -> Outcome:
         """Serve the connection until it ends; returns the usage outcome."""
-        await self.websocket.accept(subprotocol=subprotocol)
+        if self.websocket.application_state == WebSocketState.CONNECTING:
+            await self.websocket.accept(subprotocol=subprotocol)
         unsubscribe = self.gateway.accounts.revocations.subscribe(self._on_revoked)
         self._start_pump()
         receiver = asyncio.create_task(self._receive())
@@ -148,7 +152,7 @@ class LiveSocket:
 
     async def _finish(self, reason: EndReason, message: str) -> None:
         caller_gone = reason == "client_closed" or self._server_closed
-        flush = reason in ("idle_timeout", "max_duration", "shutdown") and not caller_gone
+        flush = reason in ("finished", "idle_timeout", "max_duration", "shutdown") and not caller_gone
         try:
             await self.session.close(flush=flush)
             await asyncio.gather(*self._pumps)
@@ -221,6 +225,8 @@ class LiveSocket:
                 await self.session.clear()
             elif isinstance(action, Configure):
                 await self._configure(action)
+            elif isinstance(action, EndStream):
+                self.end("finished", "the client has no more audio")
             elif isinstance(action, CloseSocket):
                 self.end("client_closed" if action.code < 1008 else "error", action.reason)
                 await self._close(action.code, action.reason)
@@ -236,6 +242,17 @@ class LiveSocket:
             await self.gateway.accounts.meter.consume(self.admission.ticket, newly_ms)
         except InsufficientCredits:
             self.end("insufficient_credits", "this API key has run out of credit seconds")
+        await self._warn_if_credits_low()
+
+    async def _warn_if_credits_low(self) -> None:
+        if self._warned_low_credit or not isinstance(self.protocol, WarnsOfLowCredit):
+            return
+        ticket = self.admission.ticket
+        threshold_ms = round(self.gateway.accounts.dials.current.credits_low_seconds * 1000)
+        if self.gateway.accounts.meter.credits_low(ticket, threshold_ms):
+            self._warned_low_credit = True
+            left_ms = (ticket.balance_ms or 0) + max(0, ticket.debited_ms - ticket.audio_ms)
+            await self._execute(self.protocol.credits_low(left_ms / 1000), finishing=True)
 
     async def _configure(self, action: Configure) -> None:
         if action.model != self._model_id:
@@ -301,7 +318,8 @@ class LiveSocket:
 
 async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Action]) -> None:
     """Accept only to say why not, then close (browsers can't read a refused handshake's status)."""
-    await websocket.accept(subprotocol=subprotocol)
+    if websocket.application_state == WebSocketState.CONNECTING:
+        await websocket.accept(subprotocol=subprotocol)
     for action in actions:
         if isinstance(action, Send) and isinstance(action.message, str):
             await websocket.send_text(action.message)
@@ -317,10 +335,17 @@ async def serve_live(
     subprotocol: str | None,
     make_protocol: Callable[[ModelChooser, str, LiveConfig], LiveProtocol],
     refusal: Callable[[str, str], list[Action]],
+    credential: str | None = None,
 ) -> None:
-    """Admit a live connection, serve it, and write its usage record once however it ends."""
+    """Admit a live connection, serve it, and write its usage record once however it ends.
+
+    The key is the handshake's, or `credential` when the client sent it in its first message.
+    """
     try:
-        admission = await gateway.admit(websocket, bucket=live_route.bucket, route=live_route.path)
+        if credential is None:
+            admission = await gateway.admit(websocket, bucket=live_route.bucket, route=live_route.path)
+        else:
+            admission = await _admit_with(gateway, websocket, live_route, credential)
     except AccessDenied as denial:
         await refuse(websocket, subprotocol, refusal(_denial_code(denial), str(denial)))
         return
@@ -357,6 +382,15 @@ async def serve_live(
             record.audio_ms / 1000,
             record.outcome,
         )
+
+
+async def _admit_with(
+    gateway: Gateway, websocket: WebSocket, live_route: LiveRoute, credential: str
+) -> Admission:
+    peer = websocket.client.host if websocket.client else "unknown"
+    admission = await gateway.accounts.admit(credential or None, peer, live_route.bucket, live_route.path)
+    websocket.state.key_id = admission.key_id
+    return admission
 
 
 def _denial_code(denial: AccessDenied) -> str:
