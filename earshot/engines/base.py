@@ -103,8 +103,12 @@ class Engine(Protocol):
     """A speech recogniser earshot can route to."""
 
     name: str
-    ready: bool
     language: str
+
+    @property
+    def ready(self) -> bool:
+        """True once `start` has loaded what the engine needs."""
+        ...
 
     async def start(self) -> None:
         """Load models or open connections; `ready` is true after."""

@@ -10,7 +10,11 @@ from earshot.engines.base import Engine
 from earshot.engines.null import NullEngine
 from earshot.engines.pocketsphinx import PocketsphinxConfig, PocketsphinxEngine
 from earshot.engines.workers import WorkerPool
+from earshot.routing.breaker import CircuitBreaker
 from earshot.routing.catalog import Catalog, CatalogError, ModelSpec
+from earshot.routing.chain import FallbackEngine
+from earshot.routing.gate import ConcurrencyGate
+from earshot.routing.provider import Provider
 
 # Engines other than the embedded ones live in `earshot.engines.<name>` and expose
 # `build(model_id, spec, pool) -> Engine`; they are imported only when the catalog uses them.
@@ -54,12 +58,29 @@ def build_engine(model_id: str, spec: ModelSpec, pool: WorkerPool) -> Engine:
 
 
 class Router:
-    """Resolves model ids to engines; engines are started together and stopped together."""
+    """Resolves model ids to their fallback chains; engines are started together and stopped together."""
 
     def __init__(self, catalog: Catalog, pool: WorkerPool) -> None:
         self.catalog = catalog
         self.engines: dict[str, Engine] = {
             model_id: build_engine(model_id, spec, pool) for model_id, spec in catalog.models.items()
+        }
+        self.providers = {
+            model_id: Provider(
+                model_id,
+                engine,
+                CircuitBreaker(
+                    catalog.models[model_id].circuit_failures, catalog.models[model_id].circuit_reset_s
+                ),
+                ConcurrencyGate(
+                    model_id, catalog.models[model_id].max_concurrency, catalog.models[model_id].max_queue
+                ),
+            )
+            for model_id, engine in self.engines.items()
+        }
+        self.chains = {
+            model_id: FallbackEngine([self.providers[m] for m in (model_id, *spec.fallbacks)])
+            for model_id, spec in catalog.models.items()
         }
 
     async def start(self) -> None:
@@ -78,4 +99,4 @@ class Router:
     def route(self, model_id: str | None) -> Route:
         """The route for a requested model id or alias (raises ModelNotFound)."""
         canonical = self.catalog.resolve(model_id)
-        return Route(canonical, self.catalog.models[canonical], self.engines[canonical])
+        return Route(canonical, self.catalog.models[canonical], self.chains[canonical])

@@ -1,0 +1,88 @@
+"""A model's fallback chain as one Engine: each provider behind its breaker and gate, tried in order.
+
+One-shot work moves to the next provider on a transient failure (connect error, timeout, 429, 5xx, close 1011)
+that happens before any segment reached the caller, and never on the caller's own errors (400-class). Live
+streams fail over mid-stream (routing/failover.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from earshot.audio.pcm import Audio
+from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError
+from earshot.routing.failover import FailoverStream
+from earshot.routing.gate import ServerBusy
+from earshot.routing.provider import Provider, circuit_open_error
+
+log = logging.getLogger(__name__)
+
+
+class FallbackEngine:
+    """The Engine a route hands out: the model's own provider first, then its fallbacks."""
+
+    def __init__(self, providers: list[Provider], clock: Callable[[], float] = time.monotonic) -> None:
+        if not providers:
+            raise ValueError("a chain needs at least one provider")
+        self.providers = providers
+        self.clock = clock
+        primary = providers[0].engine
+        self.name = providers[0].model_id
+        self.language = primary.language
+
+    @property
+    def ready(self) -> bool:
+        """Ready when the model's own engine is (fallbacks are started by the router too)."""
+        return self.providers[0].engine.ready
+
+    async def start(self) -> None:
+        """Nothing: the router starts and stops each engine once, however many chains share it."""
+
+    async def stop(self) -> None:
+        """Nothing: see `start`."""
+
+    async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
+        """Segments from the first provider that succeeds; raises the last failure when none does."""
+        failure: Exception | None = None
+        for index, provider in enumerate(self.providers):
+            if not provider.breaker.try_acquire(self.clock()):
+                failure = circuit_open_error(provider, self.clock())
+                continue
+            yielded = False
+            try:
+                async with provider.gate.slot():
+                    async for segment in provider.engine.transcribe_segments(audio, options):
+                        yielded = True
+                        yield segment
+            except ServerBusy as e:
+                provider.breaker.release()
+                failure = e
+                continue
+            except UpstreamError as e:
+                if not e.transient:
+                    provider.breaker.release()
+                    raise
+                provider.breaker.record_failure(self.clock())
+                if yielded:
+                    raise
+                failure = e
+                self._log_fallback(index, e)
+                continue
+            except BaseException:
+                provider.breaker.release()
+                raise
+            provider.breaker.record_success()
+            return
+        assert failure is not None
+        raise failure
+
+    def _log_fallback(self, index: int, error: UpstreamError) -> None:
+        following = self.providers[index + 1].model_id if index + 1 < len(self.providers) else None
+        if following is not None:
+            log.warning("model %s failed (%s); trying %s", self.providers[index].model_id, error, following)
+
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        """A live stream that moves to the next provider when its upstream fails mid-stream."""
+        return FailoverStream(self.providers, options, self.clock)
