@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from earshot.accounts.errors import AccessDenied, InsufficientCredits, ModelNotAllowed
+from earshot.accounts.errors import AccessDenied, InsufficientCredits
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway
 from earshot.api.errors import OpenAIError
@@ -33,9 +33,8 @@ from earshot.api.live import (
     Send,
     WarnsOfLowCredit,
 )
+from earshot.api.live_models import ModelChooser as ModelChooser
 from earshot.engines.base import EngineError, TranscribeOptions
-from earshot.routing.catalog import ModelNotFound
-from earshot.routing.router import Route
 from earshot.store.records import Outcome
 from earshot.streaming.session import LiveConfig, LiveSession
 
@@ -57,42 +56,6 @@ class LiveRoute:
     path: str
     bucket: str
     capability: str = "realtime"
-
-
-class ModelChooser:
-    """Resolves a session's requested model: it must exist, serve live audio and be allowed for the key."""
-
-    def __init__(self, gateway: Gateway, admission: Admission, capability: str) -> None:
-        self._gateway = gateway
-        self._admission = admission
-        self._capability = capability
-        self.route: Route | None = None
-        # Once audio has been metered under one model, the session can't move to another.
-        self.locked = False
-
-    def __call__(self, requested: str | None) -> str:
-        router = self._gateway.router
-        try:
-            route = router.route(requested)
-        except ModelNotFound as e:
-            raise ModelRefused("model_not_found", f"the model {requested!r} does not exist") from e
-        if self.locked and self.route is not None and route.model_id != self.route.model_id:
-            raise ModelRefused(
-                "model_locked",
-                "the transcription model can't change once audio has been appended; open a new session",
-            )
-        if self._capability not in route.spec.capabilities:
-            raise ModelRefused(
-                "model_not_supported", f"the model {route.model_id!r} does not serve live transcription"
-            )
-        try:
-            self._admission.use_model(
-                requested or route.model_id, route, router.catalog.names_of(route.model_id)
-            )
-        except ModelNotAllowed as e:
-            raise ModelRefused("model_not_allowed", str(e)) from e
-        self.route = route
-        return route.model_id
 
 
 class LiveSocket:
