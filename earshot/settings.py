@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest WebSocket message; bigger ones close with 1009"
     )
+    ws_auth_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long /ws/transcribe waits for its first (auth) message"
+    )
 
     database_url: str = Field(default="sqlite+aiosqlite:///earshot.db", description="SQLAlchemy async URL")
     redis_url: str | None = Field(default=None, description="Redis for shared limits and revocation")

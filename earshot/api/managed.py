@@ -1,0 +1,216 @@
+"""earshot's own live protocol: WS /ws/transcribe, authenticated by its first message.
+
+The client sends `auth` (an earshot key and the stream's config) within `ws_auth_timeout_s`; the server
+answers `ready`, then takes binary PCM16 frames and sends `transcript`, `utterance_end`, `credits_low` and
+`error` events, and `session_end` before it closes. `ManagedProtocol` is sans-I/O; the endpoint at the
+bottom reads the first message and hands the socket to the shared live socket shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import numpy as np
+from fastapi import APIRouter, WebSocket
+
+from earshot.api import managed_wire as wire
+from earshot.api.live import Action, AppendAudio, CloseSocket, Commit, EndReason, EndStream, Send
+from earshot.api.live_socket import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.audio.vad import VadParams
+from earshot.engines.base import TranscribeOptions
+from earshot.streaming.events import Error, Final, Partial, SessionEvent, UtteranceEnd
+from earshot.streaming.session import LiveConfig
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+POLICY_CLOSE = 1008
+BAD_REQUEST_CLOSE = 4400
+# The accounts layer's refusal codes (and the model chooser's) as managed error codes.
+_ERROR_OF_REFUSAL: dict[str, wire.ErrorCode] = {
+    "invalid_api_key": "AUTH_FAILED",
+    "model_not_allowed": "MODEL_NOT_ALLOWED",
+    "insufficient_quota": "INSUFFICIENT_CREDITS",
+    "rate_limit_exceeded": "RATE_LIMITED",
+    "concurrency_limit_exceeded": "RATE_LIMITED",
+}
+# Why the server ends a session: the error code (None: no error, just the goodbye) and the close code.
+_END: dict[EndReason, tuple[wire.ErrorCode | None, int]] = {
+    "client_closed": (None, 1000),
+    "finished": (None, 1000),
+    "idle_timeout": ("IDLE_TIMEOUT", 1000),
+    "max_duration": ("SESSION_EXPIRED", 1000),
+    "revoked": ("AUTH_FAILED", POLICY_CLOSE),
+    "insufficient_credits": ("INSUFFICIENT_CREDITS", POLICY_CLOSE),
+    "shutdown": ("SERVER_SHUTDOWN", 1012),
+    "error": ("UPSTREAM_ERROR", 1011),
+}
+
+
+class ManagedProtocol:
+    """The managed transcription conversation after `auth`, without I/O."""
+
+    def __init__(self, config: wire.StreamConfig, model_id: str, live_defaults: LiveConfig) -> None:
+        self.config = config
+        self.model_id = model_id
+        self.session_id = f"sess_{uuid.uuid4().hex[:22]}"
+        self._live_defaults = live_defaults
+        self._frame_bytes = 2 * config.channels
+        # The bytes of a sample frame split across two messages wait here for the rest of it.
+        self._partial_frame = b""
+        self._frames = 0
+        self._unflushed = False
+
+    @property
+    def seconds_used(self) -> float:
+        """Seconds of audio the client has sent (whole sample frames)."""
+        return self._frames / self.config.sample_rate
+
+    def live_config(self) -> LiveConfig:
+        """Server VAD at the client's sample rate, with the server's limits."""
+        defaults = self._live_defaults
+        return LiveConfig(
+            input_rate_hz=self.config.sample_rate,
+            vad=VadParams(),
+            idle_timeout_s=defaults.idle_timeout_s,
+            max_duration_s=defaults.max_duration_s,
+        )
+
+    def transcribe_options(self) -> TranscribeOptions:
+        """Language and interim results as the client asked."""
+        return TranscribeOptions(language=self.config.language, interim_results=self.config.interim_results)
+
+    def opened(self) -> list[Action]:
+        """`ready`: the client may start sending audio."""
+        return [Send(wire.ready(self.session_id, self.model_id))]
+
+    def receive_bytes(self, data: bytes) -> list[Action]:
+        """Audio: PCM16 little-endian, interleaved when there are several channels (mixed down to mono)."""
+        data = self._partial_frame + data
+        whole = len(data) - len(data) % self._frame_bytes
+        self._partial_frame = data[whole:]
+        if not whole:
+            return []
+        self._frames += whole // self._frame_bytes
+        self._unflushed = True
+        return [AppendAudio(_mono(data[:whole], self.config.channels))]
+
+    def receive_text(self, text: str) -> list[Action]:
+        """Controls: `keepalive`, `finalize` (flush into finals, stay open), `close` (flush, then end)."""
+        try:
+            message = wire.parse_object(text)
+        except wire.WireError as e:
+            return [Send(wire.error(e.code, e.message))]
+        kind = message.get("type")
+        if kind == "keepalive":
+            return []
+        if kind == "finalize":
+            flush, self._unflushed = self._unflushed, False
+            return [Commit()] if flush else []
+        if kind == "close":
+            return [EndStream()]
+        if kind == "auth":
+            return [Send(wire.error("BAD_REQUEST", "this session is already authenticated"))]
+        shown = kind if isinstance(kind, str) else repr(kind)
+        return [
+            Send(
+                wire.error("BAD_REQUEST", f"unknown message type {shown}; send keepalive, finalize or close")
+            )
+        ]
+
+    def on_event(self, event: SessionEvent) -> list[Action]:
+        """Server events for one session event."""
+        if isinstance(event, Final) and event.text:
+            return [Send(wire.transcript(event.text, True, event.start, event.end))]
+        if isinstance(event, Partial) and self.config.interim_results:
+            return [Send(wire.transcript(event.text, False, event.start, event.end))]
+        if isinstance(event, UtteranceEnd):
+            return [Send(wire.utterance_end(event.t))]
+        if isinstance(event, Error):
+            message = "transcription failed for the current utterance; the session goes on"
+            return [Send(wire.error("UPSTREAM_ERROR", message))]
+        return []
+
+    def credits_low(self, seconds_remaining: float) -> list[Action]:
+        """`credits_low`, sent once per session."""
+        return [Send(wire.credits_low(seconds_remaining))]
+
+    def ending(self, reason: EndReason, message: str) -> list[Action]:
+        """Why the server ends the session (unless the client asked), `session_end`, and the close."""
+        code, close_code = _END[reason]
+        actions: list[Action] = [] if code is None else [Send(wire.error(code, message))]
+        if reason != "client_closed":
+            actions.append(Send(wire.session_end(self.seconds_used)))
+        return [*actions, CloseSocket(close_code)]
+
+    @staticmethod
+    def refusal(code: str, message: str) -> list[Action]:
+        """The error and close for a session refused before `ready`."""
+        managed = _ERROR_OF_REFUSAL.get(code, "BAD_REQUEST")
+        return [Send(wire.error(managed, message)), CloseSocket(_close_of(managed))]
+
+    @staticmethod
+    def refused(error: wire.WireError) -> list[Action]:
+        """The error and close for a first message that can't open a session."""
+        return [Send(wire.error(error.code, error.message)), CloseSocket(_close_of(error.code))]
+
+
+def _close_of(code: wire.ErrorCode) -> int:
+    return BAD_REQUEST_CLOSE if code == "BAD_REQUEST" else POLICY_CLOSE
+
+
+def _mono(pcm16: bytes, channels: int) -> bytes:
+    if channels == 1:
+        return pcm16
+    frames = np.frombuffer(pcm16, dtype="<i2").reshape(-1, channels)
+    mixed: bytes = frames.mean(axis=1, dtype=np.float32).round().astype("<i2").tobytes()
+    return mixed
+
+
+MANAGED_ROUTE = LiveRoute(path="/ws/transcribe", bucket="managed")
+
+
+async def first_message(websocket: WebSocket, timeout_s: float) -> wire.AuthMessage | None:
+    """The client's `auth` message; None (after saying why, and closing) when it doesn't come or is bad."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), timeout_s)
+    except TimeoutError:
+        error = wire.WireError("AUTH_FAILED", f"no auth message within {timeout_s:g} s")
+        await refuse(websocket, None, ManagedProtocol.refused(error))
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    try:
+        if text is None:
+            raise wire.WireError("BAD_REQUEST", "send the auth message (JSON text) before any audio")
+        return wire.parse_auth(text)
+    except wire.WireError as e:
+        await refuse(websocket, None, ManagedProtocol.refused(e))
+        return None
+
+
+@router.websocket("/ws/transcribe")
+async def managed_transcription(websocket: WebSocket) -> None:
+    """A managed live transcription session: `auth` first, then binary PCM16."""
+    gateway = websocket.app.state.gateway
+    await websocket.accept()
+    auth = await first_message(websocket, gateway.settings.ws_auth_timeout_s)
+    if auth is None:
+        return
+
+    def make_protocol(chooser: ModelChooser, model_id: str, defaults: LiveConfig) -> ManagedProtocol:
+        return ManagedProtocol(auth.config, model_id, defaults)
+
+    await serve_live(
+        websocket,
+        gateway,
+        MANAGED_ROUTE,
+        auth.config.model,
+        None,
+        make_protocol,
+        ManagedProtocol.refusal,
+        credential=auth.token,
+    )
