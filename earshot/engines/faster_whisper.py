@@ -1,0 +1,253 @@
+"""faster-whisper: Whisper on CTranslate2, loaded once in every worker process; live through LocalAgreement-2.
+
+A catalog entry names a converted model directory (loaded with `local_files_only`) or a hub name (downloaded
+by faster-whisper on first start, into `download_root` or the Hugging Face cache). A whole buffer is decoded
+in one worker call; live streams re-decode the current turn's buffer (`streaming/agreement.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from earshot.audio.pcm import Audio
+from earshot.engines.base import EngineError, Segment, TranscribeOptions
+from earshot.engines.workers import WorkerPool
+from earshot.routing.catalog import CatalogError, ModelSpec
+from earshot.streaming.agreement import AgreementStream
+from earshot.streaming.events import Word
+
+log = logging.getLogger(__name__)
+
+# faster-whisper's own fallback: a decode that looks wrong is retried at the next temperature.
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class FasterWhisperOptions(BaseModel):
+    """A catalog entry's `options` for `engine: faster_whisper`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="A CTranslate2 model directory, or a hub name such as small.en")
+    download_root: str | None = Field(default=None, description="Where hub models are cached")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = Field(default="int8", description="CTranslate2 compute type: int8, float16, ...")
+    cpu_threads: int | None = Field(
+        default=None, ge=1, description="Threads per worker; unset: cores/workers"
+    )
+    language: str = Field(default="en", description="Language decoded when a request names none")
+    beam_size: int = Field(default=5, ge=1)
+    best_of: int = Field(default=5, ge=1)
+    patience: float = Field(default=1.0, gt=0)
+    temperature: tuple[float, ...] = Field(default=DEFAULT_TEMPERATURES, min_length=1)
+    compression_ratio_threshold: float | None = 2.4
+    log_prob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    repetition_penalty: float = Field(default=1.0, gt=0)
+    no_repeat_ngram_size: int = Field(default=0, ge=0)
+    initial_prompt: str | None = Field(default=None, description="Prompt used when a request gives none")
+    hotwords: str | None = None
+    vad_filter: bool = Field(default=False, description="Skip non-speech with faster-whisper's Silero VAD")
+    vad_parameters: dict[str, float | int] | None = None
+    word_timestamps: bool = Field(default=False, description="Always align words, even when not asked")
+    hallucination_silence_threshold: float | None = Field(default=None, gt=0)
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Tokens decoded per 30 s window")
+    chunk_length: int | None = Field(default=None, ge=1, le=30)
+    stream_step_s: float = Field(default=1.0, gt=0, description="Live: re-decode after this much new audio")
+    stream_max_buffer_s: float = Field(default=30.0, gt=0, description="Live: longest undecided buffer")
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperLoad:
+    """How a worker loads the model; hashable, so each worker keeps one model per distinct load."""
+
+    model: str
+    local_files_only: bool
+    download_root: str | None
+    device: str
+    compute_type: str
+    cpu_threads: int
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperDecode:
+    """Everything one decode needs, sent to a worker with the audio."""
+
+    load: WhisperLoad
+    kwargs: tuple[tuple[str, Any], ...]
+
+
+def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> FasterWhisperEngine:
+    """The engine for one catalog entry (called by the router)."""
+    try:
+        options = FasterWhisperOptions.model_validate(spec.options)
+    except ValidationError as e:
+        raise CatalogError(f"model {model_id!r} (faster_whisper): invalid options:\n{e}") from e
+    return FasterWhisperEngine(options, pool, name=model_id)
+
+
+class FasterWhisperEngine:
+    """Whisper through faster-whisper, decoding in the shared worker pool."""
+
+    def __init__(self, options: FasterWhisperOptions, pool: WorkerPool, name: str = "faster_whisper") -> None:
+        self.name = name
+        self.ready = False
+        self.language = options.language
+        self._options = options
+        self._pool = pool
+        is_directory = Path(options.model).expanduser().is_dir()
+        self._load = WhisperLoad(
+            model=str(Path(options.model).expanduser()) if is_directory else options.model,
+            local_files_only=is_directory,
+            download_root=options.download_root,
+            device=options.device,
+            compute_type=options.compute_type,
+            cpu_threads=options.cpu_threads or max(1, (os.cpu_count() or 1) // pool.size),
+        )
+
+    async def start(self) -> None:
+        """Load the model in every worker; the first loads alone, so a hub download happens once."""
+        await self._pool.run_on(0, warm_up, self._load)
+        await self._pool.on_every_worker(warm_up, self._load)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Nothing to release: the models live as long as the worker processes."""
+        self.ready = False
+
+    async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
+        """Decode the whole buffer in one worker; yield its segments in order."""
+        if not len(audio.samples):
+            return
+        decode = WhisperDecode(self._load, tuple(sorted(self.decode_kwargs(options).items())))
+        for segment in await self._pool.run(decode_audio, decode, audio.samples):
+            yield segment
+
+    def open_stream(self, options: TranscribeOptions) -> AgreementStream:
+        """A live stream made stable by LocalAgreement-2 over repeated whole-buffer decodes."""
+        return AgreementStream(
+            self, options, step_s=self._options.stream_step_s, max_buffer_s=self._options.stream_max_buffer_s
+        )
+
+    def decode_kwargs(self, options: TranscribeOptions) -> dict[str, Any]:
+        """faster-whisper's `transcribe` arguments for a request: the catalog's, then the caller's."""
+        configured = self._options
+        temperature: tuple[float, ...] = configured.temperature
+        # OpenAI's meaning: 0 (or nothing) lets the decoder raise the temperature when a decode looks wrong.
+        if options.temperature:
+            temperature = (options.temperature,)
+        return {
+            "language": (options.language or configured.language).split("-")[0].split("_")[0].lower(),
+            "initial_prompt": options.prompt or configured.initial_prompt,
+            "temperature": list(temperature),
+            "word_timestamps": options.word_timestamps or configured.word_timestamps,
+            "beam_size": configured.beam_size,
+            "best_of": configured.best_of,
+            "patience": configured.patience,
+            "compression_ratio_threshold": configured.compression_ratio_threshold,
+            "log_prob_threshold": configured.log_prob_threshold,
+            "no_speech_threshold": configured.no_speech_threshold,
+            "condition_on_previous_text": configured.condition_on_previous_text,
+            "repetition_penalty": configured.repetition_penalty,
+            "no_repeat_ngram_size": configured.no_repeat_ngram_size,
+            "hotwords": configured.hotwords,
+            "vad_filter": configured.vad_filter,
+            "vad_parameters": dict(configured.vad_parameters) if configured.vad_parameters else None,
+            "hallucination_silence_threshold": configured.hallucination_silence_threshold,
+            "max_new_tokens": configured.max_new_tokens,
+            "chunk_length": configured.chunk_length,
+        }
+
+
+# --- worker-process side: models are cached per process, keyed by how they were loaded ---
+
+_models: dict[WhisperLoad, Any] = {}
+
+
+def warm_up(load: WhisperLoad) -> None:
+    """Load this worker's model now rather than on the first request."""
+    load_model(load)
+
+
+def load_model(load: WhisperLoad) -> Any:
+    """This worker's model for `load`, created on first use."""
+    model = _models.get(load)
+    if model is None:
+        from faster_whisper import WhisperModel
+
+        try:
+            model = WhisperModel(
+                load.model,
+                device=load.device,
+                compute_type=load.compute_type,
+                cpu_threads=load.cpu_threads,
+                download_root=load.download_root,
+                local_files_only=load.local_files_only,
+            )
+        except (OSError, RuntimeError, ValueError) as e:
+            # Start-up only: the operator sees this, never a caller.
+            raise EngineError(f"faster-whisper could not load model {load.model!r}: {e}") from None
+        _models[load] = model
+    return model
+
+
+def decode_audio(decode: WhisperDecode, samples: np.ndarray) -> list[Segment]:
+    """Transcribe 16 kHz float32 samples; segments in order, their times kept inside the audio."""
+    model = load_model(decode.load)
+    duration_s = len(samples) / model.feature_extractor.sampling_rate
+    try:
+        pieces, _info = model.transcribe(samples, **dict(decode.kwargs))
+        return sane_segments([_segment(piece) for piece in pieces], duration_s)
+    except (RuntimeError, ValueError) as e:
+        log.debug("faster-whisper failed: %s", e)
+        raise EngineError("the engine could not transcribe this audio") from None
+
+
+def _segment(piece: Any) -> Segment:
+    words = tuple(
+        Word(word.word.strip(), float(word.start), float(word.end), round(float(word.probability), 4))
+        for word in piece.words or ()
+        if word.word.strip()
+    )
+    return Segment(
+        start=float(piece.start),
+        end=float(piece.end),
+        text=piece.text.strip(),
+        words=words,
+        avg_logprob=float(piece.avg_logprob),
+        no_speech_prob=float(piece.no_speech_prob),
+    )
+
+
+def sane_segments(segments: list[Segment], duration_s: float) -> list[Segment]:
+    """Drop empty segments and ones past the audio's end; clamp times into order inside the audio.
+
+    Whisper can predict timestamps past the end of the audio (the last window is padded to 30 s) or going
+    backwards; callers get times that are ordered and within the audio instead.
+    """
+    result: list[Segment] = []
+    floor_s = 0.0
+    for segment in segments:
+        if not segment.text or segment.start >= duration_s:
+            continue
+        start = round(max(segment.start, floor_s), 3)
+        end = round(min(max(segment.end, start), duration_s), 3)
+        words = []
+        word_floor_s = start
+        for word in segment.words:
+            word_start = round(min(max(word.start, word_floor_s), end), 3)
+            word_floor_s = round(min(max(word.end, word_start), end), 3)
+            words.append(Word(word.word, word_start, word_floor_s, word.confidence))
+        result.append(
+            Segment(start, end, segment.text, tuple(words), segment.avg_logprob, segment.no_speech_prob)
+        )
+        floor_s = end
+    return result
