@@ -1,0 +1,55 @@
+"""OpenAI's speech-to-text: REST `/v1/audio/transcriptions`, and streaming through the Realtime socket."""
+
+from __future__ import annotations
+
+from earshot.engines.openai_wire import (
+    OpenAIWireEngine,
+    RealtimeTarget,
+    RestTarget,
+    option_str,
+    realtime_dialect,
+    reply_format,
+    wants_upstream_realtime,
+    websocket_url,
+)
+from earshot.engines.workers import WorkerPool
+from earshot.routing.catalog import ModelSpec
+
+PROVIDER = "openai"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> OpenAIWireEngine:
+    """An engine for one catalog model served by OpenAI (or anything at `base_url` speaking its API)."""
+    base_url = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+    upstream_model = spec.upstream_model or model_id
+    dialect = realtime_dialect(spec, model_id, "ga")
+    spec.api_key(model_id)  # a missing key stops the server at start, with the variable's name
+
+    def rest() -> RestTarget:
+        headers = {"Authorization": f"Bearer {spec.api_key(model_id)}"}
+        return RestTarget(f"{base_url}/audio/transcriptions", headers, upstream_model)
+
+    def realtime() -> RealtimeTarget:
+        headers = {"Authorization": f"Bearer {spec.api_key(model_id)}"}
+        if dialect == "beta":
+            headers["OpenAI-Beta"] = "realtime=v1"
+        return RealtimeTarget(
+            provider=PROVIDER,
+            url=f"{websocket_url(base_url)}/realtime?intent=transcription",
+            headers=headers,
+            dialect=dialect,
+            model=upstream_model,
+            connect_timeout_s=spec.connect_timeout_s,
+            timeout_s=spec.timeout_s,
+        )
+
+    return OpenAIWireEngine(
+        model_id,
+        PROVIDER,
+        spec,
+        rest,
+        realtime if wants_upstream_realtime(spec, model_id) else None,
+        response_format=reply_format(spec, model_id),
+        language=option_str(spec, model_id, "language", "en") or "en",
+    )

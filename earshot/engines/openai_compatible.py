@@ -1,0 +1,36 @@
+"""Any server speaking OpenAI's `/audio/transcriptions` at a configured base URL (vLLM, speaches, LocalAI...).
+
+Streaming re-decodes the growing buffer through LocalAgreement-2, since such servers rarely offer Realtime.
+"""
+
+from __future__ import annotations
+
+from earshot.engines.openai_wire import OpenAIWireEngine, RestTarget, option_str, reply_format
+from earshot.engines.workers import WorkerPool
+from earshot.routing.catalog import CatalogError, ModelSpec
+
+PROVIDER = "openai_compatible"
+
+
+def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> OpenAIWireEngine:
+    """An engine for one catalog model served at `base_url` (e.g. http://host:8000/v1)."""
+    if not spec.base_url:
+        raise CatalogError(f"model {model_id!r} (openai_compatible) needs base_url, e.g. http://host:8000/v1")
+    base_url = spec.base_url.rstrip("/")
+    upstream_model = spec.upstream_model or model_id
+    if spec.api_key_env:
+        spec.api_key(model_id)
+
+    def rest() -> RestTarget:
+        # Local servers often need no key: api_key_env is optional here.
+        headers = {"Authorization": f"Bearer {spec.api_key(model_id)}"} if spec.api_key_env else {}
+        return RestTarget(f"{base_url}/audio/transcriptions", headers, upstream_model)
+
+    return OpenAIWireEngine(
+        model_id,
+        PROVIDER,
+        spec,
+        rest,
+        response_format=reply_format(spec, model_id),
+        language=option_str(spec, model_id, "language", "en") or "en",
+    )

@@ -1,0 +1,242 @@
+"""What the OpenAI-family engines share: the `/audio/transcriptions` call, its replies, and the engine class.
+
+`openai`, `azure_openai` and `openai_compatible` differ only in where they send a request and which headers
+carry the key (`RestTarget`), and in whether they can stream through a Realtime socket (`RealtimeTarget`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import wave
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import httpx
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError
+from earshot.engines.upstream import reference, status_error, transport_error
+from earshot.routing.catalog import CatalogError, ModelSpec
+from earshot.streaming.agreement import AgreementStream
+from earshot.streaming.events import Word
+
+log = logging.getLogger(__name__)
+
+RealtimeDialect = Literal["beta", "ga"]
+REPLY_FORMATS = ("verbose_json", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class RestTarget:
+    """Where a provider's transcription endpoint is and what goes with every request to it."""
+
+    url: str
+    headers: dict[str, str]
+    # The form's `model` field; None where the URL names the model (Azure deployments).
+    model: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeTarget:
+    """A provider's Realtime transcription socket: URL, headers, dialect and the model name it knows."""
+
+    provider: str
+    url: str
+    headers: dict[str, str]
+    dialect: RealtimeDialect
+    model: str
+    connect_timeout_s: float
+    timeout_s: float
+
+
+def option_str(spec: ModelSpec, model_id: str, name: str, default: str | None = None) -> str | None:
+    """A string engine option, or a CatalogError naming the model when it has another type."""
+    value = spec.options.get(name, default)
+    if value is not None and not isinstance(value, str):
+        raise CatalogError(f"model {model_id!r}: option {name} must be a string")
+    return value
+
+
+def reply_format(spec: ModelSpec, model_id: str) -> str:
+    """verbose_json (segments and word times) unless the catalog says the upstream model only does json."""
+    chosen = option_str(spec, model_id, "response_format", "verbose_json")
+    if chosen not in REPLY_FORMATS:
+        raise CatalogError(f"model {model_id!r}: response_format must be one of {', '.join(REPLY_FORMATS)}")
+    return chosen
+
+
+def realtime_dialect(spec: ModelSpec, model_id: str, default: RealtimeDialect) -> RealtimeDialect:
+    """The Realtime dialect the upstream speaks (option `realtime_dialect`)."""
+    chosen = option_str(spec, model_id, "realtime_dialect", default)
+    if chosen == "beta":
+        return "beta"
+    if chosen == "ga":
+        return "ga"
+    raise CatalogError(f"model {model_id!r}: realtime_dialect must be beta or ga")
+
+
+def wants_upstream_realtime(spec: ModelSpec, model_id: str) -> bool:
+    """Whether live streams use the provider's Realtime socket (option `upstream_realtime`, default on)."""
+    chosen = spec.options.get("upstream_realtime", True)
+    if not isinstance(chosen, bool):
+        raise CatalogError(f"model {model_id!r}: option upstream_realtime must be true or false")
+    return chosen
+
+
+def websocket_url(base_url: str) -> str:
+    """The ws:// or wss:// form of an http:// or https:// base URL."""
+    if base_url.startswith("https://"):
+        return "wss://" + base_url.removeprefix("https://")
+    if base_url.startswith("http://"):
+        return "ws://" + base_url.removeprefix("http://")
+    return base_url
+
+
+def wav_bytes(audio: Audio) -> bytes:
+    """The audio as a 16 kHz mono PCM16 WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(ENGINE_RATE_HZ)
+        out.writeframes(audio.pcm16())
+    return buffer.getvalue()
+
+
+def form_fields(
+    target: RestTarget, options: TranscribeOptions, response_format: str
+) -> dict[str, str | list[str]]:
+    """The multipart fields besides the file, as the OpenAI SDK spells them."""
+    fields: dict[str, str | list[str]] = {}
+    if target.model is not None:
+        fields["model"] = target.model
+    fields["response_format"] = response_format
+    if response_format == "verbose_json":
+        fields["timestamp_granularities[]"] = ["segment", "word"] if options.word_timestamps else ["segment"]
+    if options.language:
+        fields["language"] = options.language.replace("_", "-").split("-")[0].lower()
+    if options.prompt:
+        fields["prompt"] = options.prompt
+    if options.temperature is not None:
+        fields["temperature"] = f"{options.temperature:g}"
+    return fields
+
+
+def segments_of(provider: str, body: Any, duration_s: float) -> list[Segment]:
+    """Segments (with their words) from a json or verbose_json reply."""
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        ref = reference()
+        log.debug("upstream %s sent an unexpected reply (ref %s): %r", provider, ref, body)
+        raise UpstreamError(f"the upstream provider sent an unexpected reply (ref {ref})", transient=True)
+    words = [
+        Word(str(w["word"]).strip(), float(w["start"]), float(w["end"]))
+        for w in body.get("words") or []
+        if isinstance(w, dict) and {"word", "start", "end"} <= w.keys()
+    ]
+    raw_segments = [s for s in body.get("segments") or [] if isinstance(s, dict) and "text" in s]
+    if not raw_segments:
+        text = body["text"].strip()
+        return [Segment(0.0, duration_s, text, tuple(words))] if text else []
+    segments = []
+    for index, raw in enumerate(raw_segments):
+        start, end = float(raw.get("start", 0.0)), float(raw.get("end", duration_s))
+        last = index == len(raw_segments) - 1
+        mine = tuple(w for w in words if start <= (w.start + w.end) / 2 < end or (last and w.start >= start))
+        segments.append(
+            Segment(
+                start=start,
+                end=end,
+                text=str(raw["text"]).strip(),
+                words=mine,
+                avg_logprob=float(raw.get("avg_logprob") or 0.0),
+                no_speech_prob=float(raw.get("no_speech_prob") or 0.0),
+            )
+        )
+    return [segment for segment in segments if segment.text]
+
+
+class OpenAIWireEngine:
+    """An engine that transcribes through an OpenAI-style `/audio/transcriptions` endpoint."""
+
+    def __init__(
+        self,
+        name: str,
+        provider: str,
+        spec: ModelSpec,
+        rest: Callable[[], RestTarget],
+        realtime: Callable[[], RealtimeTarget] | None = None,
+        response_format: str = "verbose_json",
+        language: str = "en",
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        self.language = language
+        self.ready = False
+        self._spec = spec
+        self._rest = rest
+        self._realtime = realtime
+        self._response_format = response_format
+        self._client: httpx.AsyncClient | None = None
+        self._target: RestTarget | None = None
+
+    async def start(self) -> None:
+        """Read the key and open the HTTP client."""
+        self._target = self._rest()
+        timeout = httpx.Timeout(self._spec.timeout_s, connect=self._spec.connect_timeout_s)
+        self._client = httpx.AsyncClient(timeout=timeout)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Close the HTTP client."""
+        self.ready = False
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def realtime_target(self) -> RealtimeTarget | None:
+        """The upstream Realtime socket, for engines that stream through one; None otherwise."""
+        return self._realtime() if self._realtime is not None else None
+
+    async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
+        """POST the audio as a WAV file and yield the reply's segments."""
+        if self._client is None or self._target is None:
+            raise UpstreamError("the engine is not started", transient=True)
+        target = self._target
+        files = {"file": ("audio.wav", wav_bytes(audio), "audio/wav")}
+        data = form_fields(target, options, self._response_format)
+        try:
+            response = await self._client.post(target.url, headers=target.headers, data=data, files=files)
+        except httpx.TransportError as e:
+            raise transport_error(self.provider, e) from e
+        if response.status_code >= 400:
+            raise status_error(self.provider, response)
+        try:
+            body = response.json()
+        except ValueError as e:
+            raise transport_error(self.provider, e) from e
+        for segment in segments_of(self.provider, body, audio.duration_s):
+            yield segment
+
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        """The upstream Realtime socket where there is one, else re-decodes made stable by LocalAgreement."""
+        if self._realtime is not None:
+            from earshot.engines.realtime_upstream import RealtimeUpstreamStream
+
+            return RealtimeUpstreamStream(self._realtime(), options)
+        return AgreementStream(self, options)
+
+
+@runtime_checkable
+class UpstreamRealtime(Protocol):
+    """An engine whose live audio can go straight to a provider's Realtime socket (the relay's marker)."""
+
+    def realtime_target(self) -> RealtimeTarget | None:
+        """The upstream socket, or None when this engine doesn't stream through one."""
+        ...
+
+
+def upstream_realtime_target(engine: object) -> RealtimeTarget | None:
+    """The Realtime socket a `/v1/realtime` session on this engine is relayed to, if any."""
+    return engine.realtime_target() if isinstance(engine, UpstreamRealtime) else None
