@@ -89,11 +89,16 @@ async def stream_results(stream: EngineStream, audio: Audio, pace_s: float = 0.0
             results.append(result)
 
     reader = asyncio.create_task(read())
-    for start in range(0, len(audio.samples), 1600):
-        await stream.send(Audio(audio.samples[start : start + 1600]))
-        await asyncio.sleep(pace_s)
-    await stream.finalize()
-    await stream.close()
+    try:
+        for start in range(0, len(audio.samples), 1600):
+            await stream.send(Audio(audio.samples[start : start + 1600]))
+            await asyncio.sleep(pace_s)
+        await stream.finalize()
+        await stream.close()
+    except BaseException:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        raise
     await asyncio.wait_for(reader, 10)
     return results
 
