@@ -1,0 +1,66 @@
+"""What the transcriber needs from a wire protocol: a sans-I/O parser and the messages to send."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from earshot.client.events import CreditsLow, ServerError, SessionEnd, Transcript, UtteranceEnd
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The server is ready for audio."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Every word in the connection's audio before `until` (seconds) has been given as a final."""
+
+    until: float
+
+
+WireEvent = Ready | Settled | Transcript | UtteranceEnd | CreditsLow | ServerError | SessionEnd
+
+
+class Wire(Protocol):
+    """One server's streaming protocol, without I/O."""
+
+    sample_rate: int
+    channels: int
+    # Whether an open socket is ready for audio (else wait for a Ready event).
+    ready_on_open: bool
+
+    def url(self) -> str:
+        """The WebSocket URL to connect to."""
+        ...
+
+    def headers(self) -> dict[str, str]:
+        """Handshake headers (the key, where the protocol puts it there)."""
+        ...
+
+    def opening(self) -> list[str]:
+        """Text messages to send as soon as the socket is open."""
+        ...
+
+    def parse(self, text: str) -> list[WireEvent]:
+        """Events in one text message from the server."""
+        ...
+
+    def keepalive(self) -> str:
+        """A message that keeps an idle session open."""
+        ...
+
+    def finish(self) -> str:
+        """The message saying no more audio will come: flush, then end."""
+        ...
+
+
+def http_to_ws(base_url: str) -> str:
+    """`base_url` with an http(s) scheme turned into ws(s), and no trailing slash."""
+    url = base_url.rstrip("/")
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://") :]
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://") :]
+    return url
