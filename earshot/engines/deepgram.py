@@ -1,0 +1,75 @@
+"""Deepgram: prerecorded REST (`POST /v1/listen`) for one-shot audio, the live WebSocket for streams.
+
+Catalog `options` are Deepgram query parameters (`smart_format`, `punctuate`, `endpointing`, `keyterm`,
+...), except the engine's own settings (`language`, `keepalive_s`, `finalize_timeout_s`). The key goes in
+`Authorization: Token KEY`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+
+from earshot.audio.pcm import Audio
+from earshot.engines.base import Segment, TranscribeOptions, UpstreamError
+from earshot.engines.deepgram_live import DeepgramStream
+from earshot.engines.deepgram_wire import PROVIDER, DeepgramConfig, segments_of
+from earshot.engines.provider_io import unreadable_reply, wav_bytes
+from earshot.engines.upstream import status_error, transport_error
+from earshot.engines.workers import WorkerPool
+from earshot.routing.catalog import ModelSpec
+
+
+class DeepgramEngine:
+    """Deepgram's hosted models: one-shot by prerecorded REST, streams over the live WebSocket."""
+
+    def __init__(self, config: DeepgramConfig, name: str = "deepgram") -> None:
+        self.name = name
+        self.language = config.language
+        self.ready = False
+        self.config = config
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        """Open the HTTP client (connections are pooled across requests)."""
+        timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
+        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Close the HTTP client."""
+        self.ready = False
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
+        """Send the whole buffer to prerecorded `/v1/listen`; yield its utterances in order."""
+        if self._client is None:
+            raise UpstreamError("the engine is not started", transient=True, status=503)
+        params = {"utterances": "true", **self.config.params(options)}
+        headers = {**self.config.headers, "Content-Type": "audio/wav"}
+        try:
+            response = await self._client.post(
+                f"{self.config.base_url}/v1/listen", params=params, headers=headers, content=wav_bytes(audio)
+            )
+        except httpx.TransportError as e:
+            raise transport_error(PROVIDER, e) from e
+        if response.status_code >= 300:
+            raise status_error(PROVIDER, response)
+        try:
+            segments = segments_of(response.json())
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise unreadable_reply(PROVIDER, response.text) from e
+        for segment in segments:
+            yield segment
+
+    def open_stream(self, options: TranscribeOptions) -> DeepgramStream:
+        """A live stream; the socket opens with the first audio."""
+        return DeepgramStream(self.config, options)
+
+
+def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> DeepgramEngine:
+    """The engine for one catalog entry (`engine: deepgram`)."""
+    return DeepgramEngine(DeepgramConfig.from_spec(model_id, spec), name=model_id)

@@ -1,0 +1,91 @@
+"""Provider plumbing shared by the Deepgram, Sarvam and WhisperLiveKit engines, without leaks.
+
+A refused WebSocket handshake becomes the same UpstreamError an HTTP reply with that status would, a connect
+failure is transient, a close is judged by its code, and a reply earshot cannot read is logged at DEBUG only.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import wave
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.base import UpstreamError
+from earshot.engines.upstream import closed_error, reference, status_error, transport_error
+
+log = logging.getLogger(__name__)
+# httpx logs every request's URL at INFO; upstream URLs belong at DEBUG at most.
+logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+async def open_socket(
+    provider: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    connect_timeout_s: float,
+    ping_interval_s: float | None = 20.0,
+    ping_timeout_s: float | None = 20.0,
+) -> ClientConnection:
+    """Connect to a provider's socket; every failure is an UpstreamError with no URL or key in it."""
+    try:
+        return await websockets.connect(
+            url,
+            additional_headers=headers,
+            open_timeout=connect_timeout_s,
+            ping_interval=ping_interval_s,
+            ping_timeout=ping_timeout_s,
+            max_size=MAX_MESSAGE_BYTES,
+            proxy=None,
+        )
+    except InvalidStatus as e:
+        refused = httpx.Response(
+            e.response.status_code,
+            headers=list(e.response.headers.raw_items()),
+            content=bytes(e.response.body or b""),
+        )
+        raise status_error(provider, refused) from e
+    except (OSError, TimeoutError, InvalidHandshake) as e:
+        raise transport_error(provider, e) from e
+
+
+def close_code(error: ConnectionClosed) -> int:
+    """The close code that ended a connection: the provider's, else ours (1011 after a ping timeout)."""
+    if error.rcvd is not None:
+        return error.rcvd.code
+    if error.sent is not None:
+        return error.sent.code
+    return 1006
+
+
+def connection_lost(provider: str, error: ConnectionClosed) -> UpstreamError:
+    """The UpstreamError for a socket that closed under us."""
+    reason = error.rcvd.reason if error.rcvd is not None else ""
+    return closed_error(provider, close_code(error), reason)
+
+
+def unreadable_reply(provider: str, detail: str) -> UpstreamError:
+    """The UpstreamError for a reply earshot cannot read (the reply itself goes to DEBUG only)."""
+    ref = reference()
+    log.debug("upstream %s sent an unreadable reply (ref %s): %s", provider, ref, detail[:2000])
+    message = f"the upstream provider sent an unreadable reply (ref {ref})"
+    return UpstreamError(message, transient=True, status=502)
+
+
+def wav_bytes(audio: Audio) -> bytes:
+    """The audio as a 16 kHz mono PCM16 WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(ENGINE_RATE_HZ)
+        out.writeframes(audio.pcm16())
+    return buffer.getvalue()
