@@ -21,6 +21,7 @@ from earshot.accounts.metering import Meter, Price, UsageTicket
 from earshot.accounts.revocation import RevocationFeed
 from earshot.api.metrics import Metrics
 from earshot.dials import DialBoard
+from earshot.engines.base import UpstreamError
 from earshot.routing.router import Route
 from earshot.store.records import KeyRecord, Outcome, UsageRecord
 
@@ -103,6 +104,8 @@ def outcome_of(exc: BaseException | None) -> Outcome:
         return "ok"
     if isinstance(exc, ClientDisconnect | asyncio.CancelledError):
         return "client_closed"
+    if isinstance(exc, UpstreamError) or isinstance(exc.__cause__, UpstreamError):
+        return "upstream_error"
     if isinstance(exc, TimeoutError):
         return "timeout"
     status = getattr(exc, "status", None)

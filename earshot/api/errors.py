@@ -18,6 +18,8 @@ from earshot.accounts.errors import (
     ModelNotAllowed,
     RateLimited,
 )
+from earshot.engines.base import EngineError, UpstreamError
+from earshot.routing.gate import ServerBusy
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,31 @@ class OpenAIError(Exception):
                 429, message, code=code, type_="requests", headers={"Retry-After": str(denial.retry_after_s)}
             )
         return cls(403, message, code="forbidden")
+
+    @classmethod
+    def from_engine(cls, failure: EngineError | ServerBusy) -> OpenAIError:
+        """The OpenAI error for a failed engine or provider; its message is already safe to show."""
+        if isinstance(failure, ServerBusy):
+            return cls(
+                429,
+                str(failure),
+                code="server_busy",
+                type_="server_error",
+                headers={"Retry-After": str(max(1, round(failure.retry_after_s)))},
+            )
+        if not isinstance(failure, UpstreamError):
+            return cls(500, f"the engine failed: {failure}", code="engine_error")
+        status = failure.status or 502
+        if not failure.transient and 400 <= status < 500 and status not in (401, 403):
+            caller_status = 400
+        elif status in (503, 504):
+            caller_status = status
+        else:
+            caller_status = 502
+        headers = {}
+        if failure.retry_after_s is not None and caller_status == 503:
+            headers["Retry-After"] = str(max(1, round(failure.retry_after_s)))
+        return cls(caller_status, str(failure), code="upstream_error", headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -31,6 +31,7 @@ from earshot.audio.decode import (
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, TranscribeOptions, transcribe
 from earshot.routing.catalog import ModelNotFound
+from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route
 from earshot.store.records import KeyRecord, Outcome
 
@@ -136,9 +137,9 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     started = time.perf_counter()
     try:
         transcript = await transcribe(route.engine, audio, options)
-    except EngineError as e:
-        log.error("engine %s failed: %s", route.model_id, e)
-        raise OpenAIError(500, f"the engine failed: {e}", code="engine_error") from e
+    except (EngineError, ServerBusy) as e:
+        log.error("model %s failed: %s", route.model_id, e)
+        raise OpenAIError.from_engine(e) from e
     gateway.metrics.engine_latency.labels(route.model_id).observe(time.perf_counter() - started)
     body, media_type = render(
         transcript,
@@ -223,7 +224,8 @@ async def _sse_events(
     try:
         async for event in _sse_transcript(route, audio, options, request):
             yield event
-        outcome = "error" if getattr(request.state, "outcome", None) else "ok"
+        failure = getattr(request.state, "outcome", None)
+        outcome = ("upstream_error" if failure == "upstream_error" else "error") if failure else "ok"
         if outcome == "ok":
             metrics.engine_latency.labels(route.model_id).observe(time.perf_counter() - started)
     finally:
@@ -239,10 +241,11 @@ async def _sse_transcript(
             delta = segment.text if not texts else " " + segment.text
             texts.append(segment.text)
             yield _sse({"type": "transcript.text.delta", "delta": delta})
-    except EngineError as e:
-        log.error("engine %s failed mid-stream: %s", route.model_id, e)
-        request.state.outcome = "engine_error"
-        yield _sse_error(OpenAIError(500, f"the engine failed: {e}", code="engine_error"))
+    except (EngineError, ServerBusy) as e:
+        log.error("model %s failed mid-stream: %s", route.model_id, e)
+        error = OpenAIError.from_engine(e)
+        request.state.outcome = error.code
+        yield _sse_error(error)
         return
     except Exception:
         # The response has started, so the failure can only be told as an SSE error event.

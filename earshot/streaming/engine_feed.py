@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines.base import EngineError, EngineStream
+from earshot.engines.base import EngineError, EngineStream, UpstreamError
 from earshot.streaming.events import Error, Flushed, SessionEvent, UtteranceEnd
 from earshot.streaming.stability import TurnText
 
@@ -96,7 +96,8 @@ class EngineFeed:
         if not self.failed:
             self.failed = True
             self.turns.clear()
-            self._emit(Error("transcription_failed", str(error)))
+            code = "upstream_error" if isinstance(error, UpstreamError) else "transcription_failed"
+            self._emit(Error(code, str(error)))
             self._on_failure(self)
 
     async def _run(self) -> None:
