@@ -104,7 +104,7 @@ class FasterWhisperEngine:
         self._options = options
         self._pool = pool
         is_directory = Path(options.model).expanduser().is_dir()
-        self._load = WhisperLoad(
+        self.load = WhisperLoad(
             model=str(Path(options.model).expanduser()) if is_directory else options.model,
             local_files_only=is_directory,
             download_root=options.download_root,
@@ -115,8 +115,8 @@ class FasterWhisperEngine:
 
     async def start(self) -> None:
         """Load the model in every worker; the first loads alone, so a hub download happens once."""
-        await self._pool.run_on(0, warm_up, self._load)
-        await self._pool.on_every_worker(warm_up, self._load)
+        await self._pool.run_on(0, warm_up, self.load)
+        await self._pool.on_every_worker(warm_up, self.load)
         self.ready = True
 
     async def stop(self) -> None:
@@ -127,15 +127,16 @@ class FasterWhisperEngine:
         """Decode the whole buffer in one worker; yield its segments in order."""
         if not len(audio.samples):
             return
-        decode = WhisperDecode(self._load, tuple(sorted(self.decode_kwargs(options).items())))
+        decode = WhisperDecode(self.load, tuple(sorted(self.decode_kwargs(options).items())))
         for segment in await self._pool.run(decode_audio, decode, audio.samples):
             yield segment
 
     def open_stream(self, options: TranscribeOptions) -> AgreementStream:
         """A live stream made stable by LocalAgreement-2 over repeated whole-buffer decodes."""
-        return AgreementStream(
-            self, options, step_s=self._options.stream_step_s, max_buffer_s=self._options.stream_max_buffer_s
-        )
+        max_buffer_s = self._options.stream_max_buffer_s
+        # Without interim results only finalize needs a decode (and a turn that long, to be cut).
+        step_s = self._options.stream_step_s if options.interim_results else max_buffer_s
+        return AgreementStream(self, options, step_s=step_s, max_buffer_s=max_buffer_s)
 
     def decode_kwargs(self, options: TranscribeOptions) -> dict[str, Any]:
         """faster-whisper's `transcribe` arguments for a request: the catalog's, then the caller's."""

@@ -131,6 +131,20 @@ async def test_a_live_stream_gives_partials_finals_and_one_flushed_per_finalize(
     assert rest.count(Flushed()) == 1 and rest[-1] == Flushed()
 
 
+async def test_without_interim_results_a_stream_gives_finals_only(whisper: Engine, clip: Audio) -> None:
+    stream = whisper.open_stream(TranscribeOptions(interim_results=False))
+    results = stream.results()
+    for t in range(0, 5):
+        await stream.send(clip.slice(t, t + 1))
+        await asyncio.sleep(0.05)
+    await stream.finalize()
+    flushed = await _until_flushed(results)
+    assert not any(isinstance(r, Partial) for r in flushed)
+    assert [type(r) for r in flushed][-2:] == [Final, Flushed]
+    await stream.close()
+    assert [r async for r in results] == [Flushed()]
+
+
 @pytest.fixture(scope="module")
 def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("faster-whisper")

@@ -1,0 +1,80 @@
+"""faster-whisper without a model: catalog options, what a request asks of the decoder, and sane times."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from earshot.engines.base import Segment, TranscribeOptions
+from earshot.engines.faster_whisper import DEFAULT_TEMPERATURES, FasterWhisperEngine, sane_segments
+from earshot.engines.workers import WorkerPool
+from earshot.routing.catalog import CatalogError, ModelSpec
+from earshot.routing.router import build_engine
+from earshot.streaming.events import Word
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WorkerPool]:
+    workers = WorkerPool(2)  # no task is ever sent: the processes are never started
+    yield workers
+    workers.shutdown()
+
+
+def _engine(pool: WorkerPool, **options: object) -> FasterWhisperEngine:
+    engine = build_engine("whisper", ModelSpec(engine="faster_whisper", options=options), pool)
+    assert isinstance(engine, FasterWhisperEngine)
+    return engine
+
+
+def test_a_directory_loads_offline_and_a_hub_name_may_download(pool: WorkerPool, tmp_path: Path) -> None:
+    local = _engine(pool, model=str(tmp_path))
+    assert local.load.local_files_only and local.load.model == str(tmp_path)
+    hub = _engine(pool, model="small.en", download_root=str(tmp_path))
+    assert not hub.load.local_files_only and hub.load.download_root == str(tmp_path)
+    assert (hub.load.device, hub.load.compute_type) == ("cpu", "int8")
+    assert hub.load.cpu_threads == max(1, (os.cpu_count() or 1) // 2)
+    assert _engine(pool, model="small.en", cpu_threads=3).load.cpu_threads == 3
+
+
+def test_bad_options_fail_at_start_up(pool: WorkerPool) -> None:
+    with pytest.raises(CatalogError, match="faster_whisper"):
+        _engine(pool)  # no model
+    with pytest.raises(CatalogError, match="beam_szie"):
+        _engine(pool, model="small.en", beam_szie=2)
+    with pytest.raises(CatalogError, match="device"):
+        _engine(pool, model="small.en", device="tpu")
+
+
+def test_the_request_refines_the_catalogs_decoding(pool: WorkerPool) -> None:
+    engine = _engine(
+        pool, model="small.en", initial_prompt="Glossary:", beam_size=2, vad_filter=True, max_new_tokens=50
+    )
+    default = engine.decode_kwargs(TranscribeOptions())
+    assert default["language"] == "en" and default["initial_prompt"] == "Glossary:"
+    assert default["temperature"] == list(DEFAULT_TEMPERATURES) and not default["word_timestamps"]
+    assert (default["beam_size"], default["vad_filter"], default["max_new_tokens"]) == (2, True, 50)
+    asked = engine.decode_kwargs(
+        TranscribeOptions(language="en-US", prompt="Names:", temperature=0.4, word_timestamps=True)
+    )
+    assert asked["language"] == "en" and asked["initial_prompt"] == "Names:"
+    assert asked["temperature"] == [0.4] and asked["word_timestamps"]
+    # OpenAI's 0 means "let the decoder raise it when needed".
+    assert engine.decode_kwargs(TranscribeOptions(temperature=0.0))["temperature"] == list(
+        DEFAULT_TEMPERATURES
+    )
+
+
+def test_times_past_the_end_or_backwards_are_kept_inside_the_audio() -> None:
+    segments = [
+        Segment(0.5, 2.0, "one", (Word("one", 0.4, 2.5),)),
+        Segment(1.8, 3.4, "two", (Word("two", 2.1, 2.9), Word("three", 2.7, 3.9))),
+        Segment(2.5, 2.6, ""),
+        Segment(4.0, 9.0, "past the end"),
+    ]
+    assert sane_segments(segments, duration_s=3.5) == [
+        Segment(0.5, 2.0, "one", (Word("one", 0.5, 2.0),)),
+        Segment(2.0, 3.4, "two", (Word("two", 2.1, 2.9), Word("three", 2.9, 3.4))),
+    ]
