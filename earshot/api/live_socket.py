@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -34,19 +35,26 @@ from earshot.api.live import (
     WarnsOfLowCredit,
 )
 from earshot.api.live_models import ModelChooser as ModelChooser
+from earshot.api.live_watch import SessionWatch
 from earshot.engines.base import EngineError, TranscribeOptions
 from earshot.store.records import Outcome
 from earshot.streaming.session import LiveConfig, LiveSession
 
 log = logging.getLogger(__name__)
 
-WATCH_INTERVAL_S = 0.2
-KEY_CHECK_INTERVAL_S = 0.5
 # Close codes a client uses when it ends a session on purpose; anything else is a dropped connection.
 NORMAL_CLOSE_CODES = frozenset({1000, 1001})
 # How long an ending session waits for the client message it is carrying out.
 MESSAGE_FINISH_TIMEOUT_S = 5.0
 SERVER_RESTART_CODE = 1012
+
+
+class LiveRunner(Protocol):
+    """Serves one admitted live connection until it ends."""
+
+    async def run(self, subprotocol: str | None) -> Outcome:
+        """Serve the connection; returns the usage outcome."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +107,15 @@ class LiveSocket:
         """Serve the connection until it ends; returns the usage outcome."""
         if self.websocket.application_state == WebSocketState.CONNECTING:
             await self.websocket.accept(subprotocol=subprotocol)
-        unsubscribe = self.gateway.accounts.revocations.subscribe(self._on_revoked)
+        watch = SessionWatch(self.gateway, self.admission, self.end, lambda: self.session.expired())
+        watch.start()
         self._start_pump()
         receiver = asyncio.create_task(self._receive())
-        watchdog = asyncio.create_task(self._watch())
         try:
             await self._execute(self.protocol.opened())
             reason, message = await asyncio.shield(self._ended)
         finally:
-            unsubscribe()
-            watchdog.cancel()
+            watch.stop()
             await self._stop_receiving(receiver)
         await self._finish(reason, message)
         return OUTCOME_OF_END[reason] if reason != "client_closed" or not self._normal_close else "ok"
@@ -255,29 +262,6 @@ class LiveSocket:
             else:
                 await self.websocket.send_bytes(message)
 
-    async def _watch(self) -> None:
-        keyring = self.gateway.accounts.keyring
-        key_id = self.admission.key_id
-        since_key_check = 0.0
-        while not self._ended.done():
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            if self.gateway.draining.is_set():
-                self.end("shutdown", "the server is shutting down; reconnect to go on")
-            expiry = self.session.expired()
-            if expiry == "idle_timeout":
-                self.end("idle_timeout", "the session was idle for too long")
-            elif expiry == "max_duration":
-                self.end("max_duration", "the session reached its maximum duration")
-            since_key_check += WATCH_INTERVAL_S
-            if key_id is not None and since_key_check >= KEY_CHECK_INTERVAL_S:
-                since_key_check = 0.0
-                if not await keyring.is_active(key_id):
-                    self.end("revoked", "this API key has been revoked")
-
-    def _on_revoked(self, key_id: str) -> None:
-        if key_id == self.admission.key_id:
-            self.end("revoked", "this API key has been revoked")
-
 
 async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Action]) -> None:
     """Accept only to say why not, then close (browsers can't read a refused handshake's status)."""
@@ -299,10 +283,12 @@ async def serve_live(
     make_protocol: Callable[[ModelChooser, str, LiveConfig], LiveProtocol],
     refusal: Callable[[str, str], list[Action]],
     credential: str | None = None,
+    make_relay: Callable[[ModelChooser, Admission, LiveConfig], LiveRunner | None] | None = None,
 ) -> None:
     """Admit a live connection, serve it, and write its usage record once however it ends.
 
     The key is the handshake's, or `credential` when the client sent it in its first message.
+    `make_relay` may take the session over (a model served by a provider's own live socket).
     """
     try:
         if credential is None:
@@ -313,7 +299,7 @@ async def serve_live(
         await refuse(websocket, subprotocol, refusal(_denial_code(denial), str(denial)))
         return
     outcome: Outcome = "error"
-    socket: LiveSocket | None = None
+    socket: LiveRunner | None = None
     try:
         chooser = ModelChooser(gateway, admission, live_route.capability)
         try:
@@ -324,8 +310,10 @@ async def serve_live(
             return
         dials = gateway.accounts.dials.current
         live_config = LiveConfig(idle_timeout_s=dials.keepalive_s, max_duration_s=dials.max_session_s)
-        protocol = make_protocol(chooser, model_id, live_config)
-        socket = LiveSocket(websocket, gateway, admission, protocol, chooser)
+        socket = make_relay(chooser, admission, live_config) if make_relay is not None else None
+        if socket is None:
+            protocol = make_protocol(chooser, model_id, live_config)
+            socket = LiveSocket(websocket, gateway, admission, protocol, chooser)
         gateway.live_session_started()
         try:
             outcome = await socket.run(subprotocol)
