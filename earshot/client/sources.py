@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from earshot.audio.decode import decode_audio
 
@@ -106,14 +106,14 @@ class MicrophoneSource:
         self.device = device
         self.chunk_ms = chunk_ms
 
+    @staticmethod
+    def check() -> None:
+        """MicrophoneUnavailable unless sounddevice (and PortAudio under it) can be loaded."""
+        _sounddevice()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """Chunks of `chunk_ms` from the device's callback thread, until the consumer stops."""
-        try:
-            import sounddevice
-        except (ImportError, OSError) as e:
-            raise MicrophoneUnavailable(
-                "microphone capture needs sounddevice and PortAudio: pip install 'earshot[mic]'"
-            ) from e
+        sounddevice = _sounddevice()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -134,3 +134,13 @@ class MicrophoneSource:
         with stream:
             while True:
                 yield await queue.get()
+
+
+def _sounddevice() -> Any:
+    try:
+        import sounddevice
+    except (ImportError, OSError) as e:
+        raise MicrophoneUnavailable(
+            "microphone capture needs sounddevice and PortAudio: pip install 'earshot[mic]'"
+        ) from e
+    return sounddevice
