@@ -90,8 +90,24 @@ def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> FasterWhisperEngi
     try:
         options = FasterWhisperOptions.model_validate(spec.options)
     except ValidationError as e:
-        raise CatalogError(f"model {model_id!r} (faster_whisper): invalid options:\n{e}") from e
+        raise CatalogError(f"model {model_id!r} (faster_whisper): {_one_line(e)}") from None
+    if _looks_like_path(options.model) and not Path(options.model).expanduser().is_dir():
+        raise CatalogError(
+            f"model {model_id!r} (faster_whisper): options.model {options.model!r} is not a directory"
+        )
     return FasterWhisperEngine(options, pool, name=model_id)
+
+
+def _looks_like_path(model: str) -> bool:
+    # Hub names look like `small.en` or `owner/name`; a directory is given absolute or from `.` or `~`.
+    return model.startswith(("/", ".", "~"))
+
+
+def _one_line(error: ValidationError) -> str:
+    return "; ".join(
+        f"options.{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
+        for detail in error.errors()
+    )
 
 
 class FasterWhisperEngine:

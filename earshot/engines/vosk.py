@@ -52,7 +52,11 @@ def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> VoskEngine:
     try:
         options = VoskOptions.model_validate(spec.options)
     except ValidationError as e:
-        raise CatalogError(f"model {model_id!r} (vosk): invalid options:\n{e}") from e
+        problems = "; ".join(
+            f"options.{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
+            for detail in e.errors()
+        )
+        raise CatalogError(f"model {model_id!r} (vosk): {problems}") from None
     directory = Path(options.model).expanduser()
     if not directory.is_dir():
         raise CatalogError(f"model {model_id!r} (vosk): options.model {options.model!r} is not a directory")

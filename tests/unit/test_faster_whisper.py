@@ -39,13 +39,16 @@ def test_a_directory_loads_offline_and_a_hub_name_may_download(pool: WorkerPool,
     assert _engine(pool, model="small.en", cpu_threads=3).load.cpu_threads == 3
 
 
-def test_bad_options_fail_at_start_up(pool: WorkerPool) -> None:
-    with pytest.raises(CatalogError, match="faster_whisper"):
-        _engine(pool)  # no model
-    with pytest.raises(CatalogError, match="beam_szie"):
+def test_bad_options_fail_at_start_up_in_one_line(pool: WorkerPool, tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=r"'whisper' \(faster_whisper\): options\.model: Field required"):
+        _engine(pool)
+    with pytest.raises(CatalogError, match=r"options\.beam_szie: Extra inputs are not permitted") as error:
         _engine(pool, model="small.en", beam_szie=2)
-    with pytest.raises(CatalogError, match="device"):
+    assert "\n" not in str(error.value)
+    with pytest.raises(CatalogError, match=r"options\.device"):
         _engine(pool, model="small.en", device="tpu")
+    with pytest.raises(CatalogError, match="is not a directory"):
+        _engine(pool, model=str(tmp_path / "missing"))
 
 
 def test_the_request_refines_the_catalogs_decoding(pool: WorkerPool) -> None:
