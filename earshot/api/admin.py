@@ -14,6 +14,8 @@ from earshot.accounts.keys import UNSET, ApiKey, KeyChanges
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.errors import OpenAIError
 from earshot.dials import DialError
+from earshot.routing.catalog import ModelNotFound
+from earshot.routing.smoke import check_model
 
 router = APIRouter(prefix="/admin", include_in_schema=True, tags=["admin"])
 
@@ -157,3 +159,19 @@ async def put_settings(changes: dict[str, Any], gateway: AdminDep) -> JSONRespon
     except DialError as e:
         raise OpenAIError(400, str(e), code="invalid_value") from e
     return JSONResponse(dials.model_dump())
+
+
+@router.post("/models/{model_id}/test")
+async def test_model(model_id: str, gateway: AdminDep) -> dict[str, Any]:
+    """Smoke-check a model's own provider for each of its capabilities: ok and latency, or the error."""
+    catalog = gateway.router.catalog
+    try:
+        canonical = catalog.resolve(model_id)
+    except ModelNotFound as e:
+        raise OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found") from e
+    results = await check_model(canonical, catalog.models[canonical], gateway.router.engines[canonical])
+    return {
+        "model": canonical,
+        "ok": all(result.ok for result in results),
+        "checks": [result.as_json() for result in results],
+    }

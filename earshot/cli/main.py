@@ -181,18 +181,20 @@ def models(
                 "alias_of": canonical if canonical != model_id else None,
                 "engine": spec.engine,
                 "capabilities": list(spec.capabilities),
+                "fallbacks": list(spec.fallbacks),
                 "default": canonical == catalog.default_model,
             }
         )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("id", "engine", "capabilities", "alias of", "default")
+    table = Table("id", "engine", "capabilities", "fallbacks", "alias of", "default")
     for row in rows:
         table.add_row(
             str(row["id"]),
             str(row["engine"]),
             ", ".join(row["capabilities"]),  # type: ignore[arg-type]
+            ", ".join(row["fallbacks"]),  # type: ignore[arg-type]
             str(row["alias_of"] or ""),
             "yes" if row["default"] else "",
         )
