@@ -17,6 +17,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 
 from earshot.api import realtime_events as events
+from earshot.api.admission import Admission
 from earshot.api.live import (
     Action,
     AppendAudio,
@@ -28,7 +29,9 @@ from earshot.api.live import (
     ModelRefused,
     Send,
 )
-from earshot.api.live_socket import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.api.live_socket import LiveRoute, LiveRunner, ModelChooser, refuse, serve_live
+from earshot.api.realtime_endings import ending_actions
+from earshot.api.realtime_relay_socket import relay_for
 from earshot.api.realtime_session import BetaSessionIn, Dialect, GASessionIn, RealtimeSettings
 from earshot.audio.pcm import alaw_to_pcm16, ulaw_to_pcm16
 from earshot.engines.base import TranscribeOptions
@@ -39,15 +42,6 @@ router = APIRouter()
 
 MIN_COMMIT_MS = 100
 _DECODERS: dict[str, Callable[[bytes], bytes]] = {"g711_ulaw": ulaw_to_pcm16, "g711_alaw": alaw_to_pcm16}
-_CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
-    "idle_timeout": (1000, "session_idle_timeout"),
-    "max_duration": (1000, "session_expired"),
-    "revoked": (1008, "invalid_api_key"),
-    "insufficient_credits": (1008, "insufficient_quota"),
-    "shutdown": (1012, "server_shutting_down"),
-    "error": (1011, "server_error"),
-    "client_closed": (1000, "client_closed"),
-}
 
 
 @dataclass(slots=True)
@@ -328,13 +322,7 @@ class RealtimeProtocol:
 
     def ending(self, reason: EndReason, message: str) -> list[Action]:
         """An `error` event saying why the server ends the session, then the close."""
-        code, error_code = _CLOSE_OF_END[reason]
-        if reason == "client_closed":
-            return [CloseSocket(code)]
-        kind = "server_error" if code >= 1011 else "invalid_request_error"
-        if reason == "insufficient_credits":
-            kind = "insufficient_quota"
-        return [Send(events.error(kind, error_code, message, None)), CloseSocket(code, error_code)]
+        return ending_actions(reason, message)
 
     @classmethod
     def refusal(cls, dialect: Dialect, code: str, message: str) -> list[Action]:
@@ -385,5 +373,18 @@ async def realtime_transcription(websocket: WebSocket) -> None:
         return RealtimeProtocol(settings, dialect, chooser, defaults)
 
     gateway = websocket.app.state.gateway
+
+    def make_relay(chooser: ModelChooser, admission: Admission, defaults: LiveConfig) -> LiveRunner | None:
+        return relay_for(websocket, gateway, admission, chooser, dialect, defaults)
+
     requested = websocket.query_params.get("model")
-    await serve_live(websocket, gateway, REALTIME_ROUTE, requested, subprotocol, make_protocol, refusal)
+    await serve_live(
+        websocket,
+        gateway,
+        REALTIME_ROUTE,
+        requested,
+        subprotocol,
+        make_protocol,
+        refusal,
+        make_relay=make_relay,
+    )

@@ -1,0 +1,244 @@
+"""The two-socket shell of a relayed `/v1/realtime` session: the client's socket and the provider's.
+
+The relay logic is `api/realtime_relay.py`; this shell connects upstream with earshot's own provider key (the
+client's key never leaves earshot), meters the audio the client appends, and ends the session on revocation,
+exhausted credit, drain or expiry through the same watchdog as the local live path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from earshot.accounts.errors import InsufficientCredits
+from earshot.api import realtime_events as events
+from earshot.api.admission import Admission
+from earshot.api.context import Gateway
+from earshot.api.live import OUTCOME_OF_END, CloseSocket, EndReason, Send
+from earshot.api.live_models import ModelChooser
+from earshot.api.live_watch import SessionWatch
+from earshot.api.realtime_relay import Metered, RealtimeRelay, RelayAction, ToUpstream
+from earshot.api.realtime_session import Dialect, RealtimeSettings
+from earshot.engines.base import UpstreamError
+from earshot.engines.openai_wire import upstream_realtime_target
+from earshot.engines.realtime_upstream import connect
+from earshot.engines.upstream import closed_error
+from earshot.store.records import Outcome
+from earshot.streaming.session import Expiry, LiveConfig
+
+log = logging.getLogger(__name__)
+
+NORMAL_CLOSE_CODES = frozenset({1000, 1001})
+# How long an ending session waits for the client event it is metering and forwarding.
+MESSAGE_FINISH_TIMEOUT_S = 5.0
+
+
+def relay_for(
+    websocket: WebSocket,
+    gateway: Gateway,
+    admission: Admission,
+    chooser: ModelChooser,
+    dialect: Dialect,
+    defaults: LiveConfig,
+) -> RelaySocket | None:
+    """The relay for a session whose model streams through a provider's Realtime socket; None otherwise."""
+    route = chooser.route
+    if route is None:
+        return None
+    target = upstream_realtime_target(gateway.router.engines.get(route.model_id))
+    if target is None:
+        return None
+    settings = RealtimeSettings(id=events.new_session_id(), model=route.model_id)
+    relay = RealtimeRelay(settings, dialect, target, route.model_id, gateway.router.catalog.resolve, chooser)
+    return RelaySocket(websocket, gateway, admission, relay, defaults)
+
+
+class RelaySocket:
+    """The two sockets of one relayed session, from accept to the usage outcome."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        gateway: Gateway,
+        admission: Admission,
+        relay: RealtimeRelay,
+        defaults: LiveConfig,
+    ) -> None:
+        self.websocket = websocket
+        self.gateway = gateway
+        self.admission = admission
+        self.relay = relay
+        self._defaults = defaults
+        self._upstream: ClientConnection | None = None
+        self._ended: asyncio.Future[tuple[EndReason, str]] = asyncio.get_running_loop().create_future()
+        self._normal_close = False
+        self._caller_gone = False
+        self._awaiting_client = False
+        self._send_lock = asyncio.Lock()
+        self._started_at = self._last_activity = time.monotonic()
+        self._appended_ms = 0.0
+        self._metered_ms = 0
+
+    def end(self, reason: EndReason, message: str) -> None:
+        """End the session for `reason` (the first reason given wins)."""
+        if not self._ended.done():
+            self._ended.set_result((reason, message))
+
+    async def run(self, subprotocol: str | None) -> Outcome:
+        """Connect upstream, relay both ways until the session ends; returns the usage outcome."""
+        if self.websocket.application_state == WebSocketState.CONNECTING:
+            await self.websocket.accept(subprotocol=subprotocol)
+        watch = SessionWatch(self.gateway, self.admission, self.end, self._expired)
+        watch.start()
+        pumps: list[asyncio.Task[None]] = []
+        try:
+            try:
+                self._upstream = await connect(self.relay.target)
+            except UpstreamError as e:
+                log.warning(
+                    "realtime relay for model %s could not connect upstream: %s", self.relay.model_id, e
+                )
+                self.end("error", str(e))
+            else:
+                await self._to_upstream(self.relay.upstream_opened())
+                pumps = [asyncio.create_task(self._from_upstream()), asyncio.create_task(self._from_client())]
+            reason, message = await asyncio.shield(self._ended)
+        finally:
+            watch.stop()
+            await self._stop(pumps)
+        await self._finish(reason, message)
+        if reason == "client_closed" and self._normal_close:
+            return "ok"
+        return OUTCOME_OF_END[reason]
+
+    def _expired(self) -> Expiry | None:
+        now = time.monotonic()
+        if now - self._last_activity >= self._defaults.idle_timeout_s:
+            return "idle_timeout"
+        if now - self._started_at >= self._defaults.max_duration_s:
+            return "max_duration"
+        return None
+
+    async def _stop(self, pumps: list[asyncio.Task[None]]) -> None:
+        if pumps and not self._awaiting_client:
+            # A client event being metered and forwarded is let finish, so no audio goes unmetered.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(pumps[1]), MESSAGE_FINISH_TIMEOUT_S)
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        if self._upstream is not None:
+            await self._upstream.close()
+
+    async def _finish(self, reason: EndReason, message: str) -> None:
+        if self._caller_gone or reason == "client_closed":
+            return
+        try:
+            for action in self.relay.ending(reason, message):
+                if isinstance(action, Send) and isinstance(action.message, str):
+                    await self._send(action.message)
+                elif isinstance(action, CloseSocket):
+                    await self._close(action.code, action.reason)
+        except (OSError, RuntimeError, WebSocketDisconnect) as e:
+            log.debug("relayed session ended while the socket was closing: %s", e)
+        finally:
+            await self._close(1000, "")
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state == WebSocketState.DISCONNECTED:
+            return
+        with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+            await self.websocket.close(code, reason)
+
+    async def _from_client(self) -> None:
+        limit = self.gateway.settings.ws_max_message_bytes
+        while True:
+            self._awaiting_client = True
+            message = await self.websocket.receive()
+            self._awaiting_client = False
+            if message["type"] == "websocket.disconnect":
+                code = int(message.get("code") or 1005)
+                self._normal_close = code in NORMAL_CLOSE_CODES
+                self._caller_gone = True
+                self.end("client_closed", "the client closed the connection")
+                return
+            self._last_activity = time.monotonic()
+            text = message.get("text")
+            size = len(text) if text is not None else len(message.get("bytes") or b"")
+            if size > limit:
+                await self._close(1009, f"message larger than {limit} bytes")
+                self._caller_gone = True
+                self.end("client_closed", "message too big")
+                return
+            if text is None:
+                await self._send(
+                    events.error(
+                        "invalid_request_error", "binary_not_supported", "send JSON text events", None
+                    )
+                )
+                continue
+            for action in self.relay.from_client(text):
+                if isinstance(action, Metered):
+                    await self._meter(action.audio_ms)
+                elif isinstance(action, ToUpstream):
+                    await self._to_upstream([action])
+                elif isinstance(action.message, str):
+                    await self._send(action.message)
+                if self._ended.done():
+                    return
+
+    async def _meter(self, audio_ms: float) -> None:
+        self._appended_ms += audio_ms
+        newly_ms = int(self._appended_ms) - self._metered_ms
+        self._metered_ms += newly_ms
+        try:
+            await self.gateway.accounts.meter.consume(self.admission.ticket, newly_ms)
+        except InsufficientCredits:
+            self.end("insufficient_credits", "this API key has run out of credit seconds")
+
+    async def _to_upstream(self, actions: list[RelayAction]) -> None:
+        assert self._upstream is not None
+        for action in actions:
+            if isinstance(action, ToUpstream):
+                try:
+                    await self._upstream.send(action.message)
+                except ConnectionClosed:
+                    self._upstream_closed()
+                    return
+
+    async def _from_upstream(self) -> None:
+        assert self._upstream is not None
+        try:
+            async for raw in self._upstream:
+                if not isinstance(raw, str):
+                    continue
+                for action in self.relay.from_upstream(raw):
+                    if isinstance(action, Send) and isinstance(action.message, str):
+                        await self._send(action.message)
+        except ConnectionClosed:
+            pass
+        except (OSError, RuntimeError, WebSocketDisconnect) as e:
+            log.debug("could not deliver a relayed event: %s", e)
+            self._caller_gone = True
+            self.end("client_closed", "the connection was lost")
+            return
+        self._upstream_closed()
+
+    def _upstream_closed(self) -> None:
+        if self._ended.done() or self._upstream is None:
+            return
+        error = closed_error(
+            self.relay.target.provider, self._upstream.close_code, self._upstream.close_reason or ""
+        )
+        log.warning("realtime relay for model %s lost its upstream: %s", self.relay.model_id, error)
+        self.end("error", str(error))
+
+    async def _send(self, message: str) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(message)
