@@ -1,0 +1,47 @@
+"""Catalog YAMLs for e2e tests whose models point at fake providers, and small audio to send them."""
+
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+FAKE_KEY_ENV = "EARSHOT_TEST_FAKE_OPENAI_KEY"
+
+
+def openai_model(base_url: str, **fields: Any) -> dict[str, Any]:
+    """A catalog entry served by an OpenAI-speaking upstream at `base_url` (which ends in /v1)."""
+    return {
+        "engine": "openai",
+        "base_url": base_url,
+        "api_key_env": FAKE_KEY_ENV,
+        "upstream_model": "whisper-1",
+        "options": {"language": "en"},
+        **fields,
+    }
+
+
+def write_catalog(path: Path, models: dict[str, dict[str, Any]], default_model: str | None = None) -> Path:
+    """Write a catalog file with these models and return its path."""
+    catalog: dict[str, Any] = {"models": models}
+    if default_model is not None:
+        catalog["default_model"] = default_model
+    path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    return path
+
+
+def tone_wav(seconds: float = 1.0, rate_hz: int = 16_000) -> bytes:
+    """A WAV of a soft 440 Hz tone: audio that decodes, for upstreams that don't listen to it."""
+    t = np.arange(int(seconds * rate_hz)) / rate_hz
+    samples = (np.sin(2 * np.pi * 440 * t) * 3000).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate_hz)
+        out.writeframes(samples.tobytes())
+    return buffer.getvalue()
