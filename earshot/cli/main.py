@@ -20,7 +20,7 @@ from earshot.audio.decode import AudioDecodeError, decode_audio
 from earshot.engines.base import EngineError, Segment, TranscribeOptions, Transcript
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog, CatalogError, ModelNotFound
-from earshot.routing.router import Router
+from earshot.routing.router import Router, check_engines
 from earshot.settings import Settings
 from earshot.store.db import Database, DatabaseError
 from earshot.store.repositories import KeyRepository
@@ -40,9 +40,13 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def _catalog(settings: Settings) -> Catalog:
+def _catalog(settings: Settings, *, servable: bool = False) -> Catalog:
+    """The configured catalog; with `servable`, also every engine built once (options, packages, keys)."""
     try:
-        return Catalog.load(settings.config)
+        catalog = Catalog.load(settings.config)
+        if servable:
+            check_engines(catalog)
+        return catalog
     except CatalogError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
@@ -64,7 +68,7 @@ def serve(
     from earshot.cli.server import DrainingServer
 
     settings = _settings(config, host=host, port=port, allow_anonymous=allow_anonymous or None)
-    _catalog(settings)
+    _catalog(settings, servable=True)
     try:
         asyncio.run(_prepare_store(settings))
     except (StartupRefused, DatabaseError) as e:
@@ -107,7 +111,7 @@ def transcribe(
 ) -> None:
     """Transcribe files in-process, printing each result to stdout."""
     settings = _settings(config)
-    catalog = _catalog(settings)
+    catalog = _catalog(settings, servable=True)
     try:
         catalog.resolve(model)
     except ModelNotFound:

@@ -57,6 +57,16 @@ def build_engine(model_id: str, spec: ModelSpec, pool: WorkerPool) -> Engine:
     raise CatalogError(f"model {model_id!r}: unknown engine {spec.engine!r}")
 
 
+def check_engines(catalog: Catalog) -> None:
+    """Build every engine once without starting it, so a bad option, package or key is a one-line error."""
+    pool = WorkerPool(1)
+    try:
+        for model_id, spec in catalog.models.items():
+            build_engine(model_id, spec, pool)
+    finally:
+        pool.shutdown()
+
+
 class Router:
     """Resolves model ids to their fallback chains; engines are started together and stopped together."""
 

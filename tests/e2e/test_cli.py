@@ -58,3 +58,15 @@ def test_models_json_lists_whisper_1_as_alias(tmp_path: Path) -> None:
     bad.write_text("models: {}")
     result = _earshot("models", "--config", str(bad))
     assert result.returncode == 2 and "at least one model" in result.stderr
+
+
+def test_serve_refuses_a_catalog_whose_provider_key_variable_is_unset(tmp_path: Path) -> None:
+    config = tmp_path / "earshot.yaml"
+    config.write_text(
+        "models:\n  cloud:\n    engine: openai\n    api_key_env: EARSHOT_TEST_UNSET_KEY_VARIABLE\n"
+    )
+    result = _earshot("serve", "--config", str(config), "--port", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: model 'cloud': environment variable EARSHOT_TEST_UNSET_KEY_VARIABLE is not set"
+    ]
