@@ -78,6 +78,8 @@ class RelaySocket:
         self._upstream: ClientConnection | None = None
         self._ended: asyncio.Future[tuple[EndReason, str]] = asyncio.get_running_loop().create_future()
         self._normal_close = False
+        # The provider failed (unreachable, refused us, closed the socket): recorded as upstream_error.
+        self._provider_failed = False
         self._caller_gone = False
         self._awaiting_client = False
         self._send_lock = asyncio.Lock()
@@ -104,6 +106,7 @@ class RelaySocket:
                 log.warning(
                     "realtime relay for model %s could not connect upstream: %s", self.relay.model_id, e
                 )
+                self._provider_failed = True
                 self.end("error", str(e))
             else:
                 await self._to_upstream(self.relay.upstream_opened())
@@ -115,6 +118,8 @@ class RelaySocket:
         await self._finish(reason, message)
         if reason == "client_closed" and self._normal_close:
             return "ok"
+        if reason == "error" and self._provider_failed:
+            return "upstream_error"
         return OUTCOME_OF_END[reason]
 
     def _expired(self) -> Expiry | None:
@@ -237,6 +242,7 @@ class RelaySocket:
             self.relay.target.provider, self._upstream.close_code, self._upstream.close_reason or ""
         )
         log.warning("realtime relay for model %s lost its upstream: %s", self.relay.model_id, error)
+        self._provider_failed = True
         self.end("error", str(error))
 
     async def _send(self, message: str) -> None:

@@ -173,17 +173,18 @@ async def test_a_provider_closing_with_1011_ends_the_session_with_a_generic_erro
     message = events[-1]["error"]["message"]
     assert "ref " in message
     no_secrets(json.dumps(events), fresh)
-    assert (await the_record(fresh.database_url, key_id)).outcome == "error"
+    assert (await the_record(fresh.database_url, key_id)).outcome == "upstream_error"
 
 
 async def test_a_provider_refusing_earshots_key_is_a_generic_error(fresh: ProviderSetup) -> None:
     fresh.fake.faults.fail_next(status=401)
-    _, key = Admin(fresh.server).create_key()
+    key_id, key = Admin(fresh.server).create_key()
     ws = await websockets.connect(ws_url(fresh), additional_headers={"Authorization": f"Bearer {key}"})
     events, code = await ending(ws)
     assert code == 1011 and errors(events) == ["server_error"]
     no_secrets(json.dumps(events), fresh)
     no_secrets(fresh.server.log_text(), fresh)
+    assert (await the_record(fresh.database_url, key_id)).outcome == "upstream_error"
 
 
 async def test_azure_models_are_relayed_to_azures_socket(fresh: ProviderSetup) -> None:
