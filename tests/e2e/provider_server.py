@@ -37,6 +37,8 @@ models:
     engine: openai
     base_url: {base}/v1
     api_key_env: EARSHOT_TEST_UPSTREAM_WRONG_KEY
+  blank:
+    engine: "null"
   compatible:
     engine: openai_compatible
     base_url: {base}/compat/v1

@@ -210,3 +210,41 @@ async def test_azure_models_are_relayed_to_azures_socket(fresh: ProviderSetup) -
     upstream = fresh.fake.sockets[-1]
     assert upstream.path == "/openai/realtime" and upstream.query["deployment"] == "my-transcribe"
     assert "api-key" in upstream.headers and "authorization" not in upstream.headers
+
+
+@pytest.mark.parametrize("model", ["relayed", "compatible"])
+async def test_a_session_that_switches_to_a_provider_model_streams_through_its_engine(
+    fresh: ProviderSetup, model: str
+) -> None:
+    # Connected on a local model, the session is not relayed: earshot's own session drives the provider's
+    # engine stream (the Realtime socket for openai, LocalAgreement re-decodes for openai_compatible).
+    key_id, key = Admin(fresh.server).create_key()
+    client = AsyncOpenAI(base_url=f"{fresh.server.base_url}/v1", api_key=key, max_retries=0)
+    log = EventLog()
+    async with client.realtime.connect(
+        extra_query={"intent": "transcription", "model": "blank"}
+    ) as connection:
+        await connection.recv()
+        await connection.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"turn_detection": None, "transcription": {"model": model}}},
+            }
+        )
+        for payload in appends():
+            await connection.input_audio_buffer.append(audio=payload)
+        await connection.input_audio_buffer.commit()
+        async with asyncio.timeout(15):
+            async for event in connection:
+                log.add(event.to_dict())
+                if log.completed:
+                    break
+    assert TRANSCRIPT in log.completed[0]["transcript"]
+    if model == "relayed":
+        upstream = fresh.fake.sockets[-1]
+        assert upstream.of("session.update")[0]["session"]["audio"]["input"]["turn_detection"] is None
+        assert len(upstream.of("input_audio_buffer.commit")) == 1
+    else:
+        assert not fresh.fake.sockets and fresh.fake.requests
+    record = await the_record(fresh.database_url, key_id)
+    assert (record.outcome, record.model) == ("ok", model)
