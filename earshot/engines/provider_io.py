@@ -34,6 +34,7 @@ async def open_socket(
     connect_timeout_s: float,
     ping_interval_s: float | None = 20.0,
     ping_timeout_s: float | None = 20.0,
+    close_timeout_s: float = 5.0,
 ) -> ClientConnection:
     """Connect to a provider's socket; every failure is an UpstreamError with no URL or key in it."""
     try:
@@ -43,6 +44,7 @@ async def open_socket(
             open_timeout=connect_timeout_s,
             ping_interval=ping_interval_s,
             ping_timeout=ping_timeout_s,
+            close_timeout=close_timeout_s,
             max_size=MAX_MESSAGE_BYTES,
             proxy=None,
         )
