@@ -6,6 +6,9 @@ final result for every `final_every_s` of audio and, with `interim_results=true`
 `Finalize` flushes what is pending as a final marked `from_finalize`; `CloseStream` flushes, sends Metadata
 and closes with 1000; a stream with no audio and no KeepAlive for `idle_timeout_s` (10 s, as Deepgram's) is
 closed with 1011 and Deepgram's NET-0001 reason. Wrong keys get Deepgram's 401 body.
+
+With a `recognise` function the fake really listens: live, it sends finals only on `Finalize` and
+`CloseStream`, each with the words `recognise` heard in the audio since the previous final.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import io
 import json
 import uuid
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +42,8 @@ ERROR_BODIES = {
     402: ("ASR_PAYMENT_REQUIRED", "Project does not have enough credits for an ASR request"),
     429: ("TOO_MANY_REQUESTS", "Too many requests. Please try again later"),
 }
+# PCM16 mono audio and its sample rate -> the words heard, each (word, start_s, end_s) from the audio's start.
+Recogniser = Callable[[bytes, int], list[tuple[str, float, float]]]
 
 
 def error_response(status: int, retry_after_s: float | None = None) -> JSONResponse:
@@ -67,6 +73,7 @@ class _Live:
     final_s: float = 0.0
     interim_s: float = 0.0
     tail: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    pending: bytearray = field(default_factory=bytearray)
 
     @property
     def heard_s(self) -> float:
@@ -93,6 +100,7 @@ class DeepgramFake:
         final_every_s: float = 2.0,
         interim_every_s: float = 0.5,
         idle_timeout_s: float = 10.0,
+        recognise: Recogniser | None = None,
     ) -> None:
         self.api_key = api_key
         self.script = script.split()
@@ -100,6 +108,7 @@ class DeepgramFake:
         self.final_every_s = final_every_s
         self.interim_every_s = interim_every_s
         self.idle_timeout_s = idle_timeout_s
+        self.recognise = recognise
         self.faults = Faults()
         self.base_url = ""  # set by whoever serves the app, for tests' convenience
         self.requests: list[dict[str, Any]] = []
@@ -207,6 +216,14 @@ class DeepgramFake:
             if message.get("bytes"):
                 state.hear(message["bytes"])
                 log.audio_s = state.heard_s
+                drop_after_s = self.faults.close_1011_after_audio_s
+                if drop_after_s is not None and state.heard_s >= drop_after_s:
+                    log.close_code = 1011
+                    await websocket.close(1011, "fake: internal error")
+                    return
+                if self.recognise is not None:
+                    state.pending.extend(message["bytes"])
+                    continue
                 await self._after_audio(websocket, state, request_id)
                 continue
             control = json.loads(message.get("text") or "{}").get("type", "")
@@ -240,7 +257,10 @@ class DeepgramFake:
     async def _final(self, websocket: WebSocket, state: _Live, request_id: str, from_finalize: bool) -> None:
         if state.heard_s <= state.final_s:
             return  # nothing pending: Deepgram sends no result for an empty flush
-        await self._send_results(websocket, state, request_id, is_final=True, from_finalize=from_finalize)
+        if self.recognise is not None:
+            await self._send_recognised(websocket, state, request_id, from_finalize)
+        else:
+            await self._send_results(websocket, state, request_id, is_final=True, from_finalize=from_finalize)
         state.final_s = state.interim_s = state.heard_s
 
     async def _send_results(
@@ -273,6 +293,44 @@ class DeepgramFake:
                     "model_info": MODEL_INFO,
                     "model_uuid": MODEL_UUID,
                 },
+            }
+        )
+
+    async def _send_recognised(
+        self, websocket: WebSocket, state: _Live, request_id: str, from_finalize: bool
+    ) -> None:
+        assert self.recognise is not None
+        heard = await asyncio.to_thread(self.recognise, bytes(state.pending), state.rate_hz)
+        state.pending.clear()
+        words = [
+            {
+                "word": word.lower(),
+                "start": round(state.final_s + start, 3),
+                "end": round(state.final_s + end, 3),
+                "confidence": 0.9,
+                "punctuated_word": word,
+            }
+            for word, start, end in heard
+        ]
+        await websocket.send_json(
+            {
+                "type": "Results",
+                "channel_index": [0, 1],
+                "duration": round(state.heard_s - state.final_s, 3),
+                "start": round(state.final_s, 3),
+                "is_final": True,
+                "speech_final": True,
+                "from_finalize": from_finalize,
+                "channel": {
+                    "alternatives": [
+                        {
+                            "transcript": " ".join(word["punctuated_word"] for word in words),
+                            "confidence": 0.9 if words else 0.0,
+                            "words": words,
+                        }
+                    ]
+                },
+                "metadata": {"request_id": request_id, "model_info": MODEL_INFO, "model_uuid": MODEL_UUID},
             }
         )
 

@@ -23,6 +23,8 @@ class Faults:
     delay_s: float = 0.0
     # A WebSocket is closed with 1011 this long after it was accepted.
     close_1011_after_s: float | None = None
+    # A WebSocket is closed with 1011 once this many seconds of audio have arrived on it.
+    close_1011_after_audio_s: float | None = None
     _failures: deque[Failure] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -42,3 +44,4 @@ class Faults:
             self._failures.clear()
         self.delay_s = 0.0
         self.close_1011_after_s = None
+        self.close_1011_after_audio_s = None
