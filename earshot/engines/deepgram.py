@@ -26,7 +26,8 @@ class DeepgramEngine:
 
     def __init__(self, config: DeepgramConfig, name: str = "deepgram") -> None:
         self.name = name
-        self.language = config.language
+        # The gateway compares a caller's ISO 639-1 code with this; Deepgram's own may carry a region.
+        self.language = config.language.split("-")[0].lower()
         self.ready = False
         self.config = config
         self._client: httpx.AsyncClient | None = None

@@ -46,6 +46,8 @@ class SarvamConfig:
     base_url: str = DEFAULT_BASE_URL
     model: str = DEFAULT_MODEL
     language_code: str = "unknown"
+    # What the gateway checks a caller's language against (Sarvam's code without its region).
+    language: str = "en"
     max_piece_s: float = 29.0
     max_parallel: int = 4
     with_timestamps: bool = True
@@ -58,13 +60,16 @@ class SarvamConfig:
         """Build from a catalog entry; the key is read from the environment variable it names."""
         options = spec.options
         stream_mode = str(options.get("stream_mode", "phrases"))
+        language_code = str(options.get("language_code", "unknown"))
+        region_free = language_code.split("-")[0].lower() if language_code != "unknown" else "en"
         if stream_mode not in ("phrases", "agreement"):
             raise CatalogError(f"model {model_id!r}: stream_mode must be phrases or agreement")
         return cls(
             api_key=spec.api_key(model_id),
             base_url=(spec.base_url or DEFAULT_BASE_URL).rstrip("/"),
             model=spec.upstream_model or DEFAULT_MODEL,
-            language_code=str(options.get("language_code", "unknown")),
+            language_code=language_code,
+            language=str(options.get("language", region_free)),
             max_piece_s=min(30.0, float(options.get("max_piece_s", 29.0))),
             max_parallel=max(1, int(options.get("max_parallel", 4))),
             with_timestamps=bool(options.get("with_timestamps", True)),
@@ -114,7 +119,7 @@ class SarvamEngine:
 
     def __init__(self, config: SarvamConfig, name: str = "sarvam") -> None:
         self.name = name
-        self.language = config.language_code.split("-")[0] if config.language_code != "unknown" else "en"
+        self.language = config.language
         self.ready = False
         self.config = config
         self._client: httpx.AsyncClient | None = None
