@@ -174,7 +174,8 @@ class OpenAIWireEngine:
     ) -> None:
         self.name = name
         self.provider = provider
-        self.language = language
+        # The gateway compares a request's language without its region against this.
+        self.language = language.replace("_", "-").split("-")[0].lower()
         self.ready = False
         self._spec = spec
         self._rest = rest
