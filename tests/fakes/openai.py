@@ -46,6 +46,8 @@ class Faults:
     delay_s: float = 0.0
     close_1011_after_s: float | None = None
     retry_after_s: float | None = None
+    # Realtime: every commit is answered with a server_error event (carrying SECRET_MARKER), not a transcript.
+    server_error_events: bool = False
     _failures: deque[int] = field(default_factory=deque)
 
     def fail_next(self, status: int = 503, times: int = 1) -> None:
@@ -419,6 +421,9 @@ class _FakeSession:
     async def transcribe(self, item_id: str, seconds: float) -> None:
         if self.fake.faults.delay_s:
             await asyncio.sleep(self.fake.faults.delay_s)
+        if self.fake.faults.server_error_events:
+            await self.error("server_error", f"The server had an error ({SECRET_MARKER})", "server_error")
+            return
         words = self.fake.transcript.split()
         for index, word in enumerate(words):
             delta = word if index == 0 else " " + word
