@@ -8,6 +8,7 @@ Catalog `options` are Deepgram query parameters (`smart_format`, `punctuate`, `e
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import httpx
 
@@ -49,7 +50,7 @@ class DeepgramEngine:
         """Send the whole buffer to prerecorded `/v1/listen`; yield its utterances in order."""
         if self._client is None:
             raise UpstreamError("the engine is not started", transient=True, status=503)
-        params = {"utterances": "true", **self.config.params(options)}
+        params = urlencode(self.config.params(options, utterances="true"))
         headers = {**self.config.headers, "Content-Type": "audio/wav"}
         try:
             response = await self._client.post(

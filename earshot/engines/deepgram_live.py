@@ -139,13 +139,13 @@ class DeepgramStream:
     @property
     def url(self) -> str:
         """The live URL with this stream's query parameters."""
-        params = {
-            **self._config.params(self._options),
-            "encoding": "linear16",
-            "sample_rate": str(ENGINE_RATE_HZ),
-            "channels": "1",
-            "interim_results": "true" if self._options.interim_results else "false",
-        }
+        params = self._config.params(
+            self._options,
+            encoding="linear16",
+            sample_rate=str(ENGINE_RATE_HZ),
+            channels="1",
+            interim_results="true" if self._options.interim_results else "false",
+        )
         return f"{self._config.live_url}?{urlencode(params)}"
 
     async def send(self, audio: Audio) -> None:

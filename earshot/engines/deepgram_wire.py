@@ -38,7 +38,10 @@ class DeepgramConfig:
         """Build from a catalog entry; the key is read from the environment variable it names."""
         options = spec.options
         query = tuple(
-            (name, _query_value(value)) for name, value in options.items() if name not in ENGINE_SETTINGS
+            (name, _query_value(item))
+            for name, value in options.items()
+            if name not in ENGINE_SETTINGS
+            for item in (value if isinstance(value, list | tuple) else [value])
         )
         return cls(
             api_key=spec.api_key(model_id),
@@ -57,13 +60,15 @@ class DeepgramConfig:
         """The credential Deepgram checks."""
         return {"Authorization": f"Token {self.api_key}"}
 
-    def params(self, options: TranscribeOptions) -> dict[str, str]:
-        """Query parameters common to prerecorded and live requests."""
-        params = {"model": self.model, **dict(self.query)}
+    def params(self, options: TranscribeOptions, **extra: str) -> list[tuple[str, str]]:
+        """Query parameters of a request: the model, the language, the catalog's options, then `extra`.
+
+        A list option (`keyterm: [a, b]`) is sent as the parameter repeated, as Deepgram expects.
+        """
         language = options.language or self.language
-        if language:
-            params["language"] = language
-        return params
+        params = [("model", self.model)] + ([("language", language)] if language else [])
+        params += [(name, value) for name, value in self.query if name not in extra]
+        return params + list(extra.items())
 
     @property
     def live_url(self) -> str:
@@ -75,8 +80,6 @@ class DeepgramConfig:
 def _query_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return ",".join(str(item) for item in value)
     return str(value)
 
 

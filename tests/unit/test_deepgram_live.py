@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from earshot.engines.base import TranscribeOptions
 from earshot.engines.deepgram_live import DeepgramLive
+from earshot.engines.deepgram_wire import DeepgramConfig
+from earshot.routing.catalog import ModelSpec
 from earshot.streaming.events import Final, Flushed, Partial, Word
 
 
@@ -64,3 +69,28 @@ def test_interim_results_are_partials_and_idle_streams_send_keepalives() -> None
     assert live.tick(now=3.9) == ([], [])
     assert live.tick(now=4.0) == ([{"type": "KeepAlive"}], [])
     assert live.tick(now=5.0) == ([], [])
+
+
+def test_catalog_options_become_query_parameters_lists_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DG_UNIT_KEY", "k")
+    spec = ModelSpec(
+        engine="deepgram",
+        api_key_env="DG_UNIT_KEY",
+        options={
+            "language": "en-GB",
+            "smart_format": True,
+            "keyterm": ["earshot", "sphinx"],
+            "keepalive_s": 2,
+        },
+    )
+    config = DeepgramConfig.from_spec("dg", spec)
+    assert config.params(TranscribeOptions(), channels="1") == [
+        ("model", "nova-3"),
+        ("language", "en-GB"),
+        ("smart_format", "true"),
+        ("keyterm", "earshot"),
+        ("keyterm", "sphinx"),
+        ("channels", "1"),
+    ]
+    assert config.keepalive_s == 2.0
+    assert config.params(TranscribeOptions(language="fr"))[1] == ("language", "fr")
