@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,7 +28,7 @@ from earshot.audio.decode import (
     parse_raw_pcm_content_type,
 )
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineError, TranscribeOptions, transcribe
+from earshot.engines.base import EngineError, TranscribeOptions, supports_language, transcribe
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route
@@ -112,7 +111,7 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
         raise OpenAIError(
             400, f"model {route.model_id!r} does not offer {needed}", code="unsupported_model", param="model"
         )
-    if params.language and re.split(r"[-_]", params.language)[0].lower() != route.engine.language:
+    if params.language and not supports_language(route.engine, params.language):
         raise OpenAIError(
             400,
             f"model {params.model or route.model_id} does not support language {params.language!r}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -125,7 +126,20 @@ class Engine(Protocol):
         ...
 
 
+def supports_language(engine: Engine, language: str) -> bool:
+    """Whether the engine recognises a language code (`en`, `en-US`); see `languages_of`."""
+    languages = languages_of(engine)
+    return languages is None or re.split(r"[-_]", language)[0].lower() in languages
+
+
+def languages_of(engine: Engine) -> frozenset[str] | None:
+    """The base language codes an engine recognises: its `languages` (None: any), else its one `language`."""
+    languages: frozenset[str] | None = getattr(engine, "languages", frozenset({engine.language}))
+    return languages
+
+
 async def transcribe(engine: Engine, audio: Audio, options: TranscribeOptions) -> Transcript:
     """Recognise a whole buffer into one Transcript."""
     segments = [segment async for segment in engine.transcribe_segments(audio, options)]
-    return Transcript.from_segments(segments, engine.language, audio.duration_s)
+    language = re.split(r"[-_]", options.language)[0].lower() if options.language else engine.language
+    return Transcript.from_segments(segments, language, audio.duration_s)

@@ -43,6 +43,9 @@ class FasterWhisperOptions(BaseModel):
         default=None, ge=1, description="Threads per worker; unset: cores/workers"
     )
     language: str = Field(default="en", description="Language decoded when a request names none")
+    languages: list[str] | None = Field(
+        default=None, description="Language codes a request may ask for (default: any; en for .en models)"
+    )
     beam_size: int = Field(default=5, ge=1)
     best_of: int = Field(default=5, ge=1)
     patience: float = Field(default=1.0, gt=0)
@@ -117,6 +120,14 @@ class FasterWhisperEngine:
         self.name = name
         self.ready = False
         self.language = options.language
+        # Whisper models are multilingual except the English-only `.en` ones.
+        self.languages: frozenset[str] | None = (
+            frozenset(code.lower() for code in options.languages)
+            if options.languages is not None
+            else frozenset({"en"})
+            if options.model.endswith(".en")
+            else None
+        )
         self._options = options
         self._pool = pool
         is_directory = Path(options.model).expanduser().is_dir()

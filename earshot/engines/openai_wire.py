@@ -176,6 +176,8 @@ class OpenAIWireEngine:
         self.provider = provider
         # The gateway compares a request's language without its region against this.
         self.language = language.replace("_", "-").split("-")[0].lower()
+        # The provider decides which languages it recognises; a request for one it lacks is its 400.
+        self.languages: frozenset[str] | None = None
         self.ready = False
         self._spec = spec
         self._rest = rest

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError
+from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError, languages_of
 from earshot.routing.failover import FailoverStream
 from earshot.routing.gate import ServerBusy
 from earshot.routing.provider import Provider, circuit_open_error
@@ -31,6 +31,7 @@ class FallbackEngine:
         primary = providers[0].engine
         self.name = providers[0].model_id
         self.language = primary.language
+        self.languages = languages_of(primary)
 
     @property
     def ready(self) -> bool:
