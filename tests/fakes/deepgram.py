@@ -5,7 +5,9 @@ prerecorded request without seconds_per_word, the script is spread over the whol
 final result for every `final_every_s` of audio and, with `interim_results=true`, interim results between;
 `Finalize` flushes what is pending as a final marked `from_finalize`; `CloseStream` flushes, sends Metadata
 and closes with 1000; a stream with no audio and no KeepAlive for `idle_timeout_s` (10 s, as Deepgram's) is
-closed with 1011 and Deepgram's NET-0001 reason. Wrong keys get Deepgram's 401 body.
+closed with 1011 and Deepgram's NET-0001 reason. With `utterance_end_ms`, a final ending in quiet audio is
+followed by an UtteranceEnd. The key is taken from `Authorization: Token` (or `Bearer`) or from the browser
+subprotocols `token`, KEY; wrong keys get Deepgram's 401 body.
 
 With a `recognise` function the fake really listens: live, it sends finals only on `Finalize` and
 `CloseStream`, each with the words `recognise` heard in the audio since the previous final.
@@ -72,6 +74,7 @@ class _Live:
     heard_samples: int = 0
     final_s: float = 0.0
     interim_s: float = 0.0
+    utterance_end: bool = False
     tail: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     pending: bytearray = field(default_factory=bytearray)
 
@@ -175,7 +178,11 @@ class DeepgramFake:
 
     async def _live(self, websocket: WebSocket) -> None:
         failure: Failure | None = self.faults.take_failure()
-        if failure is not None or not self._authorized(websocket.headers.get("authorization")):
+        # Browsers cannot set headers: they offer the subprotocols `token` and the key instead.
+        offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+        by_subprotocol = offered == ["token", self.api_key]
+        authorized = by_subprotocol or self._authorized(websocket.headers.get("authorization"))
+        if failure is not None or not authorized:
             status = failure.status if failure is not None else 401
             retry_after = failure.retry_after_s if failure is not None else None
             await websocket.send_denial_response(error_response(status, retry_after))
@@ -190,8 +197,9 @@ class DeepgramFake:
             int(params.get("sample_rate", "16000")),
             int(params.get("channels", "1")),
             params.get("interim_results") == "true",
+            utterance_end="utterance_end_ms" in params,
         )
-        await websocket.accept()
+        await websocket.accept(subprotocol="token" if by_subprotocol else None)
         loop = asyncio.get_running_loop()
         drop_at = (
             loop.time() + self.faults.close_1011_after_s
@@ -261,6 +269,9 @@ class DeepgramFake:
             await self._send_recognised(websocket, state, request_id, from_finalize)
         else:
             await self._send_results(websocket, state, request_id, is_final=True, from_finalize=from_finalize)
+        if state.utterance_end and state.tail_is_quiet():
+            end_s = round(state.heard_s, 3)
+            await websocket.send_json({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": end_s})
         state.final_s = state.interim_s = state.heard_s
 
     async def _send_results(

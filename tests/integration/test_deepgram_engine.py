@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
+import websockets
+from websockets.typing import Subprotocol
 
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import Audio
@@ -349,3 +353,22 @@ async def test_a_refused_live_handshake_is_an_upstream_error(
     await engine.stop()
     assert (raised.value.status, raised.value.transient) == (status, transient)
     assert KEY not in str(raised.value)
+
+
+async def test_the_fake_speaks_deepgrams_live_protocol_to_a_browser_style_client(
+    deepgram: DeepgramFake, clip: Audio
+) -> None:
+    """Subprotocol auth, final Results, UtteranceEnd after quiet audio, Metadata on CloseStream."""
+    url = deepgram.base_url.replace("http", "ws") + "/v1/listen?encoding=linear16&sample_rate=16000"
+    url += "&interim_results=true&utterance_end_ms=1000"
+    quiet = Audio(np.zeros(8000, dtype=np.float32))
+    async with websockets.connect(url, subprotocols=[Subprotocol("token"), Subprotocol(KEY)]) as ws:
+        assert ws.subprotocol == "token"
+        await ws.send(clip.pcm16() + quiet.pcm16())
+        await ws.send(json.dumps({"type": "CloseStream"}))
+        messages = [json.loads(raw) async for raw in ws]
+    kinds = [m["type"] for m in messages]
+    assert kinds[-1] == "Metadata" and "UtteranceEnd" in kinds
+    finals = [m for m in messages if m["type"] == "Results" and m["is_final"]]
+    assert finals and all({"speech_final", "from_finalize", "start", "duration"} <= set(m) for m in finals)
+    assert messages[-1]["duration"] == pytest.approx(clip.duration_s + 0.5, abs=0.01)
