@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -11,7 +12,7 @@ import av
 import numpy as np
 import soxr
 
-from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, pcm16_to_float, to_engine_rate
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16, pcm16_to_float, to_engine_rate
 
 RAW_PCM_TYPES = frozenset({"audio/pcm", "audio/l16", "audio/x-raw", "audio/raw"})
 DEFAULT_RAW_RATE_HZ = 16_000
@@ -159,6 +160,103 @@ def parse_raw_pcm_content_type(content_type: str | None) -> tuple[int, int] | No
     if not (rate.isdigit() and channels.isdigit()):
         raise AudioDecodeError(f"invalid raw PCM parameters in content type {content_type!r}")
     return int(rate), int(channels)
+
+
+class _BytePipe:
+    """A blocking, non-seekable file for PyAV: `read` waits for bytes fed from another thread, until EOF."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._eof = False
+        self._ready = threading.Condition()
+        self.starved = threading.Event()  # set while the reader waits for bytes nobody has fed yet
+
+    def feed(self, data: bytes) -> None:
+        with self._ready:
+            self._chunks.append(data)
+            self.starved.clear()
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._eof = True
+            self._ready.notify()
+
+    def read(self, size: int = -1) -> bytes:
+        with self._ready:
+            while not self._chunks and not self._eof:
+                self.starved.set()
+                self._ready.wait()
+            if not self._chunks:
+                return b""
+            chunk = self._chunks.pop(0)
+            if 0 < size < len(chunk):
+                self._chunks.insert(0, chunk[size:])
+                chunk = chunk[:size]
+            return chunk
+
+
+class ContainerStream:
+    """Decodes a live stream of container bytes (webm, ogg, mp4 ...) to 16 kHz PCM16 on a thread of its own.
+
+    `feed` never blocks: it hands bytes to the decoder thread and returns the audio decoded so far. `settle`
+    waits until every byte fed has been decoded (the decoder asks for more), `finish` until the stream ends.
+    """
+
+    def __init__(self) -> None:
+        self._pipe = _BytePipe()
+        self._resampler = _Resampler()
+        self._lock = threading.Lock()
+        self._error: AudioDecodeError | None = None
+        self._thread = threading.Thread(target=self._decode, name="earshot-container-stream", daemon=True)
+        self._thread.start()
+
+    def _decode(self) -> None:
+        try:
+            with av.open(self._pipe, mode="r", metadata_errors="ignore") as container:
+                if not container.streams.audio:
+                    raise AudioDecodeError("could not decode audio: the stream has no audio")
+                for frame in _frames(container, container.streams.audio[0]):
+                    with self._lock:
+                        self._resampler.feed(_frame_to_mono(frame), frame.sample_rate)
+        except av.FFmpegError as e:
+            self._error = AudioDecodeError("could not decode audio: unsupported or corrupt stream")
+            self._error.__cause__ = e
+        except AudioDecodeError as e:
+            self._error = e
+        finally:
+            self._pipe.starved.set()
+
+    def _take(self, flush: bool = False) -> bytes:
+        with self._lock:
+            if flush:
+                self._resampler.flush()
+            chunks, self._resampler.chunks = self._resampler.chunks, []
+        if self._error is not None and not chunks:
+            raise self._error
+        return float_to_pcm16(np.concatenate(chunks)) if chunks else b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Queue `data` for the decoder; the PCM16 decoded so far (AudioDecodeError once decoding failed)."""
+        if data:
+            self._pipe.feed(data)
+        return self._take()
+
+    async def settle(self, timeout_s: float = 1.0) -> bytes:
+        """The PCM16 decoded once the decoder has used every byte fed (or `timeout_s` has passed)."""
+        if not self._pipe.starved.is_set():
+            await asyncio.to_thread(self._pipe.starved.wait, timeout_s)
+        return self._take()
+
+    async def finish(self, timeout_s: float = 2.0) -> bytes:
+        """End the stream and return the rest of its PCM16."""
+        self._pipe.close()
+        await asyncio.to_thread(self._thread.join, timeout_s)
+        return self._take(flush=True)
+
+    def close(self) -> None:
+        """Stop decoding (the thread ends at its next read)."""
+        self._pipe.close()
 
 
 async def _in_thread(decode: Callable[[], Audio], limiter: asyncio.Semaphore | None) -> Audio:
