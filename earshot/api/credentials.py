@@ -55,7 +55,11 @@ class QueryKeyRedactor(logging.Filter):
 
 
 def redact_server_logs() -> None:
-    """Install the redactor on the loggers a server writes request paths to."""
+    """Redact keys from the loggers a server writes request paths to; keep upstream URLs out of INFO."""
+    # httpx logs every request's URL at INFO; upstream URLs stay at DEBUG.
+    for name in ("httpx", "httpcore"):
+        upstream_logger = logging.getLogger(name)
+        upstream_logger.setLevel(max(logging.WARNING, upstream_logger.level))
     for name in ("uvicorn.error", "uvicorn.access", "uvicorn"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, QueryKeyRedactor) for f in logger.filters):

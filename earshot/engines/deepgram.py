@@ -29,6 +29,8 @@ class DeepgramEngine:
         self.name = name
         # The gateway compares a caller's ISO 639-1 code with this; Deepgram's own may carry a region.
         self.language = config.language.split("-")[0].lower()
+        # Deepgram decides which languages a model recognises; a request for one it lacks is its 400.
+        self.languages: frozenset[str] | None = None
         self.ready = False
         self.config = config
         self._client: httpx.AsyncClient | None = None

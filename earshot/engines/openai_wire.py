@@ -23,8 +23,6 @@ from earshot.streaming.agreement import AgreementStream
 from earshot.streaming.events import Word
 
 log = logging.getLogger(__name__)
-# httpx logs every request's URL at INFO; upstream URLs belong at DEBUG at most.
-logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
 
 RealtimeDialect = Literal["beta", "ga"]
 REPLY_FORMATS = ("verbose_json", "json")

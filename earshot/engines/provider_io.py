@@ -20,8 +20,6 @@ from earshot.engines.base import UpstreamError
 from earshot.engines.upstream import closed_error, reference, status_error, transport_error
 
 log = logging.getLogger(__name__)
-# httpx logs every request's URL at INFO; upstream URLs belong at DEBUG at most.
-logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 

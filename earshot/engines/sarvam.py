@@ -120,6 +120,8 @@ class SarvamEngine:
     def __init__(self, config: SarvamConfig, name: str = "sarvam") -> None:
         self.name = name
         self.language = config.language
+        # Sarvam decides which languages it recognises (and detects with `unknown`).
+        self.languages: frozenset[str] | None = None
         self.ready = False
         self.config = config
         self._client: httpx.AsyncClient | None = None

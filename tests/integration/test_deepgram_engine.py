@@ -14,6 +14,7 @@ import pytest
 import websockets
 from websockets.typing import Subprotocol
 
+from earshot.api.credentials import redact_server_logs
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineStream, TranscribeOptions, UpstreamError, transcribe
@@ -27,6 +28,12 @@ from tests.fakes.server import FakeServer, serving
 KEY = "dg-secret-key-123"
 CLIP = "pocketsphinx-testdata/goforward.wav"
 SCRIPT = "Go forward ten meters."
+
+
+@pytest.fixture(autouse=True)
+def server_log_setup() -> None:
+    """Log levels as a running server sets them (httpx's URL lines kept out of INFO)."""
+    redact_server_logs()
 
 
 @pytest.fixture(scope="module")

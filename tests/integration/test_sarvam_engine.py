@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from earshot.api.credentials import redact_server_logs
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import TranscribeOptions, UpstreamError, transcribe
@@ -24,6 +25,12 @@ from tests.fakes.server import FakeServer, serving
 KEY = "sarvam-secret-key-456"
 CLIP = "pocketsphinx-testdata/goforward.wav"
 GAP_S = 0.8
+
+
+@pytest.fixture(autouse=True)
+def server_log_setup() -> None:
+    """Log levels as a running server sets them (httpx's URL lines kept out of INFO)."""
+    redact_server_logs()
 
 
 @pytest.fixture(scope="module")
