@@ -30,6 +30,16 @@ class AppendAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendEncoded:
+    """Feed container bytes (webm, ogg ...); the shell decodes them to PCM16 at 16 kHz off the event loop.
+
+    A session fed this way must be configured with a 16 kHz input rate.
+    """
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     """End the current turn now."""
 
@@ -54,6 +64,15 @@ class EndStream:
 
 
 @dataclass(frozen=True, slots=True)
+class RefuseHandshake:
+    """Refuse the connection with an HTTP response instead of accepting it (where the server can)."""
+
+    status: int
+    body: str
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
 class CloseSocket:
     """Close the connection with a WebSocket close code."""
 
@@ -70,7 +89,17 @@ class ModelRefused(Exception):
         self.message = message
 
 
-Action = Send | AppendAudio | Commit | Clear | Configure | EndStream | CloseSocket
+Action = (
+    Send
+    | AppendAudio
+    | AppendEncoded
+    | Commit
+    | Clear
+    | Configure
+    | EndStream
+    | RefuseHandshake
+    | CloseSocket
+)
 
 EndReason = Literal[
     "client_closed",
@@ -81,6 +110,7 @@ EndReason = Literal[
     "insufficient_credits",
     "shutdown",
     "error",
+    "bad_audio",
 ]
 
 OUTCOME_OF_END: dict[EndReason, Outcome] = {
@@ -92,6 +122,8 @@ OUTCOME_OF_END: dict[EndReason, Outcome] = {
     "insufficient_credits": "insufficient_credits",
     "shutdown": "shutdown",
     "error": "error",
+    # Audio the client sent could not be decoded: its fault, billed for what was heard, like a client leaving.
+    "bad_audio": "client_closed",
 }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from earshot.accounts.errors import AccessDenied, InsufficientCredits
@@ -23,6 +24,7 @@ from earshot.api.live import (
     OUTCOME_OF_END,
     Action,
     AppendAudio,
+    AppendEncoded,
     Clear,
     CloseSocket,
     Commit,
@@ -31,11 +33,13 @@ from earshot.api.live import (
     EndStream,
     LiveProtocol,
     ModelRefused,
+    RefuseHandshake,
     Send,
     WarnsOfLowCredit,
 )
 from earshot.api.live_models import ModelChooser as ModelChooser
 from earshot.api.live_watch import SessionWatch
+from earshot.audio.decode import AudioDecodeError, ContainerStream
 from earshot.engines.base import EngineError, TranscribeOptions
 from earshot.store.records import Outcome
 from earshot.streaming.session import LiveConfig, LiveSession
@@ -93,6 +97,7 @@ class LiveSocket:
         self._pumps: set[asyncio.Task[None]] = set()
         self._metered_ms = 0
         self._warned_low_credit = False
+        self._container: ContainerStream | None = None
 
     def _new_session(self, config: LiveConfig, options: TranscribeOptions) -> LiveSession:
         assert self.chooser.route is not None
@@ -124,6 +129,8 @@ class LiveSocket:
         caller_gone = reason == "client_closed" or self._server_closed
         flush = reason in ("finished", "idle_timeout", "max_duration", "shutdown") and not caller_gone
         try:
+            if flush:
+                await self._decode_container(to_end=True)
             await self.session.close(flush=flush)
             await asyncio.gather(*self._pumps)
             if not caller_gone:
@@ -131,6 +138,8 @@ class LiveSocket:
         except (OSError, RuntimeError, WebSocketDisconnect) as e:
             log.debug("live session ended while the socket was closing: %s", e)
         finally:
+            if self._container is not None:
+                self._container.close()
             if not caller_gone:
                 await self._close(1000, "")
 
@@ -189,7 +198,10 @@ class LiveSocket:
                 await self._send(action.message)
             elif isinstance(action, AppendAudio):
                 await self._append(action.pcm16)
+            elif isinstance(action, AppendEncoded):
+                await self._append_encoded(action.data)
             elif isinstance(action, Commit):
+                await self._decode_container()
                 await self.session.commit()
             elif isinstance(action, Clear):
                 await self.session.clear()
@@ -213,6 +225,29 @@ class LiveSocket:
         except InsufficientCredits:
             self.end("insufficient_credits", "this API key has run out of credit seconds")
         await self._warn_if_credits_low()
+
+    async def _append_encoded(self, data: bytes) -> None:
+        if self._container is None:
+            self._container = ContainerStream()
+        try:
+            pcm16 = self._container.feed(data)
+        except AudioDecodeError as e:
+            self.end("bad_audio", str(e))
+            return
+        if pcm16:
+            await self._append(pcm16)
+
+    async def _decode_container(self, to_end: bool = False) -> None:
+        """Append what the container decoder has yet to give: all it was fed, or all there is at the end."""
+        if self._container is None:
+            return
+        try:
+            pcm16 = await (self._container.finish() if to_end else self._container.settle())
+        except AudioDecodeError as e:
+            self.end("bad_audio", str(e))
+            return
+        if pcm16:
+            await self._append(pcm16)
 
     async def _warn_if_credits_low(self) -> None:
         if self._warned_low_credit or not isinstance(self.protocol, WarnsOfLowCredit):
@@ -264,7 +299,16 @@ class LiveSocket:
 
 
 async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Action]) -> None:
-    """Accept only to say why not, then close (browsers can't read a refused handshake's status)."""
+    """Refuse with an HTTP response where the protocol asks and the server can; else accept, say why, close.
+
+    (Browsers can't read a refused handshake's status, so most protocols explain in a message.)
+    """
+    denial = next((action for action in actions if isinstance(action, RefuseHandshake)), None)
+    can_deny = "websocket.http.response" in (websocket.scope.get("extensions") or {})
+    if denial is not None and can_deny and websocket.application_state == WebSocketState.CONNECTING:
+        response = Response(denial.body, status_code=denial.status, media_type=denial.media_type)
+        await websocket.send_denial_response(response)
+        return
     if websocket.application_state == WebSocketState.CONNECTING:
         await websocket.accept(subprotocol=subprotocol)
     for action in actions:
