@@ -62,6 +62,7 @@ class StreamingTranscriber:
         max_backoff_s: float = 8.0,
         max_replay_s: float = 30.0,
         keepalive_s: float = 3.0,
+        finish_timeout_s: float = 60.0,
     ) -> None:
         if (wire.sample_rate, wire.channels) != (source.sample_rate, source.channels):
             raise ValueError("the wire and the source must agree on sample rate and channels")
@@ -81,6 +82,7 @@ class StreamingTranscriber:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.keepalive_s = keepalive_s
+        self.finish_timeout_s = finish_timeout_s
         self._frame_bytes = 2 * source.channels
         self._bytes_per_s = source.sample_rate * self._frame_bytes
         self._max_replay_bytes = int(max_replay_s * source.sample_rate) * self._frame_bytes
@@ -271,6 +273,12 @@ class StreamingTranscriber:
             if self._capture_done:
                 await ws.send(self.wire.finish())
                 self._finish_sent = True
+                # The server owes the last finals and its goodbye; one that never sends them is given up on.
+                await asyncio.sleep(self.finish_timeout_s)
+                self._fatal = TranscriberError(
+                    f"the server did not finish within {self.finish_timeout_s:g} s"
+                )
+                await ws.close()
                 return
             try:
                 await asyncio.wait_for(self._new_audio.wait(), self.keepalive_s)
