@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +27,9 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         stop_server(server)
 
 
-def listen(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def listen(*args: str, stdin: bytes | None = None, **env_changes: str) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("EARSHOT_API_KEY", "DEEPGRAM_API_KEY")}
+    env.update(env_changes)
     command = [sys.executable, "-m", "earshot", "listen", *args]
     return subprocess.run(command, input=stdin, capture_output=True, timeout=60, env=env)
 
@@ -72,3 +74,13 @@ def test_an_unreachable_server_or_a_bad_source_exits_non_zero_with_one_line() ->
     assert done.returncode == 2 and b"exactly one of --file, --mic or --stdin" in done.stderr
     done = listen("--byok", "--stdin")
     assert done.returncode == 2 and b"--deepgram-key" in done.stderr
+
+
+def test_mic_without_sounddevice_exits_with_a_one_line_reason(tmp_path: Path) -> None:
+    (tmp_path / "sounddevice.py").write_text("raise ImportError('no sounddevice here')\n")
+    done = listen("--mic", "--server", "http://127.0.0.1:9", PYTHONPATH=str(tmp_path))
+    assert done.returncode == 2 and done.stdout == b""
+    assert (
+        done.stderr.decode()
+        == "error: microphone capture needs sounddevice and PortAudio: pip install 'earshot[mic]'\n"
+    )
