@@ -254,3 +254,15 @@ async def test_the_client_waits_for_ready_so_a_slow_server_loses_no_audio(
     assert log.dropped_bytes == 0 and log.forwarded_bytes == len(pcm)
     assert log.messages[-1] == {"type": "session_end", "seconds_used": 2.0}
     assert summary.seconds_used == 2.0 and summary.text
+
+
+async def test_a_second_session_over_the_keys_limit_is_rate_limited(keyed: tuple[RunningServer, str]) -> None:
+    server, _ = keyed
+    _, key = Admin(server).create_key(max_sessions=1)
+    async with websockets.connect(ws_url(server)) as first:
+        await first.send(auth(key))
+        assert json.loads(await first.recv())["type"] == "ready"
+        async with websockets.connect(ws_url(server)) as second:
+            await second.send(auth(key))
+            messages, code = await until_closed(second)
+    assert [(m["type"], m["code"]) for m in messages] == [("error", "RATE_LIMITED")] and code == 1008
