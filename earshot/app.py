@@ -18,7 +18,17 @@ from earshot.accounts.limits import MemorySessionGate, RateLimiter, RedisSession
 from earshot.accounts.metering import Meter
 from earshot.accounts.posture import check_anonymous_posture
 from earshot.accounts.revocation import RevocationFeed
-from earshot.api import admin, health, managed, metrics, openai_realtime, openai_rest, usage
+from earshot.api import (
+    admin,
+    deepgram,
+    deepgram_prerecorded,
+    health,
+    managed,
+    metrics,
+    openai_realtime,
+    openai_rest,
+    usage,
+)
 from earshot.api.access_log import AccessLogMiddleware
 from earshot.api.admission import Accounts
 from earshot.api.context import Gateway
@@ -103,7 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLogMiddleware, metrics=app_metrics)
     if settings.cors_origins:
         _add_cors(app, settings.cors_origins)
-    for module in (health, metrics, openai_rest, openai_realtime, managed, usage, admin):
+    routers = (health, metrics, openai_rest, openai_realtime, managed, deepgram, deepgram_prerecorded)
+    for module in (*routers, usage, admin):
         app.include_router(module.router)
     return app
 

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (comma-separated; * for any)"
     )
+    listen_url_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts POST /v1/listen may fetch a url's audio from (comma-separated); none: refused",
+    )
 
     # Defaults of the runtime dials (see earshot.dials): changeable later without a restart.
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
@@ -57,6 +61,13 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("listen_url_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
         return value
 
     @property

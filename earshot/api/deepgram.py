@@ -1,0 +1,335 @@
+"""Deepgram live transcription: WS /v1/listen.
+
+`DeepgramLiveProtocol` is sans-I/O: it is fed the client's frames and the session's events and returns
+actions. The endpoint at the bottom checks the query parameters (a bad one is refused at the handshake with a
+400 and Deepgram's error body) and hands the socket to the shared live socket shell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fastapi import APIRouter, WebSocket
+
+from earshot.api import deepgram_results as messages
+from earshot.api.deepgram_params import DeepgramError, ListenParams, choose_model
+from earshot.api.deepgram_results import ModelInfo, spread_words
+from earshot.api.live import (
+    Action,
+    AppendAudio,
+    AppendEncoded,
+    CloseSocket,
+    Commit,
+    EndReason,
+    EndStream,
+    RefuseHandshake,
+    Send,
+)
+from earshot.api.live_socket import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.audio.pcm import alaw_to_pcm16, float_to_pcm16, pcm16_to_float, ulaw_to_pcm16
+from earshot.engines.base import TranscribeOptions
+from earshot.routing.catalog import ModelNotFound
+from earshot.streaming.events import (
+    Error,
+    Final,
+    Partial,
+    SessionEvent,
+    SpeechStarted,
+    SpeechStopped,
+    UtteranceEnd,
+    Word,
+)
+from earshot.streaming.session import LiveConfig
+
+router = APIRouter()
+
+# How the server ends a stream: close code and reason (Deepgram's NET-0001 / DATA-0000 where it has one).
+_CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
+    "idle_timeout": (1011, "NET-0001"),
+    "max_duration": (1000, "SESSION_EXPIRED"),
+    "revoked": (1008, "INVALID_AUTH"),
+    "insufficient_credits": (1008, "INSUFFICIENT_CREDITS"),
+    "shutdown": (1012, "SERVER_SHUTTING_DOWN"),
+    "error": (1011, "INTERNAL_SERVER_ERROR"),
+    "bad_audio": (1008, "DATA-0000"),
+}
+_IDLE_MESSAGE = "did not receive audio data or a text message within the timeout window"
+
+
+@dataclass(slots=True)
+class _TurnEnd:
+    """A turn that has ended and whose text is still coming: why it ended, and what was sent for it."""
+
+    endpoint: bool = False  # the VAD heard the pause (speech_final)
+    finalize: bool = False  # a Finalize ended it, or arrived while its text was pending (from_finalize)
+    finals: int = 0
+
+
+class DeepgramLiveProtocol:
+    """A Deepgram live stream, without I/O."""
+
+    def __init__(
+        self, params: ListenParams, model: ModelInfo, live_defaults: LiveConfig, request_id: str
+    ) -> None:
+        self.params = params
+        self.model = model
+        self.request_id = request_id
+        self._live_defaults = live_defaults
+        self._sha256 = hashlib.sha256()
+        self._raw_bytes = 0
+        self._carry = b""  # the start of a sample frame split across messages
+        self._in_turn = False
+        self._ends: deque[_TurnEnd] = deque()
+        self._clock_s = 0.0
+        self._closing = False
+
+    # --- client messages ---
+
+    def live_config(self) -> LiveConfig:
+        """The LiveSession configuration the query parameters ask for."""
+        return LiveConfig(
+            input_rate_hz=self.params.input_rate_hz,
+            vad=self.params.vad,
+            idle_timeout_s=self._live_defaults.idle_timeout_s,
+            max_duration_s=self._live_defaults.max_duration_s,
+        )
+
+    def transcribe_options(self) -> TranscribeOptions:
+        """Language, key terms as a prompt, and whether interim results are wanted."""
+        return TranscribeOptions(
+            language=self.params.language,
+            prompt=self.params.prompt,
+            interim_results=self.params.interim_results,
+        )
+
+    def opened(self) -> list[Action]:
+        """Deepgram says nothing until there are results."""
+        return []
+
+    def receive_bytes(self, data: bytes) -> list[Action]:
+        """Audio; an empty frame means the client has no more (Deepgram's older way to close)."""
+        if self._closing:
+            return []
+        if not data:
+            return self._close_stream()
+        self._sha256.update(data)
+        self._raw_bytes += len(data)
+        encoding = self.params.encoding
+        if encoding is None:
+            return [AppendEncoded(data)]
+        frame_bytes = (2 if encoding == "linear16" else 1) * self.params.channels
+        data = self._carry + data
+        usable = len(data) - len(data) % frame_bytes
+        chunk, self._carry = data[:usable], data[usable:]
+        if not chunk:
+            return []
+        if encoding == "mulaw":
+            chunk = ulaw_to_pcm16(chunk)
+        elif encoding == "alaw":
+            chunk = alaw_to_pcm16(chunk)
+        if self.params.channels > 1:
+            chunk = float_to_pcm16(pcm16_to_float(chunk, self.params.channels))
+        return [AppendAudio(chunk)]
+
+    def receive_text(self, text: str) -> list[Action]:
+        """KeepAlive, Finalize or CloseStream; anything else gets an Error message and the stream goes on."""
+        try:
+            message = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            return [Send(messages.error("SchemaError", "the message is not valid JSON"))]
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "KeepAlive":
+            return []
+        if kind == "Finalize":
+            return self._finalize()
+        if kind == "CloseStream":
+            return self._close_stream()
+        shown = kind if isinstance(kind, str) else "missing"
+        return [
+            Send(
+                messages.error(
+                    "SchemaError",
+                    f"unknown message type {shown[:40]!r}: send KeepAlive, Finalize or CloseStream as text, "
+                    "and audio as binary frames",
+                )
+            )
+        ]
+
+    def _finalize(self) -> list[Action]:
+        if self._closing:
+            return []
+        if self._in_turn:
+            self._in_turn = False
+            self._ends.append(_TurnEnd(finalize=True))
+            return [Commit()]
+        if self._ends:
+            # Nothing is being heard; the text still pending is what this Finalize flushes.
+            self._ends[-1].finalize = True
+            return []
+        return [Send(self._results((), self._clock_s, self._clock_s, from_finalize=True))]
+
+    def _close_stream(self) -> list[Action]:
+        if self._closing:
+            return []
+        self._closing = True
+        return [EndStream()]
+
+    # --- session events ---
+
+    def on_event(self, event: SessionEvent) -> list[Action]:
+        """Deepgram messages for one session event."""
+        if isinstance(event, SpeechStarted):
+            self._in_turn = True
+            self._clock_s = max(self._clock_s, event.t)
+            return [Send(messages.speech_started(event.t))] if self.params.vad_events else []
+        if isinstance(event, SpeechStopped):
+            self._clock_s = max(self._clock_s, event.t)
+            if self._in_turn:
+                self._in_turn = False
+                self._ends.append(_TurnEnd(endpoint=self.params.endpointing is not None))
+            return []
+        if isinstance(event, Partial):
+            self._clock_s = max(self._clock_s, event.end)
+            if not self.params.interim_results or not event.text:
+                return []
+            words = spread_words(event.text, event.start, event.end)
+            return [Send(self._results(words, event.start, event.end, is_final=False))]
+        if isinstance(event, Final):
+            return self._final(event)
+        if isinstance(event, UtteranceEnd):
+            return self._utterance_end(event)
+        if isinstance(event, Error):
+            # The engine failed: the turns it had pending are gone, and the stream goes on with a new one.
+            self._ends.clear()
+            self._in_turn = False
+            return [Send(messages.error(event.code, event.message))]
+        return []
+
+    def _final(self, event: Final) -> list[Action]:
+        self._clock_s = max(self._clock_s, event.end)
+        words = event.words or spread_words(event.text, event.start, event.end)
+        if not words:
+            return []
+        pending = self._ends[0] if self._ends else None
+        if pending is not None:
+            pending.finals += 1
+        from_finalize = pending is not None and pending.finalize
+        return [Send(self._results(words, event.start, event.end, from_finalize=from_finalize))]
+
+    def _utterance_end(self, event: UtteranceEnd) -> list[Action]:
+        # A turn flushed because the stream is ending was never registered: it is neither kind.
+        ended = self._ends.popleft() if self._ends else _TurnEnd()
+        self._clock_s = max(self._clock_s, event.t)
+        actions: list[Action] = []
+        if ended.finalize and not ended.finals:
+            actions.append(Send(self._results((), event.t, event.t, from_finalize=True)))
+        if ended.endpoint:
+            actions.append(Send(self._results((), event.t, event.t, speech_final=True)))
+            if self.params.utterance_end_ms is not None:
+                actions.append(Send(messages.utterance_end(event.t)))
+        return actions
+
+    def _results(
+        self,
+        words: Sequence[Word],
+        start: float,
+        end: float,
+        *,
+        is_final: bool = True,
+        speech_final: bool = False,
+        from_finalize: bool = False,
+    ) -> str:
+        return messages.results(
+            words,
+            start,
+            end,
+            is_final=is_final,
+            speech_final=speech_final,
+            from_finalize=from_finalize,
+            punctuate=self.params.punctuated,
+            diarize=self.params.diarize,
+            request_id=self.request_id,
+            model=self.model,
+        )
+
+    # --- the end ---
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of audio received (for containers, as far as the results reached)."""
+        encoding = self.params.encoding
+        if encoding is None:
+            return self._clock_s
+        bytes_per_second = (
+            (2 if encoding == "linear16" else 1) * self.params.channels * self.params.input_rate_hz
+        )
+        return self._raw_bytes / bytes_per_second
+
+    def ending(self, reason: EndReason, message: str) -> list[Action]:
+        """Metadata and the close; when the server ends the stream, an Error message saying why first."""
+        if reason == "client_closed":
+            return [CloseSocket(1000)]
+        metadata = Send(
+            messages.metadata(
+                self.request_id, self._sha256.hexdigest(), self.duration_s, self.params.channels, self.model
+            )
+        )
+        if reason == "finished":
+            return [metadata, CloseSocket(1000)]
+        code, close_reason = _CLOSE_OF_END.get(reason, (1011, "INTERNAL_SERVER_ERROR"))
+        description = _IDLE_MESSAGE if reason == "idle_timeout" else message
+        return [Send(messages.error(close_reason, description)), metadata, CloseSocket(code, close_reason)]
+
+    @classmethod
+    def refusal(cls, error: DeepgramError, request_id: str) -> list[Action]:
+        """An HTTP refusal at the handshake; where the server can't send one, an Error message and 1008."""
+        return [
+            RefuseHandshake(error.status, error.body(request_id)),
+            Send(messages.error(error.err_code, error.err_msg)),
+            CloseSocket(1008, error.err_code),
+        ]
+
+
+LISTEN_ROUTE = LiveRoute(path="/v1/listen", bucket="listen")
+
+
+def check_language(language: str | None, engine_language: str, model_id: str) -> None:
+    """A 400 unless the requested language is the engine's (by its primary subtag)."""
+    if language and re.split(r"[-_]", language)[0].lower() != engine_language.lower():
+        raise DeepgramError.bad_request(f"The model {model_id} does not support the language {language!r}.")
+
+
+@router.websocket("/v1/listen")
+async def listen_live(websocket: WebSocket) -> None:
+    """A Deepgram live transcription stream."""
+    offered = websocket.scope.get("subprotocols", [])
+    subprotocol = "token" if "token" in offered else None
+    gateway = websocket.app.state.gateway
+    request_id = str(uuid.uuid4())
+    query = websocket.query_params
+    try:
+        params = ListenParams.from_query(query, {name: query.getlist(name) for name in query})
+        choice = choose_model(gateway.router.catalog, params.model)
+        try:
+            route = gateway.router.route(choice.model_id)
+        except ModelNotFound as e:
+            raise DeepgramError.bad_request(f"No such model: {choice.model_id}") from e
+        check_language(params.language, route.engine.language, route.model_id)
+    except DeepgramError as e:
+        await refuse(websocket, subprotocol, DeepgramLiveProtocol.refusal(e, request_id))
+        return
+
+    def make_protocol(chooser: ModelChooser, model_id: str, defaults: LiveConfig) -> DeepgramLiveProtocol:
+        arch = chooser.route.spec.engine if chooser.route is not None else "unknown"
+        return DeepgramLiveProtocol(params, ModelInfo(model_id, arch), defaults, request_id)
+
+    def refusal(code: str, message: str) -> list[Action]:
+        return DeepgramLiveProtocol.refusal(DeepgramError.refused(code, message), request_id)
+
+    await serve_live(websocket, gateway, LISTEN_ROUTE, choice.model_id, subprotocol, make_protocol, refusal)

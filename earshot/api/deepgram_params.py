@@ -1,0 +1,215 @@
+"""Deepgram's `/v1/listen` query parameters, validated, and Deepgram's error shape.
+
+Live and prerecorded requests share one parameter model. Unknown parameters are ignored (Deepgram has many
+that earshot has no use for); the ones earshot reads are checked, and a bad one is a 400 with Deepgram's
+error body `{"err_code", "err_msg", "request_id"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from earshot.accounts.errors import (
+    AccessDenied,
+    InsufficientCredits,
+    InvalidKey,
+    ModelNotAllowed,
+    RateLimited,
+)
+from earshot.audio.vad import VadParams
+from earshot.routing.catalog import Catalog, ModelNotFound
+
+RawEncoding = Literal["linear16", "mulaw", "alaw"]
+# Encodings Deepgram names that earshot does not take as raw frames (send them in a container instead).
+_OTHER_ENCODINGS = frozenset({"flac", "opus", "ogg-opus", "amr-nb", "amr-wb", "speex", "g729", "mp3"})
+G711_RATE_HZ = 8_000
+# Deepgram's default endpointing is 10 ms; the VAD decides per 32 ms window and a pause that short splits
+# words, so an endpointing pause is never shorter than this.
+MIN_ENDPOINTING_MS = 300
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+class DeepgramError(Exception):
+    """A failure to report in Deepgram's error shape with an HTTP status."""
+
+    def __init__(self, status: int, err_code: str, err_msg: str) -> None:
+        super().__init__(err_msg)
+        self.status = status
+        self.err_code = err_code
+        self.err_msg = err_msg
+
+    def body(self, request_id: str) -> str:
+        """The JSON error body."""
+        return json.dumps({"err_code": self.err_code, "err_msg": self.err_msg, "request_id": request_id})
+
+    @classmethod
+    def bad_request(cls, message: str) -> DeepgramError:
+        """A 400 for a bad parameter or body."""
+        return cls(400, "Bad Request", message)
+
+    @classmethod
+    def refused(cls, code: str, message: str) -> DeepgramError:
+        """The error for a caller refused by admission or model choice (earshot's refusal codes)."""
+        if code == "invalid_api_key":
+            return cls(401, "INVALID_AUTH", f"Invalid credentials: {message}")
+        if code == "model_not_allowed":
+            return cls(403, "INSUFFICIENT_PERMISSIONS", message)
+        if code in ("rate_limit_exceeded", "concurrency_limit_exceeded"):
+            return cls(429, "TOO_MANY_REQUESTS", message)
+        if code == "insufficient_quota":
+            return cls(402, "INSUFFICIENT_CREDITS", message)
+        return cls(400, "Bad Request", message)
+
+    @classmethod
+    def denied(cls, denial: AccessDenied) -> DeepgramError:
+        """The error for an AccessDenied raised by the accounts layer."""
+        if isinstance(denial, InvalidKey):
+            return cls.refused("invalid_api_key", str(denial))
+        if isinstance(denial, ModelNotAllowed):
+            return cls.refused("model_not_allowed", str(denial))
+        if isinstance(denial, RateLimited):
+            return cls.refused("rate_limit_exceeded", str(denial))
+        if isinstance(denial, InsufficientCredits):
+            return cls.refused("insufficient_quota", str(denial))
+        return cls(403, "FORBIDDEN", str(denial))
+
+
+def _flag(value: Any) -> Any:
+    """Deepgram booleans are the strings true and false."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+class ListenParams(BaseModel):
+    """The query parameters of `/v1/listen` that earshot reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str | None = None
+    language: str | None = Field(default=None, pattern=_LANGUAGE.pattern)
+    encoding: RawEncoding | None = None
+    sample_rate: int | None = Field(default=None, ge=8_000, le=96_000)
+    channels: int = Field(default=1, ge=1, le=8)
+    interim_results: bool = False
+    punctuate: bool = False
+    smart_format: bool = False
+    # None: endpointing off; an int: the pause, in ms, that ends an utterance (speech_final).
+    endpointing: int | None = Field(default=10, ge=0, le=60_000)
+    utterance_end_ms: int | None = Field(default=None, ge=1_000, le=60_000)
+    vad_events: bool = False
+    diarize: bool = False
+    utterances: bool = False
+    keywords: tuple[str, ...] = ()
+    keyterm: tuple[str, ...] = ()
+    tag: tuple[str, ...] = ()
+
+    @field_validator(
+        "interim_results", "punctuate", "smart_format", "vad_events", "diarize", "utterances", mode="before"
+    )
+    @classmethod
+    def _booleans(cls, value: Any) -> Any:
+        value = _flag(value)
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+
+    @field_validator("endpointing", mode="before")
+    @classmethod
+    def _endpointing(cls, value: Any) -> Any:
+        value = _flag(value)
+        if value is False:
+            return None
+        if value is True:
+            return 10
+        return value
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _known_encoding(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in _OTHER_ENCODINGS:
+            raise ValueError(
+                f"{value} is not accepted as raw frames here: send linear16, mulaw or alaw, or send the "
+                "audio in its container (webm, ogg, wav ...) and leave encoding out"
+            )
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ListenParams:
+        if self.encoding == "linear16" and self.sample_rate is None:
+            raise ValueError("sample_rate is required with encoding=linear16")
+        if self.utterance_end_ms is not None and not self.interim_results:
+            raise ValueError("utterance_end_ms requires interim_results=true")
+        return self
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str], lists: Mapping[str, Sequence[str]]) -> ListenParams:
+        """Validate a query string (`lists` holds every value of repeated parameters)."""
+        raw: dict[str, Any] = {key: value for key, value in query.items() if value != ""}
+        for name in ("keywords", "keyterm", "tag"):
+            raw[name] = tuple(lists.get(name, ()))
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            text = f"Invalid query parameter {where}: {message}" if where else message
+            raise DeepgramError.bad_request(text) from e
+
+    @property
+    def input_rate_hz(self) -> int:
+        """The rate of the PCM16 the caller's frames decode to (containers are resampled to 16 kHz)."""
+        if self.encoding is None:
+            return 16_000
+        return self.sample_rate or G711_RATE_HZ
+
+    @property
+    def vad(self) -> VadParams:
+        """Turn detection for these parameters."""
+        defaults = VadParams()
+        if "endpointing" not in self.model_fields_set:
+            # Deepgram's 10 ms default can't be honoured (above): the VAD's own default pause applies.
+            return defaults
+        if self.endpointing is not None:
+            return VadParams(silence_duration_ms=max(self.endpointing, MIN_ENDPOINTING_MS))
+        if self.utterance_end_ms is not None:
+            return VadParams(silence_duration_ms=self.utterance_end_ms)
+        return defaults
+
+    @property
+    def prompt(self) -> str | None:
+        """Keywords and key terms (weights dropped) as a prompt, for engines that take one."""
+        terms = [term.rsplit(":", 1)[0] if ":" in term else term for term in (*self.keyterm, *self.keywords)]
+        terms = [term.strip() for term in terms if term.strip()]
+        return ", ".join(terms) if terms else None
+
+    @property
+    def punctuated(self) -> bool:
+        """Whether words get a `punctuated_word`."""
+        return self.punctuate or self.smart_format
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """Which catalog model a Deepgram `model` parameter means."""
+
+    requested: str | None
+    model_id: str | None
+
+
+def choose_model(catalog: Catalog, requested: str | None) -> ModelChoice:
+    """A catalog id or alias is used as given; any other name (nova-3, base ...) means the default model."""
+    if not requested:
+        return ModelChoice(None, None)
+    try:
+        catalog.resolve(requested)
+    except ModelNotFound:
+        return ModelChoice(requested, None)
+    return ModelChoice(requested, requested)
