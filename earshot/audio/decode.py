@@ -196,6 +196,10 @@ class _BytePipe:
             return chunk
 
 
+# A live stream's format is found from its first 64 KiB: garbage is refused early, not after megabytes.
+_PROBE = {"probesize": str(64 * 1024), "formatprobesize": str(64 * 1024)}
+
+
 class ContainerStream:
     """Decodes a live stream of container bytes (webm, ogg, mp4 ...) to 16 kHz PCM16 on a thread of its own.
 
@@ -213,7 +217,7 @@ class ContainerStream:
 
     def _decode(self) -> None:
         try:
-            with av.open(self._pipe, mode="r", metadata_errors="ignore") as container:
+            with av.open(self._pipe, mode="r", metadata_errors="ignore", options=_PROBE) as container:
                 if not container.streams.audio:
                     raise AudioDecodeError("could not decode audio: the stream has no audio")
                 for frame in _frames(container, container.streams.audio[0]):
