@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import websockets
 from openai import AsyncOpenAI
 
 from earshot.audio.pcm import ENGINE_RATE_HZ
@@ -33,10 +34,11 @@ from tests.conftest import (
     usage_records,
     wait_until,
 )
-from tests.e2e.catalogs import write_catalog
+from tests.e2e.catalogs import FAKE_KEY_ENV, openai_model, write_catalog
 from tests.e2e.realtime_client import EventLog, chunks, pcm24, silence, speech, trimmed
 from tests.e2e.wer import word_errors, words
 from tests.fakes.deepgram import DeepgramFake
+from tests.fakes.openai import OPENAI_KEY, FakeOpenAI
 from tests.fakes.server import serving
 
 DEEPGRAM_KEY = "dg-failover-key-31c7"
@@ -112,22 +114,29 @@ def three_sentences() -> tuple[np.ndarray, float]:
     return audio, mid_second_s
 
 
-async def stream_session(live: Live, key: str, audio: np.ndarray) -> EventLog:
+async def stream_session(
+    server: RunningServer, key: str, audio: np.ndarray, model: str = "listener"
+) -> EventLog:
     """Stream the audio over /v1/realtime with the openai SDK; the events once every turn is transcribed."""
-    sdk = AsyncOpenAI(base_url=f"{live.server.base_url}/v1", api_key=key, max_retries=0)
+    sdk = AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
     log = EventLog()
-    async with sdk.realtime.connect(extra_query={"intent": "transcription", "model": "listener"}) as conn:
+    async with sdk.realtime.connect(extra_query={"intent": "transcription", "model": model}) as conn:
 
         async def read() -> None:
-            async for event in conn:
-                log.add(event.to_dict())
+            try:
+                async for event in conn:
+                    log.add(event.to_dict())
+            except websockets.ConnectionClosed as closed:
+                log.add({"type": "closed", "code": closed.rcvd.code if closed.rcvd else None})
 
         reader = asyncio.create_task(read())
         for payload in chunks(pcm24(audio), 48_000, CHUNK_MS):
+            if reader.done():
+                break
             await conn.input_audio_buffer.append(audio=payload)
             await asyncio.sleep(CHUNK_MS / 1000 / SPEEDUP)
         async with asyncio.timeout(60):
-            while True:
+            while not reader.done():
                 stopped = log.of("input_audio_buffer.speech_stopped")
                 ended = len(log.completed) + len(log.of("conversation.item.input_audio_transcription.failed"))
                 if stopped and ended >= len(stopped):
@@ -175,7 +184,7 @@ async def test_the_primary_dying_mid_sentence_costs_no_word_and_repeats_none(liv
     admin = live.admin
 
     reference_key_id, reference_key = admin.create_key(name="reference", credits_seconds=600)
-    reference = await stream_session(live, reference_key, audio)
+    reference = await stream_session(live.server, reference_key, audio)
     expected = transcript_words(reference)
     assert not errors_of(reference)
     assert word_errors(words(TRUE_TEXT), expected) <= len(expected) // 2, "the recogniser really listens"
@@ -183,7 +192,7 @@ async def test_the_primary_dying_mid_sentence_costs_no_word_and_repeats_none(liv
     live.fake.faults.close_1011_after_audio_s = mid_second_s
     try:
         key_id, key = admin.create_key(name="failover", credits_seconds=600)
-        failover = await stream_session(live, key, audio)
+        failover = await stream_session(live.server, key, audio)
     finally:
         live.fake.faults.reset()
     got = transcript_words(failover)
@@ -206,3 +215,44 @@ async def test_the_primary_dying_mid_sentence_costs_no_word_and_repeats_none(liv
         assert record.outcome == "ok"
         assert abs(record.audio_ms - sent_ms) <= CHUNK_MS
         assert record.cost == pytest.approx(0.01 * record.audio_ms / 1000, rel=0.01)
+
+
+@pytest.fixture(scope="module")
+def relayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, FakeOpenAI]]:
+    """A server whose OpenAI model (relayed on /v1/realtime) falls back to local pocketsphinx."""
+    tmp: Path = tmp_path_factory.mktemp("relay-failover")
+    fake = FakeOpenAI("hello from the relayed provider")
+    with serving(fake.app) as fake_server:
+        catalog = write_catalog(
+            tmp / "catalog.yaml",
+            {
+                "cloud": openai_model(f"{fake_server.base_url}/v1", fallbacks=["local"]),
+                "local": {"engine": "pocketsphinx"},
+            },
+            default_model="cloud",
+        )
+        env = {"EARSHOT_ADMIN_TOKEN": ADMIN_TOKEN, "EARSHOT_CONFIG": str(catalog), FAKE_KEY_ENV: OPENAI_KEY}
+        server = start_server(tmp, env)
+        try:
+            yield server, fake
+        finally:
+            stop_server(server)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a /v1/realtime session relayed to the provider's own socket (api/realtime_relay_socket.py) ends "
+    "with an error when the provider fails; it does not fail over to the model's fallbacks",
+)
+async def test_a_relayed_session_whose_provider_dies_goes_on_on_the_fallback(
+    relayed: tuple[RunningServer, FakeOpenAI],
+) -> None:
+    server, fake = relayed
+    said = trimmed(speech("pocketsphinx-testdata/goforward.wav"))
+    gap = silence(1.2)
+    audio = np.concatenate([silence(0.5), said, gap, said, gap, said, silence(2.0)])
+    _, key = Admin(server).create_key(name="relay-failover", credits_seconds=600)
+    fake.faults.close_1011_after_s = 3.0  # during the second utterance at twice real-time pace
+    log = await stream_session(server, key, audio, model="cloud")
+    assert not errors_of(log) and not log.of("closed"), [*errors_of(log), *log.of("closed")]
+    assert len(log.completed) == 3
