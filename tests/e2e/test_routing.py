@@ -33,6 +33,7 @@ from tests.conftest import (
 from tests.e2e.catalogs import FAKE_KEY_ENV, openai_model, tone_wav, write_catalog
 from tests.fakes.openai import OPENAI_KEY, FakeOpenAI, Faults
 from tests.fakes.server import serving
+from tests.fakes.whisperlivekit import WhisperLiveKitFake
 
 PRIMARY_TEXT = "hello from the primary provider"
 BACKUP_TEXT = "hello from the backup provider"
@@ -50,6 +51,7 @@ class Routed:
     database_url: str
     primary: FakeOpenAI
     backup: FakeOpenAI
+    streamed: WhisperLiveKitFake
     admin: Admin
 
 
@@ -57,7 +59,12 @@ class Routed:
 def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
     tmp: Path = tmp_path_factory.mktemp("routing")
     primary, backup = FakeOpenAI(PRIMARY_TEXT), FakeOpenAI(BACKUP_TEXT)
-    with serving(primary.app) as primary_server, serving(backup.app) as backup_server:
+    streamed = WhisperLiveKitFake(PRIMARY_TEXT)
+    with (
+        serving(primary.app) as primary_server,
+        serving(backup.app) as backup_server,
+        serving(streamed.app) as streamed_server,
+    ):
         to_primary = f"{primary_server.base_url}/v1"
         with_fallback = {"fallbacks": ["backup"], "price": PRICE_PER_S}
         catalog = write_catalog(
@@ -75,13 +82,19 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
                     to_primary, circuit_failures=2, circuit_reset_s=60, **with_fallback
                 ),
                 "narrow": openai_model(to_primary, max_concurrency=1, max_queue=1),
+                # One-shot audio is streamed through this upstream's socket (WhisperLiveKit's /asr).
+                "streamed": {
+                    "engine": "whisperlivekit",
+                    "base_url": streamed_server.base_url,
+                    **with_fallback,
+                },
             },
             default_model="backup",
         )
         env = {"EARSHOT_ADMIN_TOKEN": ADMIN_TOKEN, "EARSHOT_CONFIG": str(catalog), FAKE_KEY_ENV: OPENAI_KEY}
         server = start_server(tmp, env)
         try:
-            yield Routed(server, sqlite_url(tmp), primary, backup, Admin(server))
+            yield Routed(server, sqlite_url(tmp), primary, backup, streamed, Admin(server))
         finally:
             stop_server(server)
 
@@ -92,6 +105,7 @@ def no_faults(routed: Routed) -> Iterator[None]:
     routed.primary.faults = Faults()
     yield
     routed.primary.faults = Faults()
+    routed.streamed.faults.reset()
 
 
 def client(routed: Routed) -> tuple[str, OpenAI]:
@@ -134,6 +148,7 @@ def assert_billed_once(record: UsageRecord, model: str) -> None:
         pytest.param("rate-limited", 429, id="429"),
         pytest.param("failing", 500, id="500"),
         pytest.param("failing", 503, id="503"),
+        pytest.param("streamed", "close-1011", id="socket-closed-1011"),
     ],
 )
 def test_a_transient_failure_of_the_primary_is_answered_by_the_fallback(
@@ -141,6 +156,8 @@ def test_a_transient_failure_of_the_primary_is_answered_by_the_fallback(
 ) -> None:
     if fault == "delay":
         routed.primary.faults.delay_s = 2.0  # above the model's timeout_s of 0.5
+    elif fault == "close-1011":
+        routed.streamed.faults.close_1011_after_s = 0.3  # mid-upload: WhisperLiveKit takes audio in real time
     elif isinstance(fault, int):
         routed.primary.faults.fail_next(fault)
     primary_calls, backup_calls = len(routed.primary.requests), len(routed.backup.requests)
@@ -148,7 +165,9 @@ def test_a_transient_failure_of_the_primary_is_answered_by_the_fallback(
 
     assert transcribe(sdk, model) == BACKUP_TEXT
 
-    if fault is not None:
+    if fault == "close-1011":
+        assert routed.streamed.connections[-1].close_code == 1011
+    elif fault is not None:
         assert len(routed.primary.requests) == primary_calls + 1, "the primary was tried once"
     assert len(routed.backup.requests) == backup_calls + 1
     [record] = records(routed, key_id, 1)
