@@ -162,6 +162,9 @@ class DeepgramLiveProtocol:
         ]
 
     def _finalize(self) -> list[Action]:
+        # Whether a turn is open is judged by the events delivered so far. If a SpeechStopped is still on
+        # its way, the commit ends a second, empty turn, and the turn the VAD ended takes the finalize mark
+        # (its text is from_finalize, without speech_final).
         if self._closing:
             return []
         if self._in_turn:

@@ -53,16 +53,20 @@ async def listen_prerecorded(request: Request, gateway: GatewayDep) -> Response:
         async with admission:
             body = await _transcribe(request, gateway, params, request_id, admission)
     except DeepgramError as e:
-        request.state.outcome = e.err_code
-        return _error_response(e, request_id)
+        return _error_response(request, e, request_id)
     except AccessDenied as denial:
-        error = DeepgramError.denied(denial)
-        request.state.outcome = error.err_code
-        return _error_response(error, request_id)
+        return _error_response(request, DeepgramError.denied(denial), request_id)
+    except Exception:
+        # Anything unforeseen still answers in Deepgram's shape; the trace goes to the log only.
+        incident = uuid.uuid4().hex[:12]
+        log.exception("POST /v1/listen failed incident=%s", incident)
+        error = DeepgramError(500, "INTERNAL_SERVER_ERROR", f"Internal server error (incident {incident}).")
+        return _error_response(request, error, request_id)
     return JSONResponse(body, headers={"dg-request-id": request_id})
 
 
-def _error_response(error: DeepgramError, request_id: str) -> Response:
+def _error_response(request: Request, error: DeepgramError, request_id: str) -> Response:
+    request.state.outcome = error.err_code.lower().replace(" ", "_")
     return Response(
         error.body(request_id),
         status_code=error.status,
