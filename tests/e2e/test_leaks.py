@@ -304,8 +304,23 @@ DEEPGRAM_API = importlib.util.find_spec("earshot.api.deepgram") is not None
 
 
 @pytest.mark.skipif(not DEEPGRAM_API, reason="the Deepgram-compatible routes (api/deepgram.py) are absent")
-@pytest.mark.parametrize("model", ["probe-deepgram", "probe-deepgram-wrong-key", "probe-openai-wrong-key"])
-async def test_deepgram_routes_leak_nothing(probe: Probe, model: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "fault"),
+    [
+        ("probe-deepgram", None),
+        ("probe-deepgram", 500),
+        ("probe-deepgram", "close-1011"),
+        ("probe-deepgram-wrong-key", None),
+        ("probe-openai-wrong-key", None),
+        ("probe-openai-local", 500),
+    ],
+)
+async def test_deepgram_routes_leak_nothing(probe: Probe, model: str, fault: int | str | None) -> None:
+    if fault == 500:
+        probe.openai.faults.fail_next(500, times=4)
+        probe.deepgram.faults.fail_next(500, times=2)
+    elif fault == "close-1011":
+        probe.deepgram.faults.close_1011_after_audio_s = 1.0
     auth = {"Authorization": f"Token {probe.key}"}
     async with httpx.AsyncClient(timeout=30) as http:
         response = await http.post(
