@@ -158,7 +158,9 @@ def trigrams(sequence: list[str]) -> Counter[tuple[str, ...]]:
 
 
 def the_record(live: Live, key_id: str) -> UsageRecord:
-    mine = lambda: [r for r in usage_records(live.database_url) if r.key_id == key_id]  # noqa: E731
+    def mine() -> list[UsageRecord]:
+        return [r for r in usage_records(live.database_url) if r.key_id == key_id]
+
     wait_until(lambda: bool(mine()) and all(r.outcome for r in mine()), 15, 0.1)
     records = mine()
     assert len(records) == 1, records

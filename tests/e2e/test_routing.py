@@ -126,7 +126,10 @@ def refusal(sdk: OpenAI, model: str) -> openai.APIStatusError:
 
 def records(routed: Routed, key_id: str, expected: int) -> list[UsageRecord]:
     """The key's usage records once `expected` are written (and no more than that)."""
-    mine = lambda: [r for r in usage_records(routed.database_url) if r.key_id == key_id]  # noqa: E731
+
+    def mine() -> list[UsageRecord]:
+        return [r for r in usage_records(routed.database_url) if r.key_id == key_id]
+
     wait_until(lambda: len(mine()) >= expected, 10, 0.1)
     found = mine()
     assert len(found) == expected, found
@@ -196,7 +199,9 @@ def test_a_rejection_by_the_primary_is_not_retried_on_the_fallback(
 
 def test_the_breaker_opens_after_repeated_failures_then_half_opens_for_one_trial(routed: Routed) -> None:
     key_id, sdk = client(routed)
-    calls = lambda: len(routed.primary.requests)  # noqa: E731
+
+    def calls() -> int:
+        return len(routed.primary.requests)
 
     # Two consecutive failures (circuit_failures: 2) open the breaker.
     routed.primary.faults.fail_next(500, times=2)

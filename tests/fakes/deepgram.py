@@ -335,7 +335,7 @@ class DeepgramFake:
                 "channel": {
                     "alternatives": [
                         {
-                            "transcript": " ".join(word["punctuated_word"] for word in words),
+                            "transcript": " ".join(word for word, _, _ in heard),
                             "confidence": 0.9 if words else 0.0,
                             "words": words,
                         }
