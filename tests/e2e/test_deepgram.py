@@ -399,3 +399,29 @@ def test_urls_are_fetched_only_from_allowed_hosts(keyed: tuple[RunningServer, st
             stop_server(plain)
         assert default.status_code == 403 and default.json()["err_code"] == "URL_NOT_ALLOWED"
     assert fetched == ["/clip.wav"]
+
+
+async def test_credit_running_out_ends_the_stream_and_a_second_stream_over_the_limit_is_a_429(
+    keyed: tuple[RunningServer, str],
+) -> None:
+    server, url = keyed
+    admin = Admin(server)
+    key_id, key = admin.create_key(credits_seconds=1, max_sessions=1)
+    headers = {"Authorization": f"Token {key}"}
+    ws = await websockets.connect(listen_url(server), additional_headers=headers)
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(listen_url(server), additional_headers=headers)
+    assert refused.value.response.status_code == 429
+    assert json.loads(refused.value.response.body or b"{}")["err_code"] == "TOO_MANY_REQUESTS"
+    audio = pcm16("jfk/jfk.flac")
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        for start in range(0, 30 * CHUNK_BYTES, CHUNK_BYTES):
+            await ws.send(audio[start : start + CHUNK_BYTES])
+            await asyncio.sleep(CHUNK_MS / 1000 / 2)
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "INSUFFICIENT_CREDITS")
+    record = await the_record(url, key_id)
+    assert record.outcome == "insufficient_credits" and record.debited_ms == 1000
+    assert admin.key(key_id)["credits_seconds"] == 0
