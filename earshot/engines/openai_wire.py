@@ -209,8 +209,12 @@ class OpenAIWireEngine:
         target = self._target
         files = {"file": ("audio.wav", wav_bytes(audio), "audio/wav")}
         data = form_fields(target, options, self._response_format)
+        headers = target.headers
+        request = self._client.build_request("POST", target.url, headers=headers, data=data, files=files)
+        # One body buffer instead of httpx writing the multipart parts in many small pieces.
+        request.read()
         try:
-            response = await self._client.post(target.url, headers=target.headers, data=data, files=files)
+            response = await self._client.send(request)
         except httpx.TransportError as e:
             raise transport_error(self.provider, e) from e
         if response.status_code >= 400:
