@@ -220,6 +220,20 @@ async def test_byok_mode_speaks_deepgram_live_and_reconnects_after_a_1011() -> N
             await StreamingTranscriber.deepgram("wrong", PcmSource(pcm), base_url=server.base_url).run()
 
 
+async def test_byok_mode_against_earshots_own_deepgram_listen(keyed: RunningServer) -> None:
+    _, key = Admin(keyed).create_key()
+    finals: list[Transcript] = []
+    summary = await StreamingTranscriber.deepgram(
+        key, FileSource(shared_audio(FIRST)), base_url=keyed.base_url, on_final=finals.append
+    ).run()
+    assert {"young", "man"} <= set(words(summary.text)) and summary.connections == 1
+    assert summary.seconds_used == 2.99 and finals[-1].end <= 2.99
+    with pytest.raises(AuthError, match="401"):
+        await StreamingTranscriber.deepgram(
+            "es_000000000000_nope", PcmSource(b""), base_url=keyed.base_url
+        ).run()
+
+
 def test_the_transcript_events_are_plain_json() -> None:
     from earshot.cli.listen import json_line
 

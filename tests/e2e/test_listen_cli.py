@@ -43,6 +43,14 @@ def test_listen_to_a_file_prints_the_finals(keyed: RunningServer) -> None:
     assert "\r" not in printed, "without a terminal, only finals are printed, one per line"
 
 
+def test_listen_byok_talks_deepgram_live_to_the_given_url(keyed: RunningServer) -> None:
+    _, key = Admin(keyed).create_key()
+    clip = str(shared_audio(CLIP))
+    done = listen("--file", clip, "--fast", "--byok", "--deepgram-key", key, "--deepgram-url", keyed.base_url)
+    assert done.returncode == 0, done.stderr
+    assert {"young", "man"} <= set(words(done.stdout.decode()))
+
+
 def test_listen_json_gives_one_event_per_line(keyed: RunningServer) -> None:
     _, key = Admin(keyed).create_key()
     pcm = decode_audio(shared_audio(CLIP).read_bytes()).pcm16()
