@@ -47,9 +47,10 @@ def relay_for(
     dialect: Dialect,
     defaults: LiveConfig,
 ) -> RelaySocket | None:
-    """The relay for a session whose model streams through a provider's Realtime socket; None otherwise."""
+    """The relay for a session on a provider's Realtime socket with no fallbacks; None otherwise."""
     route = chooser.route
-    if route is None:
+    # A model with fallbacks goes through earshot's own live path, whose engine stream can fail over.
+    if route is None or route.spec.fallbacks:
         return None
     target = upstream_realtime_target(gateway.router.engines.get(route.model_id))
     if target is None:

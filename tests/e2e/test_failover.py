@@ -241,12 +241,7 @@ def relayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningS
             stop_server(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a /v1/realtime session relayed to the provider's own socket (api/realtime_relay_socket.py) ends "
-    "with an error when the provider fails; it does not fail over to the model's fallbacks",
-)
-async def test_a_relayed_session_whose_provider_dies_goes_on_on_the_fallback(
+async def test_a_session_on_a_realtime_provider_with_fallbacks_goes_on_on_the_fallback(
     relayed: tuple[RunningServer, FakeOpenAI],
 ) -> None:
     server, fake = relayed
