@@ -309,13 +309,15 @@ async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Ac
         response = Response(denial.body, status_code=denial.status, media_type=denial.media_type)
         await websocket.send_denial_response(response)
         return
-    if websocket.application_state == WebSocketState.CONNECTING:
-        await websocket.accept(subprotocol=subprotocol)
-    for action in actions:
-        if isinstance(action, Send) and isinstance(action.message, str):
-            await websocket.send_text(action.message)
-    code = next((action.code for action in actions if isinstance(action, CloseSocket)), 1008)
-    await websocket.close(code)
+    # The client may be gone already; nothing is left to tell it then.
+    with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+        if websocket.application_state == WebSocketState.CONNECTING:
+            await websocket.accept(subprotocol=subprotocol)
+        for action in actions:
+            if isinstance(action, Send) and isinstance(action.message, str):
+                await websocket.send_text(action.message)
+        code = next((action.code for action in actions if isinstance(action, CloseSocket)), 1008)
+        await websocket.close(code)
 
 
 async def serve_live(
@@ -363,6 +365,8 @@ async def serve_live(
             outcome = await socket.run(subprotocol)
         finally:
             gateway.live_session_ended()
+    except WebSocketDisconnect:
+        outcome = "client_closed"
     except asyncio.CancelledError:
         outcome = "shutdown"
         raise
