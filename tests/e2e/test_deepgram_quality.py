@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 import websockets
 
-from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import float_to_pcm16
-from tests.conftest import ENGLISH_CLIPS, Clip, RunningServer, start_server, stop_server
-from tests.e2e.realtime_client import silence
-from tests.e2e.wer import one_shot, word_errors, words
+from tests.conftest import Clip, RunningServer, start_server, stop_server
+from tests.e2e.wer import assert_live_wer_near_one_shot, clip_then_silence
 
-CONCURRENT_SESSIONS = 4
 CHUNK_BYTES = 3200  # 100 ms of 16 kHz PCM16
 
 
@@ -29,12 +24,11 @@ def quality_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         stop_server(server)
 
 
-async def live(url: str, clip: Clip, gate: asyncio.Semaphore) -> str:
+async def live(url: str, clip: Clip) -> str:
     """The final Results of a stream of the clip and a second of silence, ended by CloseStream."""
-    samples = np.concatenate([decode_audio(clip.path.read_bytes()).samples, silence(1.0)])
-    audio = float_to_pcm16(samples)
+    audio = float_to_pcm16(clip_then_silence(clip))
     finals: list[str] = []
-    async with gate, websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None) as ws:
         for start in range(0, len(audio), CHUNK_BYTES):
             await ws.send(audio[start : start + CHUNK_BYTES])
         await ws.send(json.dumps({"type": "CloseStream"}))
@@ -48,25 +42,9 @@ async def live(url: str, clip: Clip, gate: asyncio.Semaphore) -> str:
     return " ".join(text for text in finals if text)
 
 
-async def all_live(server: RunningServer, clips: list[Clip]) -> list[str]:
+def test_live_word_error_rate_is_within_half_a_point_of_one_shot(quality_server: RunningServer) -> None:
     url = (
-        server.base_url.replace("http://", "ws://")
+        quality_server.base_url.replace("http://", "ws://")
         + "/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000"
     )
-    gate = asyncio.Semaphore(CONCURRENT_SESSIONS)
-    return list(await asyncio.gather(*(live(url, clip, gate) for clip in clips)))
-
-
-def test_live_word_error_rate_is_within_half_a_point_of_one_shot(quality_server: RunningServer) -> None:
-    if not ENGLISH_CLIPS:
-        pytest.skip("../shared/audio is absent")
-    references = [words(clip.transcript) for clip in ENGLISH_CLIPS]
-    total = sum(len(reference) for reference in references)
-    offline = [one_shot(quality_server, clip) for clip in ENGLISH_CLIPS]
-    streamed = asyncio.run(all_live(quality_server, ENGLISH_CLIPS))
-    offline_wer = sum(map(word_errors, references, map(words, offline))) / total * 100
-    live_wer = sum(map(word_errors, references, map(words, streamed))) / total * 100
-    summary = f"one-shot {offline_wer:.2f}, Deepgram live {live_wer:.2f}"
-    print(f"\nWER over {len(ENGLISH_CLIPS)} clips, {total} words: {summary}")
-    assert live_wer <= offline_wer + 0.5
-    assert sum(bool(text) for text in streamed) >= len(ENGLISH_CLIPS) * 0.8, "live streams give text"
+    assert_live_wer_near_one_shot(quality_server, url, live, "Deepgram live")

@@ -7,17 +7,13 @@ import json
 import os
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 import websockets
 
-from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import float_to_pcm16
-from tests.conftest import ENGLISH_CLIPS, Clip, RunningServer, start_server, stop_server
-from tests.e2e.realtime_client import silence
-from tests.e2e.wer import one_shot, word_errors, words
+from tests.conftest import Clip, RunningServer, start_server, stop_server
+from tests.e2e.wer import assert_live_wer_near_one_shot, clip_then_silence
 
-CONCURRENT_SESSIONS = 4
 FRAME_BYTES = 3200  # 100 ms at 16 kHz
 # Finals from whole-phrase decodes, as /v1/realtime's. With EARSHOT_TEST_MANAGED_INTERIM=true the finals
 # come through the interim-results path (the protocol's default) instead: slower, same bound.
@@ -33,12 +29,11 @@ def quality_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         stop_server(server)
 
 
-async def live(url: str, clip: Clip, gate: asyncio.Semaphore) -> str:
+async def live(url: str, clip: Clip) -> str:
     """The finals of a session that streams the clip and a second of silence, then asks to close."""
-    samples = np.concatenate([decode_audio(clip.path.read_bytes()).samples, silence(1.0)])
-    pcm = float_to_pcm16(samples)
+    pcm = float_to_pcm16(clip_then_silence(clip))
     config = {"sample_rate": 16000, "interim_results": INTERIM_RESULTS}
-    async with gate, websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "auth", "token": "", "config": config}))
         assert json.loads(await ws.recv())["type"] == "ready"
         for offset in range(0, len(pcm), FRAME_BYTES):
@@ -57,22 +52,7 @@ async def live(url: str, clip: Clip, gate: asyncio.Semaphore) -> str:
                 assert message["type"] in ("transcript", "utterance_end"), message
 
 
-async def all_live(server: RunningServer, clips: list[Clip]) -> list[str]:
-    url = server.base_url.replace("http://", "ws://") + "/ws/transcribe"
-    gate = asyncio.Semaphore(CONCURRENT_SESSIONS)
-    return list(await asyncio.gather(*(live(url, clip, gate) for clip in clips)))
-
-
 def test_managed_word_error_rate_is_within_half_a_point_of_one_shot(quality_server: RunningServer) -> None:
-    if not ENGLISH_CLIPS:
-        pytest.skip("../shared/audio is absent")
-    references = [words(clip.transcript) for clip in ENGLISH_CLIPS]
-    total = sum(len(reference) for reference in references)
-    offline = [one_shot(quality_server, clip) for clip in ENGLISH_CLIPS]
-    streamed = asyncio.run(all_live(quality_server, ENGLISH_CLIPS))
-    offline_wer = sum(map(word_errors, references, map(words, offline))) / total * 100
-    live_wer = sum(map(word_errors, references, map(words, streamed))) / total * 100
-    summary = f"one-shot {offline_wer:.2f}, /ws/transcribe {live_wer:.2f} (interim results {INTERIM_RESULTS})"
-    print(f"\nWER over {len(ENGLISH_CLIPS)} clips, {total} words: {summary}")
-    assert live_wer <= offline_wer + 0.5
-    assert sum(bool(text) for text in streamed) >= len(ENGLISH_CLIPS) * 0.8, "live sessions give text"
+    url = quality_server.base_url.replace("http://", "ws://") + "/ws/transcribe"
+    label = f"/ws/transcribe (interim results {INTERIM_RESULTS})"
+    assert_live_wer_near_one_shot(quality_server, url, live, label)

@@ -6,16 +6,12 @@ import asyncio
 import json
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 import websockets
 
-from earshot.audio.decode import decode_audio
-from tests.conftest import ENGLISH_CLIPS, Clip, RunningServer, start_server, stop_server
-from tests.e2e.realtime_client import chunks, pcm24, silence
-from tests.e2e.wer import one_shot, word_errors, words
-
-CONCURRENT_SESSIONS = 4
+from tests.conftest import Clip, RunningServer, start_server, stop_server
+from tests.e2e.realtime_client import chunks, pcm24
+from tests.e2e.wer import assert_live_wer_near_one_shot, clip_then_silence
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +23,11 @@ def quality_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         stop_server(server)
 
 
-async def live(url: str, clip: Clip, gate: asyncio.Semaphore) -> str:
+async def live(url: str, clip: Clip) -> str:
     """Every completed transcript of a session that streams the clip then a second of silence."""
-    samples = np.concatenate([decode_audio(clip.path.read_bytes()).samples, silence(1.0)])
-    async with gate, websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None) as ws:
         await ws.recv()
-        for payload in chunks(pcm24(samples), 48_000, 100):
+        for payload in chunks(pcm24(clip_then_silence(clip)), 48_000, 100):
             await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": payload}))
         # Messages are handled in order: once the answer to an update arrives, every append before it
         # has been heard, and every turn committed by then (the last one by the commit) is awaited.
@@ -50,22 +45,6 @@ async def live(url: str, clip: Clip, gate: asyncio.Semaphore) -> str:
         return " ".join(transcripts)
 
 
-async def all_live(server: RunningServer, clips: list[Clip]) -> list[str]:
-    url = server.base_url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
-    gate = asyncio.Semaphore(CONCURRENT_SESSIONS)
-    return list(await asyncio.gather(*(live(url, clip, gate) for clip in clips)))
-
-
 def test_live_word_error_rate_is_within_half_a_point_of_one_shot(quality_server: RunningServer) -> None:
-    if not ENGLISH_CLIPS:
-        pytest.skip("../shared/audio is absent")
-    references = [words(clip.transcript) for clip in ENGLISH_CLIPS]
-    total = sum(len(reference) for reference in references)
-    offline = [one_shot(quality_server, clip) for clip in ENGLISH_CLIPS]
-    streamed = asyncio.run(all_live(quality_server, ENGLISH_CLIPS))
-    offline_wer = sum(map(word_errors, references, map(words, offline))) / total * 100
-    live_wer = sum(map(word_errors, references, map(words, streamed))) / total * 100
-    summary = f"one-shot {offline_wer:.2f}, live {live_wer:.2f}"
-    print(f"\nWER over {len(ENGLISH_CLIPS)} clips, {total} words: {summary}")
-    assert live_wer <= offline_wer + 0.5
-    assert sum(bool(text) for text in streamed) >= len(ENGLISH_CLIPS) * 0.8, "live sessions give text"
+    url = quality_server.base_url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    assert_live_wer_near_one_shot(quality_server, url, live, "live")
