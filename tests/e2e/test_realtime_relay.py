@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import websockets
 from openai import AsyncOpenAI
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from tests.conftest import Admin
 from tests.e2e.provider_server import TRANSCRIPT, ProviderSetup, provider_setup, reset
@@ -54,21 +55,50 @@ def no_secrets(text: str, setup: ProviderSetup) -> None:
         assert secret not in text
 
 
+def sdk(setup: ProviderSetup, key: str) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=f"{setup.server.base_url}/v1", api_key=key, max_retries=0)
+
+
+async def plain_socket(setup: ProviderSetup, key: str) -> websockets.ClientConnection:
+    return await websockets.connect(ws_url(setup), additional_headers={"Authorization": f"Bearer {key}"})
+
+
+async def until_completed(connection: AsyncRealtimeConnection, seconds: float) -> EventLog:
+    """The session's events up to its first completed transcript."""
+    log = EventLog()
+    async with asyncio.timeout(seconds):
+        async for event in connection:
+            log.add(event.to_dict())
+            if log.completed:
+                break
+    return log
+
+
+async def committed_turn(
+    setup: ProviderSetup, key: str, model: str, input_settings: dict[str, Any] | None = None
+) -> EventLog:
+    """An SDK session on `model`, turn detection off: the clip appended and committed, to its transcript."""
+    query = {"intent": "transcription", "model": model}
+    async with sdk(setup, key).realtime.connect(extra_query=query) as connection:
+        assert (await connection.recv()).type == "session.created"
+        audio_input = {"turn_detection": None, **(input_settings or {})}
+        session: Any = {"type": "transcription", "audio": {"input": audio_input}}
+        await connection.session.update(session=session)
+        for payload in appends():
+            await connection.input_audio_buffer.append(audio=payload)
+        await connection.input_audio_buffer.commit()
+        return await until_completed(connection, 15)
+
+
 async def test_sdk_session_is_relayed_with_server_vad_and_metered(fresh: ProviderSetup) -> None:
     key_id, key = Admin(fresh.server).create_key()
-    client = AsyncOpenAI(base_url=f"{fresh.server.base_url}/v1", api_key=key, max_retries=0)
     payloads = appends(seconds_of_silence_after=1.0)
-    log = EventLog()
-    async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
+    async with sdk(fresh, key).realtime.connect(extra_query={"intent": "transcription"}) as connection:
         created = await connection.recv()
         assert created.type == "session.created"
         for payload in payloads:
             await connection.input_audio_buffer.append(audio=payload)
-        async with asyncio.timeout(15):
-            async for event in connection:
-                log.add(event.to_dict())
-                if log.completed:
-                    break
+        log = await until_completed(connection, 15)
     every_event = json.dumps([created.to_dict(), *(event for _, event in log.events)])
     assert log.completed[0]["transcript"] == TRANSCRIPT
     assert "".join(log.deltas(log.completed[0]["item_id"])) == TRANSCRIPT
@@ -115,23 +145,7 @@ async def test_a_beta_client_is_translated_for_a_ga_provider(fresh: ProviderSetu
 
 async def test_a_ga_client_is_translated_for_a_beta_provider(fresh: ProviderSetup) -> None:
     _, key = Admin(fresh.server).create_key()
-    client = AsyncOpenAI(base_url=f"{fresh.server.base_url}/v1", api_key=key, max_retries=0)
-    log = EventLog()
-    async with client.realtime.connect(
-        extra_query={"intent": "transcription", "model": "relayed-beta"}
-    ) as connection:
-        assert (await connection.recv()).type == "session.created"
-        await connection.session.update(
-            session={"type": "transcription", "audio": {"input": {"turn_detection": None}}}
-        )
-        for payload in appends():
-            await connection.input_audio_buffer.append(audio=payload)
-        await connection.input_audio_buffer.commit()
-        async with asyncio.timeout(10):
-            async for event in connection:
-                log.add(event.to_dict())
-                if log.completed:
-                    break
+    log = await committed_turn(fresh, key, "relayed-beta")
     assert log.of("session.updated") and log.of("conversation.item.added")
     assert not log.of("conversation.item.created")
     assert log.completed[0]["transcript"] == TRANSCRIPT
@@ -145,7 +159,7 @@ async def test_a_ga_client_is_translated_for_a_beta_provider(fresh: ProviderSetu
 async def test_a_revoked_key_is_cut_off_mid_stream(fresh: ProviderSetup) -> None:
     admin = Admin(fresh.server)
     key_id, key = admin.create_key()
-    ws = await websockets.connect(ws_url(fresh), additional_headers={"Authorization": f"Bearer {key}"})
+    ws = await plain_socket(fresh, key)
     assert json.loads(await ws.recv())["type"] == "session.created"
     payloads = appends()[:10]
     for payload in payloads:
@@ -166,7 +180,7 @@ async def test_a_provider_closing_with_1011_ends_the_session_with_a_generic_erro
 ) -> None:
     fresh.fake.faults.close_1011_after_s = 0.5
     key_id, key = Admin(fresh.server).create_key()
-    ws = await websockets.connect(ws_url(fresh), additional_headers={"Authorization": f"Bearer {key}"})
+    ws = await plain_socket(fresh, key)
     assert json.loads(await ws.recv())["type"] == "session.created"
     events, code = await ending(ws)
     assert code == 1011 and errors(events) == ["server_error"]
@@ -179,7 +193,7 @@ async def test_a_provider_closing_with_1011_ends_the_session_with_a_generic_erro
 async def test_a_provider_refusing_earshots_key_is_a_generic_error(fresh: ProviderSetup) -> None:
     fresh.fake.faults.fail_next(status=401)
     key_id, key = Admin(fresh.server).create_key()
-    ws = await websockets.connect(ws_url(fresh), additional_headers={"Authorization": f"Bearer {key}"})
+    ws = await plain_socket(fresh, key)
     events, code = await ending(ws)
     assert code == 1011 and errors(events) == ["server_error"]
     no_secrets(json.dumps(events), fresh)
@@ -189,23 +203,7 @@ async def test_a_provider_refusing_earshots_key_is_a_generic_error(fresh: Provid
 
 async def test_azure_models_are_relayed_to_azures_socket(fresh: ProviderSetup) -> None:
     _, key = Admin(fresh.server).create_key()
-    client = AsyncOpenAI(base_url=f"{fresh.server.base_url}/v1", api_key=key, max_retries=0)
-    log = EventLog()
-    async with client.realtime.connect(
-        extra_query={"intent": "transcription", "model": "azure"}
-    ) as connection:
-        await connection.recv()
-        await connection.session.update(
-            session={"type": "transcription", "audio": {"input": {"turn_detection": None}}}
-        )
-        for payload in appends():
-            await connection.input_audio_buffer.append(audio=payload)
-        await connection.input_audio_buffer.commit()
-        async with asyncio.timeout(10):
-            async for event in connection:
-                log.add(event.to_dict())
-                if log.completed:
-                    break
+    log = await committed_turn(fresh, key, "azure")
     assert log.completed[0]["transcript"] == TRANSCRIPT
     upstream = fresh.fake.sockets[-1]
     assert upstream.path == "/openai/realtime" and upstream.query["deployment"] == "my-transcribe"
@@ -219,26 +217,7 @@ async def test_a_session_that_switches_to_a_provider_model_streams_through_its_e
     # Connected on a local model, the session is not relayed: earshot's own session drives the provider's
     # engine stream (the Realtime socket for openai, LocalAgreement re-decodes for openai_compatible).
     key_id, key = Admin(fresh.server).create_key()
-    client = AsyncOpenAI(base_url=f"{fresh.server.base_url}/v1", api_key=key, max_retries=0)
-    log = EventLog()
-    async with client.realtime.connect(
-        extra_query={"intent": "transcription", "model": "blank"}
-    ) as connection:
-        await connection.recv()
-        await connection.session.update(
-            session={
-                "type": "transcription",
-                "audio": {"input": {"turn_detection": None, "transcription": {"model": model}}},
-            }
-        )
-        for payload in appends():
-            await connection.input_audio_buffer.append(audio=payload)
-        await connection.input_audio_buffer.commit()
-        async with asyncio.timeout(15):
-            async for event in connection:
-                log.add(event.to_dict())
-                if log.completed:
-                    break
+    log = await committed_turn(fresh, key, "blank", {"transcription": {"model": model}})
     assert TRANSCRIPT in log.completed[0]["transcript"]
     if model == "relayed":
         upstream = fresh.fake.sockets[-1]
