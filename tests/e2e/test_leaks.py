@@ -211,13 +211,31 @@ async def realtime_session(probe: Probe, model: str, audio: np.ndarray | None) -
             except ConnectionClosed as closed:
                 seen.append(f"close {closed.rcvd}")
     except InvalidStatus as refused:
-        seen.append(f"HTTP {refused.response.status_code} {bytes(refused.response.body or b'').decode()}")
+        seen.append(refusal_seen(refused))
     return "\n".join(seen)
 
 
 async def _recv(ws: websockets.ClientConnection) -> str | bytes:
     async with asyncio.timeout(20):
         return await ws.recv()
+
+
+def refusal_seen(refused: InvalidStatus) -> str:
+    """A refused WebSocket handshake as the caller sees it: status and body."""
+    return f"HTTP {refused.response.status_code} {bytes(refused.response.body or b'').decode()}"
+
+
+async def stream_speech_and_record(ws: websockets.ClientConnection, close: str, seen: list[str]) -> None:
+    """Send the clip and a second of silence as 100 ms PCM16 frames, then `close`; record all until closed."""
+    pcm = float_to_pcm16(np.concatenate([speech(GOFORWARD), silence(1.0)]))
+    try:
+        for at in range(0, len(pcm), 3200):
+            await ws.send(pcm[at : at + 3200])
+        await ws.send(close)
+        while True:
+            seen.append(str(await _recv(ws)))
+    except ConnectionClosed as closed:
+        seen.append(f"close {closed.rcvd}")
 
 
 REALTIME_CASES = [
@@ -263,15 +281,7 @@ async def test_managed_sessions_leak_nothing(probe: Probe) -> None:
         async with websockets.connect(f"{probe.ws_base}/ws/transcribe", open_timeout=10) as ws:
             config = {"model": model, "sample_rate": 16_000, "interim_results": True}
             await ws.send(json.dumps({"type": "auth", "token": probe.key, "config": config}))
-            pcm = float_to_pcm16(np.concatenate([speech(GOFORWARD), silence(1.0)]))
-            try:
-                for at in range(0, len(pcm), 3200):
-                    await ws.send(pcm[at : at + 3200])
-                await ws.send(json.dumps({"type": "close"}))
-                while True:
-                    seen.append(str(await _recv(ws)))
-            except ConnectionClosed as closed:
-                seen.append(f"close {closed.rcvd}")
+            await stream_speech_and_record(ws, json.dumps({"type": "close"}), seen)
     assert any('"type": "session_end"' in line or '"type":"session_end"' in line for line in seen), seen
     assert_clean("/ws/transcribe", "\n".join(seen))
 
@@ -335,17 +345,9 @@ async def test_deepgram_routes_leak_nothing(probe: Probe, model: str, fault: int
         async with websockets.connect(
             f"{probe.ws_base}/v1/listen?{query}", additional_headers=auth, open_timeout=10
         ) as ws:
-            pcm = float_to_pcm16(np.concatenate([speech(GOFORWARD), silence(1.0)]))
-            try:
-                for at in range(0, len(pcm), 3200):
-                    await ws.send(pcm[at : at + 3200])
-                await ws.send(json.dumps({"type": "CloseStream"}))
-                while True:
-                    seen.append(str(await _recv(ws)))
-            except ConnectionClosed as closed:
-                seen.append(f"close {closed.rcvd}")
+            await stream_speech_and_record(ws, json.dumps({"type": "CloseStream"}), seen)
     except InvalidStatus as refused:
-        seen.append(f"HTTP {refused.response.status_code} {bytes(refused.response.body or b'').decode()}")
+        seen.append(refusal_seen(refused))
     assert_clean(f"Deepgram routes {model}", "\n".join(seen))
 
 
