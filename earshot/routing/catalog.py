@@ -11,9 +11,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Capability = Literal["transcribe", "stream", "realtime"]
-KNOWN_ENGINES = (
-    "pocketsphinx",
-    "null",
+# Engines built into the router, and those in `earshot.engines.<name>` imported only when a catalog uses them.
+EMBEDDED_ENGINES = ("pocketsphinx", "null")
+PLUGGED_ENGINES = (
     "faster_whisper",
     "vosk",
     "openai",
@@ -23,6 +23,7 @@ KNOWN_ENGINES = (
     "sarvam",
     "whisperlivekit",
 )
+KNOWN_ENGINES = EMBEDDED_ENGINES + PLUGGED_ENGINES
 OPENAI_DEFAULT_MODEL_ID = "whisper-1"
 
 

@@ -11,23 +11,10 @@ from earshot.engines.null import NullEngine
 from earshot.engines.pocketsphinx import PocketsphinxConfig, PocketsphinxEngine
 from earshot.engines.workers import WorkerPool
 from earshot.routing.breaker import CircuitBreaker
-from earshot.routing.catalog import Catalog, CatalogError, ModelSpec
+from earshot.routing.catalog import PLUGGED_ENGINES, Catalog, CatalogError, ModelSpec
 from earshot.routing.chain import FallbackEngine
 from earshot.routing.gate import ConcurrencyGate
 from earshot.routing.provider import Provider
-
-# Engines other than the embedded ones live in `earshot.engines.<name>` and expose
-# `build(model_id, spec, pool) -> Engine`; they are imported only when the catalog uses them.
-PLUGGED_ENGINES = (
-    "faster_whisper",
-    "vosk",
-    "openai",
-    "azure_openai",
-    "openai_compatible",
-    "deepgram",
-    "sarvam",
-    "whisperlivekit",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +33,7 @@ def build_engine(model_id: str, spec: ModelSpec, pool: WorkerPool) -> Engine:
     if spec.engine == "null":
         return NullEngine(name=model_id)
     if spec.engine in PLUGGED_ENGINES:
+        # A plugged engine's module exposes `build(model_id, spec, pool) -> Engine`.
         try:
             module = importlib.import_module(f"earshot.engines.{spec.engine}")
         except ImportError as e:
