@@ -6,17 +6,16 @@ carry the key (`RestTarget`), and in whether they can stream through a Realtime 
 
 from __future__ import annotations
 
-import io
 import logging
-import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 
-from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError
+from earshot.engines.provider_io import wav_bytes
 from earshot.engines.upstream import reference, status_error, transport_error
 from earshot.routing.catalog import CatalogError, ModelSpec
 from earshot.streaming.agreement import AgreementStream
@@ -92,17 +91,6 @@ def websocket_url(base_url: str) -> str:
     if base_url.startswith("http://"):
         return "ws://" + base_url.removeprefix("http://")
     return base_url
-
-
-def wav_bytes(audio: Audio) -> bytes:
-    """The audio as a 16 kHz mono PCM16 WAV file."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(ENGINE_RATE_HZ)
-        out.writeframes(audio.pcm16())
-    return buffer.getvalue()
 
 
 def form_fields(

@@ -1,4 +1,4 @@
-"""Provider plumbing shared by the Deepgram, Sarvam and WhisperLiveKit engines, without leaks.
+"""Provider plumbing shared by every provider engine (and the Realtime relay), without leaks.
 
 A refused WebSocket handshake becomes the same UpstreamError an HTTP reply with that status would, a connect
 failure is transient, a close is judged by its code, and a reply earshot cannot read is logged at DEBUG only.
@@ -33,8 +33,13 @@ async def open_socket(
     ping_interval_s: float | None = 20.0,
     ping_timeout_s: float | None = 20.0,
     close_timeout_s: float = 5.0,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    trust_env: bool = False,
 ) -> ClientConnection:
-    """Connect to a provider's socket; every failure is an UpstreamError with no URL or key in it."""
+    """Connect to a provider's socket; every failure is an UpstreamError with no URL or key in it.
+
+    `trust_env` lets a proxy configured in the environment carry the connection, as httpx's option does.
+    """
     try:
         return await websockets.connect(
             url,
@@ -43,8 +48,8 @@ async def open_socket(
             ping_interval=ping_interval_s,
             ping_timeout=ping_timeout_s,
             close_timeout=close_timeout_s,
-            max_size=MAX_MESSAGE_BYTES,
-            proxy=None,
+            max_size=max_message_bytes,
+            proxy=True if trust_env else None,
         )
     except InvalidStatus as e:
         refused = httpx.Response(

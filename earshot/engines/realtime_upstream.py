@@ -16,17 +16,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import numpy as np
 import soxr
-import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16
 from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.engines.openai_wire import RealtimeDialect, RealtimeTarget
-from earshot.engines.upstream import closed_error, reference, status_error, transport_error
+from earshot.engines.provider_io import open_socket
+from earshot.engines.upstream import closed_error, reference, transport_error
 from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 
 log = logging.getLogger(__name__)
@@ -84,22 +83,15 @@ def session_update(
 
 async def connect(target: RealtimeTarget) -> ClientConnection:
     """Open the upstream socket; failures become UpstreamErrors without the URL or key in them."""
-    try:
-        return await websockets.connect(
-            target.url,
-            additional_headers=target.headers,
-            open_timeout=target.connect_timeout_s,
-            max_size=MAX_MESSAGE_BYTES,
-        )
-    except InvalidStatus as e:
-        refused = httpx.Response(
-            e.response.status_code,
-            headers=list(e.response.headers.raw_items()),
-            content=bytes(e.response.body or b""),
-        )
-        raise status_error(target.provider, refused) from e
-    except (OSError, TimeoutError, InvalidHandshake) as e:
-        raise transport_error(target.provider, e) from e
+    return await open_socket(
+        target.provider,
+        target.url,
+        headers=target.headers,
+        connect_timeout_s=target.connect_timeout_s,
+        close_timeout_s=10.0,
+        max_message_bytes=MAX_MESSAGE_BYTES,
+        trust_env=True,
+    )
 
 
 def error_event_failure(provider: str, event: dict[str, Any]) -> UpstreamError:
