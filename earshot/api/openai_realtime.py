@@ -6,15 +6,12 @@ endpoint at the bottom admits the caller and hands the socket to the shared live
 
 from __future__ import annotations
 
-import binascii
-import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from pydantic import ValidationError
 
 from earshot.api import realtime_events as events
 from earshot.api.admission import Admission
@@ -30,9 +27,19 @@ from earshot.api.live import (
     Send,
 )
 from earshot.api.live_socket import LiveRoute, LiveRunner, ModelChooser, refuse, serve_live
+from earshot.api.realtime_client_events import (
+    InvalidEvent,
+    appended_audio,
+    binary_not_supported,
+    model_param,
+    parse_event,
+    unknown_event,
+    update_dialect,
+    updated_settings,
+)
 from earshot.api.realtime_endings import ending_actions
 from earshot.api.realtime_relay_socket import relay_for
-from earshot.api.realtime_session import BetaSessionIn, Dialect, GASessionIn, RealtimeSettings
+from earshot.api.realtime_session import Dialect, RealtimeSettings
 from earshot.audio.pcm import alaw_to_pcm16, ulaw_to_pcm16
 from earshot.engines.base import TranscribeOptions
 from earshot.streaming.events import Error, Final, SessionEvent, SpeechStarted, SpeechStopped, UtteranceEnd
@@ -84,60 +91,22 @@ class RealtimeProtocol:
 
     def receive_bytes(self, data: bytes) -> list[Action]:
         """Binary frames aren't part of this protocol."""
-        return [self._error("invalid_request_error", "binary_not_supported", "send JSON text events", None)]
+        return [binary_not_supported()]
 
     def receive_text(self, text: str) -> list[Action]:
         """Actions for one client event."""
         try:
-            message = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            return [self._error("invalid_request_error", "invalid_json", "the event is not valid JSON", None)]
-        if not isinstance(message, dict):
-            return [
-                self._error("invalid_request_error", "invalid_event", "an event must be a JSON object", None)
-            ]
-        event_id = message.get("event_id")
-        if event_id is not None and not isinstance(event_id, str):
-            return [
-                self._error(
-                    "invalid_request_error", "invalid_type", "event_id must be a string", None, "event_id"
-                )
-            ]
-        kind = message.get("type")
-        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
-        if handler is None:
-            shown = kind if isinstance(kind, str) else repr(kind)
-            return [
-                self._error(
-                    "invalid_request_error",
-                    "unknown_event_type",
-                    f"unknown event type {shown}",
-                    event_id,
-                    "type",
-                )
-            ]
-        return handler(self, message, event_id)
+            message, event_id = parse_event(text)
+            kind = message.get("type")
+            handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise unknown_event(kind, event_id)
+            return handler(self, message, event_id)
+        except InvalidEvent as e:
+            return [e.send()]
 
     def _append(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
-        audio = message.get("audio")
-        if not isinstance(audio, str):
-            return [
-                self._error(
-                    "invalid_request_error",
-                    "invalid_type",
-                    "audio must be a base64 string",
-                    event_id,
-                    "audio",
-                )
-            ]
-        try:
-            raw = binascii.a2b_base64(audio, strict_mode=True)
-        except ValueError:  # binascii.Error, or a plain ValueError for non-ASCII text
-            return [
-                self._error(
-                    "invalid_request_error", "invalid_base64", "audio is not valid base64", event_id, "audio"
-                )
-            ]
+        _, raw = appended_audio(message, event_id)
         decode = _DECODERS.get(self.settings.encoding)
         pcm16 = decode(raw) if decode is not None else raw[: len(raw) - len(raw) % 2]
         if not pcm16:
@@ -152,15 +121,11 @@ class RealtimeProtocol:
 
     def _commit(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
         if self._buffered_ms < MIN_COMMIT_MS:
-            return [
-                self._error(
-                    "invalid_request_error",
-                    "input_audio_buffer_commit_empty",
-                    f"buffer too small: expected at least {MIN_COMMIT_MS}ms of audio, "
-                    f"but buffer only has {self._buffered_ms:.2f}ms of audio",
-                    event_id,
-                )
-            ]
+            too_small = (
+                f"buffer too small: expected at least {MIN_COMMIT_MS}ms of audio, "
+                f"but buffer only has {self._buffered_ms:.2f}ms of audio"
+            )
+            return [InvalidEvent("input_audio_buffer_commit_empty", too_small, event_id).send()]
         item = self._open
         if item is None:
             item = _Item(events.new_item_id(), int(self._appended_ms - self._buffered_ms))
@@ -176,54 +141,13 @@ class RealtimeProtocol:
         return [Clear(), Send(events.cleared())]
 
     def _update(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
-        kind = message["type"]
-        session = message.get("session")
-        if not isinstance(session, dict):
-            return [
-                self._error(
-                    "invalid_request_error", "invalid_type", "session must be an object", event_id, "session"
-                )
-            ]
-        try:
-            if kind == "transcription_session.update":
-                self.dialect = "beta"
-                updated = self.settings.with_beta(BetaSessionIn.model_validate(session))
-            else:
-                if session.get("type", "transcription") != "transcription":
-                    return [
-                        self._error(
-                            "invalid_request_error",
-                            "invalid_value",
-                            "this endpoint serves transcription sessions: session.type must be "
-                            "'transcription'",
-                            event_id,
-                            "session.type",
-                        )
-                    ]
-                self.dialect = "ga"
-                updated = self.settings.with_ga(GASessionIn.model_validate(session))
-        except ValidationError as e:
-            first = e.errors()[0]
-            param = ".".join(["session", *(str(part) for part in first["loc"])])
-            return [
-                self._error(
-                    "invalid_request_error",
-                    "invalid_value",
-                    f"invalid {param}: {first['msg']}",
-                    event_id,
-                    param,
-                )
-            ]
+        self.dialect, session = update_dialect(message["type"], message.get("session"), event_id)
+        updated = updated_settings(self.settings, self.dialect, session, event_id)
         if updated.model != self.settings.model:
             try:
                 self.model_id = self._resolve_model(updated.model)
             except ModelRefused as e:
-                param = (
-                    "session.input_audio_transcription.model"
-                    if self.dialect == "beta"
-                    else "session.audio.input.transcription.model"
-                )
-                return [self._error("invalid_request_error", e.code, e.message, event_id, param)]
+                raise InvalidEvent(e.code, e.message, event_id, model_param(self.dialect)) from e
         # Audio already buffered was heard under the old format and turn detection: it ends its turn first.
         hearing_changed = (updated.input_rate_hz, updated.vad) != (
             self.settings.input_rate_hz,
@@ -333,13 +257,6 @@ class RealtimeProtocol:
         elif code in ("rate_limit_exceeded", "concurrency_limit_exceeded"):
             kind = "rate_limit_error"
         return [Send(events.error(kind, code, message, None)), CloseSocket(1008, code)]
-
-    # --- helpers ---
-
-    def _error(
-        self, kind: str, code: str, message: str, event_id: str | None, param: str | None = None
-    ) -> Send:
-        return Send(events.error(kind, code, message, event_id, param))
 
 
 def dialect_of(websocket: WebSocket) -> Dialect:

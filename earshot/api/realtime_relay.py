@@ -17,12 +17,21 @@ from typing import Any
 
 import numpy as np
 import soxr
-from pydantic import ValidationError
 
 from earshot.api import realtime_events as events
 from earshot.api.live import CloseSocket, EndReason, ModelRefused, Send
+from earshot.api.realtime_client_events import (
+    InvalidEvent,
+    appended_audio,
+    binary_not_supported,
+    model_param,
+    parse_event,
+    unknown_event,
+    update_dialect,
+    updated_settings,
+)
 from earshot.api.realtime_endings import ending_actions
-from earshot.api.realtime_session import BetaSessionIn, Dialect, GASessionIn, RealtimeSettings
+from earshot.api.realtime_session import Dialect, RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16, pcm16_to_float
 from earshot.engines.openai_wire import RealtimeTarget
 from earshot.engines.realtime_upstream import UPSTREAM_RATE_HZ, session_update
@@ -82,24 +91,24 @@ class RealtimeRelay:
     def from_client(self, text: str) -> list[RelayAction]:
         """What to do with one client event."""
         try:
-            message = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            return [self._error("invalid_json", "the event is not valid JSON", None)]
-        if not isinstance(message, dict):
-            return [self._error("invalid_event", "an event must be a JSON object", None)]
-        event_id = message.get("event_id")
-        if event_id is not None and not isinstance(event_id, str):
-            return [self._error("invalid_type", "event_id must be a string", None, "event_id")]
-        kind = message.get("type")
-        passed: dict[str, Any] = {"type": kind} if event_id is None else {"type": kind, "event_id": event_id}
-        if kind == "input_audio_buffer.append":
-            return self._append(message, passed)
-        if kind in ("input_audio_buffer.commit", "input_audio_buffer.clear"):
-            return [ToUpstream(json.dumps(passed))]
-        if kind in ("session.update", "transcription_session.update"):
-            return self._update(kind, message.get("session"), event_id)
-        shown = kind if isinstance(kind, str) else repr(kind)
-        return [self._error("unknown_event_type", f"unknown event type {shown}", event_id, "type")]
+            message, event_id = parse_event(text)
+            kind = message.get("type")
+            passed: dict[str, Any] = (
+                {"type": kind} if event_id is None else {"type": kind, "event_id": event_id}
+            )
+            if kind == "input_audio_buffer.append":
+                return self._append(message, passed)
+            if kind in ("input_audio_buffer.commit", "input_audio_buffer.clear"):
+                return [ToUpstream(json.dumps(passed))]
+            if kind in ("session.update", "transcription_session.update"):
+                return self._update(kind, message.get("session"), event_id)
+            raise unknown_event(kind, event_id)
+        except InvalidEvent as e:
+            return [e.send()]
+
+    def from_client_bytes(self) -> list[RelayAction]:
+        """Binary frames aren't part of the protocol."""
+        return [binary_not_supported()]
 
     def from_upstream(self, text: str) -> list[RelayAction]:
         """What the client sees of one provider event."""
@@ -148,17 +157,7 @@ class RealtimeRelay:
     # --- client events ---
 
     def _append(self, message: dict[str, Any], passed: dict[str, Any]) -> list[RelayAction]:
-        audio = message.get("audio")
-        if not isinstance(audio, str):
-            return [
-                self._error("invalid_type", "audio must be a base64 string", passed.get("event_id"), "audio")
-            ]
-        try:
-            raw = binascii.a2b_base64(audio, strict_mode=True)
-        except ValueError:
-            return [
-                self._error("invalid_base64", "audio is not valid base64", passed.get("event_id"), "audio")
-            ]
+        audio, raw = appended_audio(message, passed.get("event_id"))
         if self.settings.encoding != "pcm16":
             return [Metered(len(raw) / G711_BYTES_PER_MS), ToUpstream(json.dumps({**passed, "audio": audio}))]
         rate_hz = self.settings.pcm_rate_hz
@@ -172,28 +171,12 @@ class RealtimeRelay:
         return [Metered(audio_ms), ToUpstream(json.dumps({**passed, "audio": audio}))]
 
     def _update(self, kind: str, session: object, event_id: str | None) -> list[RelayAction]:
-        if not isinstance(session, dict):
-            return [self._error("invalid_type", "session must be an object", event_id, "session")]
-        try:
-            if kind == "transcription_session.update":
-                self.dialect = "beta"
-                updated = self.settings.with_beta(BetaSessionIn.model_validate(session))
-            else:
-                if session.get("type", "transcription") != "transcription":
-                    message = (
-                        "this endpoint serves transcription sessions: session.type must be 'transcription'"
-                    )
-                    return [self._error("invalid_value", message, event_id, "session.type")]
-                self.dialect = "ga"
-                updated = self.settings.with_ga(GASessionIn.model_validate(session))
-        except ValidationError as e:
-            first = e.errors()[0]
-            param = ".".join(["session", *(str(part) for part in first["loc"])])
-            return [self._error("invalid_value", f"invalid {param}: {first['msg']}", event_id, param)]
+        self.dialect, checked = update_dialect(kind, session, event_id)
+        updated = updated_settings(self.settings, self.dialect, checked, event_id)
         if updated.model != self.settings.model:
             refused = self._refuse_model(updated.model)
             if refused is not None:
-                return [self._error(refused.code, refused.message, event_id, self._model_param())]
+                raise InvalidEvent(refused.code, refused.message, event_id, model_param(self.dialect))
         if (updated.encoding, updated.pcm_rate_hz) != (self.settings.encoding, self.settings.pcm_rate_hz):
             self._resampler = None
         self.settings = updated
@@ -214,11 +197,6 @@ class RealtimeRelay:
         except ModelRefused as e:
             return e
         return None
-
-    def _model_param(self) -> str:
-        if self.dialect == "beta":
-            return "session.input_audio_transcription.model"
-        return "session.audio.input.transcription.model"
 
     def _upstream_update(self) -> str:
         settings = self.settings
@@ -265,6 +243,3 @@ class RealtimeRelay:
         param = details.get("param") if isinstance(details.get("param"), str) else None
         event_id = details.get("event_id") if isinstance(details.get("event_id"), str) else None
         return events.error(kind, code, message, event_id, param)
-
-    def _error(self, code: str, message: str, event_id: str | None, param: str | None = None) -> Send:
-        return Send(events.error("invalid_request_error", code, message, event_id, param))

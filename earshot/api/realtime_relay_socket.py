@@ -182,14 +182,8 @@ class RelaySocket:
                 self._caller_gone = True
                 self.end("client_closed", "message too big")
                 return
-            if text is None:
-                await self._send(
-                    events.error(
-                        "invalid_request_error", "binary_not_supported", "send JSON text events", None
-                    )
-                )
-                continue
-            for action in self.relay.from_client(text):
+            actions = self.relay.from_client(text) if text is not None else self.relay.from_client_bytes()
+            for action in actions:
                 if isinstance(action, Metered):
                     await self._meter(action.audio_ms)
                 elif isinstance(action, ToUpstream):
