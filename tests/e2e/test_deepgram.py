@@ -25,7 +25,6 @@ from starlette.routing import Route
 
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import float_to_pcm16
-from earshot.store.records import UsageRecord
 from tests.conftest import (
     ADMIN_TOKEN,
     Admin,
@@ -35,9 +34,9 @@ from tests.conftest import (
     start_server,
     stop_server,
     usage_records,
-    wait_until,
 )
 from tests.e2e.realtime_client import ulaw8
+from tests.e2e.session_end import the_record
 from tests.e2e.wer import words
 from tests.fakes.server import serving
 
@@ -92,18 +91,6 @@ def webm_opus(relpath: str) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return buffer.getvalue()
-
-
-async def the_record(url: str, key_id: str) -> UsageRecord:
-    """The one finished usage record of a key (waiting for it to be written)."""
-
-    def finished() -> bool:
-        return any(record.outcome for record in usage_records(url) if record.key_id == key_id)
-
-    await asyncio.to_thread(wait_until, finished, 10)
-    records = [r for r in await asyncio.to_thread(usage_records, url) if r.key_id == key_id]
-    assert len(records) == 1, records
-    return records[0]
 
 
 def transcript_of(message: Any) -> str:

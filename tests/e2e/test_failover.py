@@ -23,7 +23,6 @@ from openai import AsyncOpenAI
 
 from earshot.audio.pcm import ENGINE_RATE_HZ
 from earshot.engines.pocketsphinx import PocketsphinxConfig, decode_region
-from earshot.store.records import UsageRecord
 from tests.conftest import (
     ADMIN_TOKEN,
     Admin,
@@ -31,11 +30,10 @@ from tests.conftest import (
     sqlite_url,
     start_server,
     stop_server,
-    usage_records,
-    wait_until,
 )
 from tests.e2e.catalogs import FAKE_KEY_ENV, openai_model, write_catalog
 from tests.e2e.realtime_client import EventLog, chunks, pcm24, silence, speech, trimmed
+from tests.e2e.session_end import the_record
 from tests.e2e.wer import word_errors, words
 from tests.fakes.deepgram import DeepgramFake
 from tests.fakes.openai import OPENAI_KEY, FakeOpenAI
@@ -157,16 +155,6 @@ def trigrams(sequence: list[str]) -> Counter[tuple[str, ...]]:
     return Counter(tuple(sequence[i : i + 3]) for i in range(len(sequence) - 2))
 
 
-def the_record(live: Live, key_id: str) -> UsageRecord:
-    def mine() -> list[UsageRecord]:
-        return [r for r in usage_records(live.database_url) if r.key_id == key_id]
-
-    wait_until(lambda: bool(mine()) and all(r.outcome for r in mine()), 15, 0.1)
-    records = mine()
-    assert len(records) == 1, records
-    return records[0]
-
-
 def errors_of(log: EventLog) -> list[dict[str, Any]]:
     return [event for event in log.of("error")]
 
@@ -213,7 +201,7 @@ async def test_the_primary_dying_mid_sentence_costs_no_word_and_repeats_none(liv
     # Billed once, for the audio the caller sent, whichever provider heard it.
     sent_ms = round(len(audio) / ENGINE_RATE_HZ * 1000)
     for record_key in (reference_key_id, key_id):
-        record = await asyncio.to_thread(the_record, live, record_key)
+        record = await the_record(live.database_url, record_key, timeout_s=15)
         assert record.outcome == "ok"
         assert abs(record.audio_ms - sent_ms) <= CHUNK_MS
         assert record.cost == pytest.approx(0.01 * record.audio_ms / 1000, rel=0.01)

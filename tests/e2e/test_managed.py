@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
-from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection, serve
 
 from earshot.audio.pcm import float_to_pcm16
 from earshot.client import StreamingTranscriber
-from earshot.store.records import UsageRecord
 from tests.conftest import (
     ADMIN_TOKEN,
     Admin,
@@ -27,10 +25,9 @@ from tests.conftest import (
     sqlite_url,
     start_server,
     stop_server,
-    usage_records,
-    wait_until,
 )
 from tests.e2e.realtime_client import speech
+from tests.e2e.session_end import finished_records, until_closed
 
 AUTH_TIMEOUT_S = 1.0
 CHUNK_MS = 100
@@ -60,28 +57,8 @@ def auth(key: str, **config: Any) -> str:
     return json.dumps({"type": "auth", "token": key, "config": {"sample_rate": 16000, **config}})
 
 
-async def until_closed(ws: ClientConnection, timeout_s: float = 15) -> tuple[list[dict[str, Any]], int]:
-    """Every message until the server closes, and its close code."""
-    messages = []
-    with pytest.raises(websockets.ConnectionClosed) as closed:
-        while True:
-            messages.append(json.loads(await asyncio.wait_for(ws.recv(), timeout_s)))
-    assert closed.value.rcvd is not None, "the server closed with a close frame"
-    return messages, closed.value.rcvd.code
-
-
 def of_type(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [message for message in messages if message["type"] == kind]
-
-
-async def records_of(url: str, key_id: str) -> list[UsageRecord]:
-    """The finished usage records of a key (waiting for the first to be written)."""
-
-    def finished() -> bool:
-        return any(record.outcome for record in usage_records(url) if record.key_id == key_id)
-
-    await asyncio.to_thread(wait_until, finished, 10)
-    return [record for record in await asyncio.to_thread(usage_records, url) if record.key_id == key_id]
 
 
 async def test_no_auth_message_in_time_is_an_auth_error(keyed: tuple[RunningServer, str]) -> None:
@@ -122,7 +99,7 @@ async def test_a_bad_key_or_a_forbidden_model_is_refused_without_a_usage_record(
         await ws.send(auth(key, model="pocketsphinx"))
         messages, code = await until_closed(ws)
     assert [(m["type"], m["code"]) for m in messages] == [("error", "MODEL_NOT_ALLOWED")] and code == 1008
-    records = await records_of(url, key_id)
+    records = await finished_records(url, key_id)
     assert [(r.outcome, r.audio_ms) for r in records] == [("rejected", 0)]
 
 
@@ -141,7 +118,7 @@ async def test_session_end_counts_exactly_the_audio_sent(keyed: tuple[RunningSer
     assert code == 1000 and messages[-1] == {"type": "session_end", "seconds_used": 1.501}
     assert of_type(messages, "error") == []
     assert " ".join(m["text"] for m in of_type(messages, "transcript") if m["is_final"]), "speech gives text"
-    (record,) = await records_of(url, key_id)
+    (record,) = await finished_records(url, key_id)
     assert (record.outcome, record.audio_ms, record.route) == ("ok", 1501, "/ws/transcribe")
 
 
@@ -166,7 +143,7 @@ async def test_credits_low_comes_once_then_insufficient_credits_ends_with_one_re
     assert kinds.index("credits_low") < kinds.index("error")
     assert [m["code"] for m in of_type(messages, "error")] == ["INSUFFICIENT_CREDITS"] and code == 1008
     assert messages[-1]["type"] == "session_end"
-    (record,) = await records_of(url, key_id)
+    (record,) = await finished_records(url, key_id)
     assert record.outcome == "insufficient_credits" and record.debited_ms == 2000
     assert (
         messages[-1]["seconds_used"] == record.audio_ms / 1000 and 2.0 < messages[-1]["seconds_used"] <= 2.5

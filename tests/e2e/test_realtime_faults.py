@@ -15,7 +15,6 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from earshot.store.records import UsageRecord
 from tests.conftest import (
     ADMIN_TOKEN,
     BACKENDS,
@@ -25,9 +24,9 @@ from tests.conftest import (
     start_server,
     stop_server,
     usage_records,
-    wait_until,
 )
 from tests.e2e.realtime_client import chunks, pcm24, speech
+from tests.e2e.session_end import the_record, until_closed
 
 CHUNK_MS = 100
 IDLE_TIMEOUT_S = 1.5
@@ -74,28 +73,6 @@ async def stream(ws: ClientConnection, seconds: float) -> int:
     return count * CHUNK_MS
 
 
-async def ending(ws: ClientConnection, timeout_s: float = 10) -> tuple[list[dict[str, Any]], int]:
-    """The events the server sent until it closed the connection, and its close code."""
-    events = []
-    with pytest.raises(websockets.ConnectionClosed) as closed:
-        while True:
-            events.append(json.loads(await asyncio.wait_for(ws.recv(), timeout_s)))
-    assert closed.value.rcvd is not None, "the server closed the connection with a close frame"
-    return events, closed.value.rcvd.code
-
-
-async def the_record(url: str, key_id: str) -> UsageRecord:
-    """The one finished usage record of a key (waiting for it to be written)."""
-
-    def finished() -> bool:
-        return any(record.outcome for record in usage_records(url) if record.key_id == key_id)
-
-    await asyncio.to_thread(wait_until, finished, 10)
-    records = [record for record in await asyncio.to_thread(usage_records, url) if record.key_id == key_id]
-    assert len(records) == 1, records
-    return records[0]
-
-
 def errors(events: list[dict[str, Any]]) -> list[str]:
     return [event["error"]["code"] for event in events if event["type"] == "error"]
 
@@ -135,7 +112,7 @@ async def test_an_idle_session_is_closed_after_the_keepalive(keyed: tuple[Runnin
     ws = await connect(server, key)
     sent_ms = await stream(ws, 0.5)
     started = time.monotonic()
-    events, code = await ending(ws)
+    events, code = await until_closed(ws)
     assert IDLE_TIMEOUT_S - 0.2 <= time.monotonic() - started <= IDLE_TIMEOUT_S + 1.5
     assert errors(events) == ["session_idle_timeout"] and code == 1000
     record = await the_record(url, key_id)
@@ -149,7 +126,7 @@ async def test_running_out_of_credit_ends_the_session_with_insufficient_quota(
     admin = Admin(server)
     key_id, key = admin.create_key(credits_seconds=2)
     ws = await connect(server, key)
-    closing = asyncio.create_task(ending(ws, timeout_s=15))
+    closing = asyncio.create_task(until_closed(ws, timeout_s=15))
     with pytest.raises(websockets.ConnectionClosed):
         await stream(ws, 5)
     events, code = await closing
@@ -169,7 +146,7 @@ async def test_a_revoked_key_is_cut_off_within_a_second(keyed: tuple[RunningServ
     await asyncio.sleep(0.2)
     revoked_at = time.monotonic()
     admin.revoke(key_id)
-    events, code = await ending(ws)
+    events, code = await until_closed(ws)
     assert time.monotonic() - revoked_at <= 1.0
     assert errors(events) == ["invalid_api_key"] and code == 1008
     record = await the_record(url, key_id)
@@ -184,7 +161,7 @@ async def test_a_session_ends_at_the_maximum_duration(keyed: tuple[RunningServer
         await asyncio.sleep(0.7)
         key_id, key = admin.create_key()
         ws = await connect(server, key)
-        closing = asyncio.create_task(ending(ws))
+        closing = asyncio.create_task(until_closed(ws))
         with pytest.raises(websockets.ConnectionClosed):
             await stream(ws, 3)
         events, code = await closing
@@ -200,7 +177,7 @@ async def test_refused_connections_get_an_error_event_and_1008(keyed: tuple[Runn
     _, query_key = Admin(server).create_key()
     for headers in ({}, {"Authorization": "Bearer es_000000000000_wrong"}):
         async with websockets.connect(ws_url(server), additional_headers=headers) as ws:
-            events, code = await ending(ws)
+            events, code = await until_closed(ws)
         assert errors(events) == ["invalid_api_key"] and code == 1008
     async with websockets.connect(f"{ws_url(server)}&api_key={query_key}") as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
@@ -220,7 +197,7 @@ def test_server_shutdown_leaves_one_shutdown_record(backend: str, tmp_path: Path
         sent_ms = await stream(ws, 1.0)
         await asyncio.sleep(0.3)
         server.process.terminate()
-        events, code = await ending(ws)
+        events, code = await until_closed(ws)
         assert errors(events) == ["server_shutting_down"]
         completed = [
             e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"

@@ -21,7 +21,8 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from tests.conftest import Admin
 from tests.e2e.provider_server import TRANSCRIPT, ProviderSetup, provider_setup, reset
 from tests.e2e.realtime_client import EventLog, chunks, pcm24, silence, speech
-from tests.e2e.test_realtime_faults import ending, errors, the_record
+from tests.e2e.session_end import the_record, until_closed
+from tests.e2e.test_realtime_faults import errors
 from tests.fakes.openai import OPENAI_KEY, SECRET_MARKER
 
 GOFORWARD = "pocketsphinx-testdata/goforward.wav"
@@ -168,7 +169,7 @@ async def test_a_revoked_key_is_cut_off_mid_stream(fresh: ProviderSetup) -> None
     await asyncio.sleep(0.2)
     revoked_at = time.monotonic()
     await asyncio.to_thread(admin.revoke, key_id)
-    events, code = await ending(ws)
+    events, code = await until_closed(ws)
     assert time.monotonic() - revoked_at <= 1.5
     assert errors(events)[-1:] == ["invalid_api_key"] and code == 1008
     record = await the_record(fresh.database_url, key_id)
@@ -182,7 +183,7 @@ async def test_a_provider_closing_with_1011_ends_the_session_with_a_generic_erro
     key_id, key = Admin(fresh.server).create_key()
     ws = await plain_socket(fresh, key)
     assert json.loads(await ws.recv())["type"] == "session.created"
-    events, code = await ending(ws)
+    events, code = await until_closed(ws)
     assert code == 1011 and errors(events) == ["server_error"]
     message = events[-1]["error"]["message"]
     assert "ref " in message
@@ -194,7 +195,7 @@ async def test_a_provider_refusing_earshots_key_is_a_generic_error(fresh: Provid
     fresh.fake.faults.fail_next(status=401)
     key_id, key = Admin(fresh.server).create_key()
     ws = await plain_socket(fresh, key)
-    events, code = await ending(ws)
+    events, code = await until_closed(ws)
     assert code == 1011 and errors(events) == ["server_error"]
     no_secrets(json.dumps(events), fresh)
     no_secrets(fresh.server.log_text(), fresh)
