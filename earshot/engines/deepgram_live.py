@@ -27,6 +27,7 @@ from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.engines.deepgram_wire import PROVIDER, DeepgramConfig, parse_message, words_of
 from earshot.engines.provider_io import connection_lost, open_socket
+from earshot.engines.result_queue import ResultQueue
 from earshot.engines.upstream import closed_error
 from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 
@@ -130,11 +131,9 @@ class DeepgramStream:
         self._protocol = DeepgramLive(config.keepalive_s, config.finalize_timeout_s, options.interim_results)
         self._ws: ClientConnection | None = None
         self._opening = asyncio.Lock()
-        self._results: asyncio.Queue[EngineResult | EngineError | None] = asyncio.Queue()
+        self._results = ResultQueue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._error: EngineError | None = None
         self._closing = False
-        self._ended = False
 
     @property
     def url(self) -> str:
@@ -163,11 +162,11 @@ class DeepgramStream:
         """Ask Deepgram for the finals of everything sent; Flushed follows them."""
         self._raise_if_failed()
         if self._ws is None:
-            self._results.put_nowait(Flushed())
+            self._results.put(Flushed())
             return
         outgoing, results = self._protocol.finalize(time.monotonic())
         await self._send_all(self._ws, outgoing)
-        self._emit(results)
+        self._results.put_all(results)
 
     async def close(self) -> None:
         """CloseStream, wait for Deepgram's last finals and its close, then end `results()`."""
@@ -176,7 +175,7 @@ class DeepgramStream:
         self._closing = True
         ws = self._ws
         try:
-            if ws is not None and self._error is None:
+            if ws is not None and self._results.error is None:
                 with contextlib.suppress(UpstreamError):
                     await self._send_all(ws, [{"type": "CloseStream"}])
                 reader = self._tasks[0]
@@ -184,20 +183,17 @@ class DeepgramStream:
                     await asyncio.wait_for(asyncio.shield(reader), self._config.timeout_s)
                 except TimeoutError:
                     ended = "the upstream provider did not finish the stream"
-                    self._fail(UpstreamError(ended, transient=True, status=504))
+                    self._results.fail(UpstreamError(ended, transient=True, status=504))
         finally:
             for task in self._tasks:
                 task.cancel()
             if ws is not None:
                 await ws.close()
-            self._end()
+            self._results.end()
 
-    async def results(self) -> AsyncIterator[EngineResult]:
+    def results(self) -> AsyncIterator[EngineResult]:
         """Partial, Final and Flushed results in order; raises the UpstreamError that ended the stream."""
-        while (result := await self._results.get()) is not None:
-            if isinstance(result, EngineError):
-                raise result
-            yield result
+        return self._results.results()
 
     async def _open(self) -> ClientConnection:
         async with self._opening:
@@ -217,7 +213,7 @@ class DeepgramStream:
             await ws.send(data)
         except ConnectionClosed as e:
             error = connection_lost(PROVIDER, e)
-            self._fail(error)
+            self._results.fail(error)
             raise error from e
 
     async def _send_all(self, ws: ClientConnection, messages: list[dict[str, Any]]) -> None:
@@ -227,42 +223,27 @@ class DeepgramStream:
     async def _read(self, ws: ClientConnection) -> None:
         try:
             async for raw in ws:
-                self._emit(self._protocol.on_message(parse_message(raw)))
+                self._results.put_all(self._protocol.on_message(parse_message(raw)))
         except ConnectionClosed as e:
-            self._fail(connection_lost(PROVIDER, e))
+            self._results.fail(connection_lost(PROVIDER, e))
             return
         if not self._closing:
             # Deepgram closed normally without being asked to (e.g. after its own error message).
-            self._fail(connection_lost_normal())
+            self._results.fail(connection_lost_normal())
             return
-        self._emit(self._protocol.closed())
+        self._results.put_all(self._protocol.closed())
 
     async def _tick(self, ws: ClientConnection) -> None:
         while True:
             await asyncio.sleep(TICK_S)
             outgoing, results = self._protocol.tick(time.monotonic())
-            self._emit(results)
+            self._results.put_all(results)
             with contextlib.suppress(UpstreamError):
                 await self._send_all(ws, outgoing)
 
-    def _emit(self, results: list[EngineResult]) -> None:
-        if self._error is None and not self._ended:
-            for result in results:
-                self._results.put_nowait(result)
-
-    def _fail(self, error: EngineError) -> None:
-        if self._error is None and not self._ended:
-            self._error = error
-            self._results.put_nowait(error)
-
-    def _end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._results.put_nowait(None)
-
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
+        if self._results.error is not None:
+            raise self._results.error
 
 
 def connection_lost_normal() -> UpstreamError:

@@ -25,6 +25,7 @@ from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16
 from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.engines.openai_wire import RealtimeDialect, RealtimeTarget
 from earshot.engines.provider_io import open_socket
+from earshot.engines.result_queue import ResultQueue
 from earshot.engines.upstream import closed_error, reference, transport_error
 from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 
@@ -126,14 +127,13 @@ class RealtimeUpstreamStream:
         self._ws: ClientConnection | None = None
         self._connecting = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
-        self._results: asyncio.Queue[EngineResult | EngineError | None] = asyncio.Queue()
+        self._results = ResultQueue()
         self._resampler = soxr.ResampleStream(ENGINE_RATE_HZ, UPSTREAM_RATE_HZ, 1, dtype="float32")
         self._turns: deque[_Turn] = deque()
         self._drained = asyncio.Event()
         self._buffered_s = 0.0
         self._sent_s = 0.0
         self._turn_start_s = 0.0
-        self._error: EngineError | None = None
         self._closed = False
         self._closing = False
 
@@ -163,7 +163,7 @@ class RealtimeUpstreamStream:
             return
         self._closed = True
         try:
-            if self._error is None:
+            if self._results.error is None:
                 await self._finalize()
                 await self._drained.wait()
         finally:
@@ -172,14 +172,11 @@ class RealtimeUpstreamStream:
                 await self._ws.close()
             if self._reader is not None:
                 await asyncio.gather(self._reader, return_exceptions=True)
-            self._results.put_nowait(None)
+            self._results.end()
 
-    async def results(self) -> AsyncIterator[EngineResult]:
+    def results(self) -> AsyncIterator[EngineResult]:
         """Partial, Final and Flushed results in order; raises the UpstreamError that ended the stream."""
-        while (result := await self._results.get()) is not None:
-            if isinstance(result, EngineError):
-                raise result
-            yield result
+        return self._results.results()
 
     # --- talking upstream ---
 
@@ -258,7 +255,7 @@ class RealtimeUpstreamStream:
             if turn is not None:
                 turn.text += str(event.get("delta") or "")
                 if self._options.interim_results and turn is self._turns[0] and turn.text.strip():
-                    self._results.put_nowait(Partial(turn.text.strip(), turn.start_s, turn.end_s))
+                    self._results.put(Partial(turn.text.strip(), turn.start_s, turn.end_s))
         elif kind == "conversation.item.input_audio_transcription.completed":
             turn = self._turn_of(item_id)
             if turn is not None:
@@ -282,8 +279,8 @@ class RealtimeUpstreamStream:
             turn = self._turns.popleft()
             text = turn.text.strip()
             if text:
-                self._results.put_nowait(Final(text, turn.start_s, turn.end_s))
-            self._results.put_nowait(Flushed())
+                self._results.put(Final(text, turn.start_s, turn.end_s))
+            self._results.put(Flushed())
         if not self._turns:
             self._drained.set()
         else:
@@ -294,16 +291,15 @@ class RealtimeUpstreamStream:
             self._fail(transport_error(self._target.provider, TimeoutError("no transcript in time")))
 
     def _fail(self, error: EngineError) -> None:
-        if self._error is not None:
+        if self._results.error is not None:
             return
-        self._error = error
         for turn in self._turns:
             if turn.timer is not None:
                 turn.timer.cancel()
         self._turns.clear()
         self._drained.set()
-        self._results.put_nowait(error)
+        self._results.fail(error)
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
+        if self._results.error is not None:
+            raise self._results.error

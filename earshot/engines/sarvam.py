@@ -22,6 +22,7 @@ import numpy as np
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, EngineStream, Segment, TranscribeOptions, UpstreamError
 from earshot.engines.provider_io import unreadable_reply, wav_bytes
+from earshot.engines.result_queue import ResultQueue
 from earshot.engines.sarvam_pieces import has_speech, pieces_at_pauses, speech_probabilities
 from earshot.engines.upstream import status_error, transport_error
 from earshot.engines.workers import WorkerPool
@@ -209,23 +210,22 @@ class PhraseStream:
         self._options = options
         self._chunks: list[np.ndarray] = []
         self._position_s = 0.0
-        self._results: asyncio.Queue[EngineResult | EngineError | None] = asyncio.Queue()
+        self._results = ResultQueue()
         self._last: asyncio.Task[None] | None = None
-        self._error: EngineError | None = None
         self._closed = False
 
     async def send(self, audio: Audio) -> None:
         """Keep the audio until the next finalize."""
-        if self._error is not None:
-            raise self._error
+        if self._results.error is not None:
+            raise self._results.error
         if self._closed:
             raise EngineError("the stream is closed")
         self._chunks.append(audio.samples)
 
     async def finalize(self) -> None:
         """Transcribe the audio since the last finalize in the background; its Finals, then Flushed."""
-        if self._error is not None:
-            raise self._error
+        if self._results.error is not None:
+            raise self._results.error
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
         self._chunks = []
         phrase, offset_s = Audio(samples), self._position_s
@@ -236,21 +236,18 @@ class PhraseStream:
         """Finalize what is left, wait for every request, then end `results()`."""
         if self._closed:
             return
-        if self._chunks and self._error is None:
+        if self._chunks and self._results.error is None:
             await self.finalize()
         self._closed = True
         try:
             if self._last is not None:
                 await self._last
         finally:
-            self._results.put_nowait(None)
+            self._results.end()
 
-    async def results(self) -> AsyncIterator[EngineResult]:
+    def results(self) -> AsyncIterator[EngineResult]:
         """Finals and Flushed in order; raises the UpstreamError that ended the stream."""
-        while (result := await self._results.get()) is not None:
-            if isinstance(result, EngineError):
-                raise result
-            yield result
+        return self._results.results()
 
     async def _transcribe(self, phrase: Audio, offset_s: float, before: asyncio.Task[None] | None) -> None:
         segments: list[Segment] = []
@@ -263,18 +260,13 @@ class PhraseStream:
                 error = e
         if before is not None:
             await before  # results go out in the order the phrases were finalized
-        if self._error is not None:
-            return
         if error is not None:
-            self._error = error
-            self._results.put_nowait(error)
+            self._results.fail(error)
             return
         for segment in segments:
             words = tuple(replace(w, start=w.start + offset_s, end=w.end + offset_s) for w in segment.words)
-            self._results.put_nowait(
-                Final(segment.text, segment.start + offset_s, segment.end + offset_s, words)
-            )
-        self._results.put_nowait(Flushed())
+            self._results.put(Final(segment.text, segment.start + offset_s, segment.end + offset_s, words))
+        self._results.put(Flushed())
 
 
 def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> SarvamEngine:

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.engines.provider_io import connection_lost, open_socket, unreadable_reply
+from earshot.engines.result_queue import ResultQueue
 from earshot.engines.upstream import closed_error
 from earshot.engines.whisperlivekit_wire import Line, WhisperLiveKitProtocol
 from earshot.streaming.events import EngineResult, Flushed
@@ -66,15 +67,13 @@ class WhisperLiveKitStream:
         self._ws: ClientConnection | None = None
         self._gate: StreamGate | None = None
         self._opening = asyncio.Lock()
-        self._results: asyncio.Queue[EngineResult | EngineError | None] = asyncio.Queue()
+        self._results = ResultQueue()
         self._tasks: list[asyncio.Task[None]] = []
         self._reported = asyncio.Event()
         self._stopped = asyncio.Event()
         # Set once the server said ready_to_stop or the stream failed: what close() waits for.
         self._finished = asyncio.Event()
-        self.error: UpstreamError | None = None
         self._closing = False
-        self._ended = False
 
     async def send(self, audio: Audio) -> None:
         """Send audio up once the server's queue has room for it."""
@@ -97,9 +96,9 @@ class WhisperLiveKitStream:
         """Flushed once the server has processed everything sent so far (see whisperlivekit_wire.py)."""
         self._raise_if_failed()
         if self._ws is None:
-            self._results.put_nowait(Flushed())
+            self._results.put(Flushed())
             return
-        self._emit(self._protocol.finalize(time.monotonic()))
+        self._results.put_all(self._protocol.finalize(time.monotonic()))
 
     async def close(self) -> None:
         """End the upload, wait for `ready_to_stop`, give the last Finals and Flushed, end `results()`."""
@@ -117,7 +116,7 @@ class WhisperLiveKitStream:
                     late = UpstreamError("the upstream provider did not finish the stream", transient=True)
                     self._fail(late)
                 if self.error is None:
-                    self._emit(self._protocol.on_stopped())
+                    self._results.put_all(self._protocol.on_stopped())
         except UpstreamError:
             pass  # already reported through results()
         finally:
@@ -126,14 +125,16 @@ class WhisperLiveKitStream:
             if ws is not None:
                 await ws.close()
             self._release()
-            self._end()
+            self._results.end()
 
-    async def results(self) -> AsyncIterator[EngineResult]:
+    @property
+    def error(self) -> EngineError | None:
+        """The error that ended the stream, if one did."""
+        return self._results.error
+
+    def results(self) -> AsyncIterator[EngineResult]:
         """Partial, Final and Flushed results in order; raises the UpstreamError that ended the stream."""
-        while (result := await self._results.get()) is not None:
-            if isinstance(result, EngineError):
-                raise result
-            yield result
+        return self._results.results()
 
     def final_lines(self) -> list[Line]:
         """The server's committed lines after `ready_to_stop` (the whole transcript), for one-shot use."""
@@ -183,7 +184,7 @@ class WhisperLiveKitStream:
         if message.get("type") == "config":
             takes_pcm = bool(message.get("useAudioWorklet"))
         elif message:
-            self._emit(self._protocol.on_state(message, time.monotonic()))
+            self._results.put_all(self._protocol.on_state(message, time.monotonic()))
         if not takes_pcm:
             await self._send(ws, streaming_wav_header())
 
@@ -205,7 +206,7 @@ class WhisperLiveKitStream:
                 elif message.get("error") or message.get("status") == "error":
                     self._fail(unreadable_reply(PROVIDER, json.dumps(message)))
                 elif "lines" in message or "buffer_transcription" in message:
-                    self._emit(self._protocol.on_state(message, time.monotonic()))
+                    self._results.put_all(self._protocol.on_state(message, time.monotonic()))
                     self._reported.set()
         except ConnectionClosed as e:
             if not self._stopped.is_set():
@@ -217,17 +218,10 @@ class WhisperLiveKitStream:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            self._emit(self._protocol.tick(time.monotonic()))
-
-    def _emit(self, results: list[EngineResult]) -> None:
-        if self.error is None and not self._ended:
-            for result in results:
-                self._results.put_nowait(result)
+            self._results.put_all(self._protocol.tick(time.monotonic()))
 
     def _fail(self, error: UpstreamError) -> None:
-        if self.error is None and not self._ended:
-            self.error = error
-            self._results.put_nowait(error)
+        if self._results.fail(error):
             self._reported.set()  # wake a paced send so it sees the failure
             self._finished.set()
         self._release()
@@ -236,11 +230,6 @@ class WhisperLiveKitStream:
         if self._gate is not None:
             self._gate.release()
             self._gate = None
-
-    def _end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._results.put_nowait(None)
 
     def _raise_if_failed(self) -> None:
         if self.error is not None:

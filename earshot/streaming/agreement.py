@@ -28,6 +28,7 @@ import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import Engine, EngineError, TranscribeOptions, transcribe
+from earshot.engines.result_queue import ResultQueue
 from earshot.streaming.events import EngineResult, Final, Flushed, Partial, Word
 
 log = logging.getLogger(__name__)
@@ -143,10 +144,9 @@ class AgreementStream:
         self._received = 0
         self._decoded_until = 0
         self._last_partial = ""
-        self._results: asyncio.Queue[EngineResult | EngineError | None] = asyncio.Queue()
+        self._results = ResultQueue()
         self._decoding = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._error: EngineError | None = None
         self._closed = False
 
     async def send(self, audio: Audio) -> None:
@@ -176,35 +176,31 @@ class AgreementStream:
             return
         self._closed = True
         try:
-            if self._error is None:
+            if self._results.error is None:
                 await self._finalize()
             if self._task is not None:
                 await self._task
         finally:
-            self._results.put_nowait(None)
+            self._results.end()
 
-    async def results(self) -> AsyncIterator[EngineResult]:
+    def results(self) -> AsyncIterator[EngineResult]:
         """Partial, Final and Flushed results in order; raises the EngineError that ended the stream."""
-        while (result := await self._results.get()) is not None:
-            if isinstance(result, EngineError):
-                raise result
-            yield result
+        return self._results.results()
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise EngineError(str(self._error)) from self._error
+        if self._results.error is not None:
+            raise EngineError(str(self._results.error)) from self._results.error
 
     async def _decode_steps(self) -> None:
         async with self._decoding:
-            while self._error is None and self._received - self._decoded_until >= self._step_samples:
+            while self._results.error is None and self._received - self._decoded_until >= self._step_samples:
                 await self._decode(final=False)
 
     async def _finalize(self) -> None:
         async with self._decoding:
-            if self._error is None and self._received > self._start:
+            if self._results.error is None and self._received > self._start:
                 await self._decode(final=True)
-            if self._error is None:
-                self._results.put_nowait(Flushed())
+            self._results.put(Flushed())
 
     def _buffer(self) -> np.ndarray:
         if len(self._chunks) != 1:
@@ -226,13 +222,13 @@ class AgreementStream:
         try:
             transcript = await transcribe(self._engine, Audio(samples), self._options)
         except EngineError as e:
-            self._fail(e)
+            self._results.fail(e)
             return
         except Exception as e:
             log.exception("engine %s failed while streaming", self._engine.name)
             failure = EngineError("the engine failed")
             failure.__cause__ = e
-            self._fail(failure)
+            self._results.fail(failure)
             return
         words = list(transcript.words)
         if not words and transcript.text:
@@ -273,17 +269,13 @@ class AgreementStream:
         else:
             start_s, end_s = start / ENGINE_RATE_HZ, end / ENGINE_RATE_HZ
         text = " ".join(word.word.strip() for word in words)
-        self._results.put_nowait(Final(text=text, start=start_s, end=end_s, words=tuple(words)))
+        self._results.put(Final(text=text, start=start_s, end=end_s, words=tuple(words)))
         self._last_partial = ""
 
     def _emit_partial(self, words: Sequence[Word], end: int) -> None:
         text = " ".join(word.word.strip() for word in words)
         if text != self._last_partial:
             self._last_partial = text
-            self._results.put_nowait(
+            self._results.put(
                 Partial(text=text, start=self._start / ENGINE_RATE_HZ, end=end / ENGINE_RATE_HZ)
             )
-
-    def _fail(self, error: EngineError) -> None:
-        self._error = error
-        self._results.put_nowait(error)
