@@ -85,6 +85,6 @@ def provider_setup(tmp: Path, **env: str) -> Iterator[ProviderSetup]:
 
 def reset(fake: FakeOpenAI) -> None:
     """Forget what the fake saw and clear its faults."""
-    fake.faults.__init__()  # type: ignore[misc]
+    fake.faults.reset()
     fake.requests.clear()
     fake.sockets.clear()

@@ -29,7 +29,7 @@ from tests.conftest import ADMIN_TOKEN, Admin, RunningServer, start_server, stop
 from tests.e2e.catalogs import FAKE_KEY_ENV, openai_model, tone_wav, write_catalog
 from tests.e2e.realtime_client import chunks, pcm24, silence, speech
 from tests.fakes.deepgram import DeepgramFake
-from tests.fakes.openai import OPENAI_KEY, SECRET_MARKER, FakeOpenAI, Faults
+from tests.fakes.openai import OPENAI_KEY, SECRET_MARKER, FakeOpenAI
 from tests.fakes.server import serving
 
 PROBE_PATH = "leak-probe-9c1e"
@@ -109,10 +109,10 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probe]:
 
 @pytest.fixture(autouse=True)
 def healthy_fakes(probe: Probe) -> Iterator[None]:
-    probe.openai.faults = Faults()
+    probe.openai.faults.reset()
     probe.deepgram.faults.reset()
     yield
-    probe.openai.faults = Faults()
+    probe.openai.faults.reset()
     probe.deepgram.faults.reset()
 
 

@@ -31,7 +31,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.e2e.catalogs import FAKE_KEY_ENV, openai_model, tone_wav, write_catalog
-from tests.fakes.openai import OPENAI_KEY, FakeOpenAI, Faults
+from tests.fakes.openai import OPENAI_KEY, FakeOpenAI
 from tests.fakes.server import serving
 from tests.fakes.whisperlivekit import WhisperLiveKitFake
 
@@ -102,9 +102,9 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
 @pytest.fixture(autouse=True)
 def no_faults(routed: Routed) -> Iterator[None]:
     """Each test starts and ends with a healthy primary."""
-    routed.primary.faults = Faults()
+    routed.primary.faults.reset()
     yield
-    routed.primary.faults = Faults()
+    routed.primary.faults.reset()
     routed.streamed.faults.reset()
 
 

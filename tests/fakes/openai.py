@@ -20,7 +20,6 @@ import io
 import json
 import uuid
 import wave
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,31 +30,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tests.fakes.upstream_faults import Faults
+
 SECRET_MARKER = "upstream-secret-detail-7f3a"
 OPENAI_KEY = "sk-fake-openai-key-5b2e9c"
 AZURE_KEY = "azure-fake-key-81d4f0"
 AZURE_DEPLOYMENT = "my-transcribe"
 REST_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 SPEECH_RMS = 300.0
-
-
-@dataclass
-class Faults:
-    """What the fake does wrong next: failed replies, slow replies, sockets closed with 1011."""
-
-    delay_s: float = 0.0
-    close_1011_after_s: float | None = None
-    retry_after_s: float | None = None
-    # Realtime: every commit is answered with a server_error event (carrying SECRET_MARKER), not a transcript.
-    server_error_events: bool = False
-    _failures: deque[int] = field(default_factory=deque)
-
-    def fail_next(self, status: int = 503, times: int = 1) -> None:
-        """Answer the next `times` requests or socket handshakes with `status`."""
-        self._failures.extend([status] * times)
-
-    def take_failure(self) -> int | None:
-        return self._failures.popleft() if self._failures else None
 
 
 @dataclass
@@ -165,11 +147,12 @@ class FakeOpenAI:
     async def _answer(self, seen: SeenRequest, request: Request) -> Response:
         failure = self.faults.take_failure()
         if failure is not None:
-            headers = {"retry-after": f"{self.faults.retry_after_s:g}"} if self.faults.retry_after_s else {}
+            retry_after_s = failure.retry_after_s
             response = openai_error(
-                f"The server had an error ({SECRET_MARKER})", "server_error", None, failure
+                f"The server had an error ({SECRET_MARKER})", "server_error", None, failure.status
             )
-            response.headers.update(headers)
+            if retry_after_s is not None:
+                response.headers["retry-after"] = f"{retry_after_s:g}"
             return response
         if self.faults.delay_s:
             await asyncio.sleep(self.faults.delay_s)
@@ -232,7 +215,7 @@ class FakeOpenAI:
         self.sockets.append(seen)
         failure = self.faults.take_failure()
         if not authorized or failure is not None:
-            status = failure or 401
+            status = failure.status if failure is not None else 401
             message = "Incorrect API key provided" if failure is None else "The server had an error"
             await websocket.send_denial_response(
                 openai_error(f"{message} ({SECRET_MARKER})", "invalid_request_error", None, status)

@@ -25,6 +25,8 @@ class Faults:
     close_1011_after_s: float | None = None
     # A WebSocket is closed with 1011 once this many seconds of audio have arrived on it.
     close_1011_after_audio_s: float | None = None
+    # Realtime sockets answer each commit with a server_error event instead of a transcript.
+    server_error_events: bool = False
     _failures: deque[Failure] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,3 +47,4 @@ class Faults:
         self.delay_s = 0.0
         self.close_1011_after_s = None
         self.close_1011_after_audio_s = None
+        self.server_error_events = False

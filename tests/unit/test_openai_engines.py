@@ -141,8 +141,7 @@ async def test_openai_json_only_models_give_one_segment(provider: FakeOpenAI, ba
 async def test_openai_failures_map_to_upstream_errors(
     provider: FakeOpenAI, base_url: str, status: int, transient: bool
 ) -> None:
-    provider.faults.fail_next(status=status)
-    provider.faults.retry_after_s = 7
+    provider.faults.fail_next(status=status, retry_after_s=7)
     engine = await started(openai, **openai_spec(base_url))
     with pytest.raises(UpstreamError) as caught:
         await transcribe(engine, speech(), TranscribeOptions())
