@@ -62,14 +62,17 @@ def clip() -> Audio:
     return decode_audio(shared_audio(CLIP).read_bytes())
 
 
-def make_engine(
+async def started_engine(
     monkeypatch: pytest.MonkeyPatch, base_url: str, key: str = KEY, **fields: Any
 ) -> DeepgramEngine:
+    """A started nova-3 engine for `base_url`, reading its key from a variable only these tests set."""
     monkeypatch.setenv("DG_TEST_KEY", key)
     spec = ModelSpec(
         engine="deepgram", base_url=base_url, api_key_env="DG_TEST_KEY", upstream_model="nova-3", **fields
     )
-    return build("dg", spec, pool=None)  # type: ignore[arg-type]  # Deepgram needs no worker pool
+    engine: DeepgramEngine = build("dg", spec, pool=None)  # type: ignore[arg-type]  # needs no worker pool
+    await engine.start()
+    return engine
 
 
 async def stream_through(
@@ -109,8 +112,9 @@ async def test_one_shot_is_the_prerecorded_transcript_with_word_times(
     clip: Audio,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = make_engine(monkeypatch, deepgram.base_url, options={"smart_format": True, "language": "en-US"})
-    await engine.start()
+    engine = await started_engine(
+        monkeypatch, deepgram.base_url, options={"smart_format": True, "language": "en-US"}
+    )
     try:
         transcript = await transcribe(engine, clip, TranscribeOptions())
     finally:
@@ -130,8 +134,7 @@ async def test_the_callers_language_wins_over_the_catalogs(
     clip: Audio,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = make_engine(monkeypatch, deepgram.base_url, options={"language": "en-US"})
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url, options={"language": "en-US"})
     try:
         await transcribe(engine, clip, TranscribeOptions(language="de"))
     finally:
@@ -160,8 +163,7 @@ async def test_rest_errors_become_upstream_errors_without_leaks(
     retry_after: float | None,
 ) -> None:
     deepgram.faults.fail_next(status, retry_after_s=retry_after)
-    engine = make_engine(monkeypatch, deepgram.base_url)
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url)
     caplog.set_level(logging.INFO)
     try:
         with pytest.raises(UpstreamError) as raised:
@@ -182,8 +184,7 @@ async def test_a_wrong_key_is_refused_and_not_transient(
     clip: Audio,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = make_engine(monkeypatch, deepgram.base_url, key="wrong-key")
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url, key="wrong-key")
     try:
         with pytest.raises(UpstreamError) as raised:
             await transcribe(engine, clip, TranscribeOptions())
@@ -200,8 +201,7 @@ async def test_a_slow_reply_times_out_transiently(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     deepgram.faults.delay_s = 2.0
-    engine = make_engine(monkeypatch, deepgram.base_url, timeout_s=0.5)
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url, timeout_s=0.5)
     try:
         with pytest.raises(UpstreamError) as raised:
             await transcribe(engine, clip, TranscribeOptions())
@@ -212,8 +212,7 @@ async def test_a_slow_reply_times_out_transiently(
 
 
 async def test_an_unreachable_provider_is_transient(clip: Audio, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = make_engine(monkeypatch, f"http://127.0.0.1:{free_port()}")
-    await engine.start()
+    engine = await started_engine(monkeypatch, f"http://127.0.0.1:{free_port()}")
     try:
         with pytest.raises(UpstreamError) as raised:
             await transcribe(engine, clip, TranscribeOptions())
@@ -231,8 +230,7 @@ async def test_live_finals_carry_the_words_then_one_flushed_per_finalize(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     deepgram.seconds_per_word = (clip.duration_s - 0.05) / len(SCRIPT.split())
-    engine = make_engine(monkeypatch, deepgram.base_url)
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url)
     results = await stream_through(engine.open_stream(TranscribeOptions(interim_results=True)), clip)
     await engine.stop()
     assert finals_text(results) == SCRIPT
@@ -256,8 +254,7 @@ async def test_without_interim_results_no_partials_arrive(
     clip: Audio,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = make_engine(monkeypatch, deepgram.base_url)
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url)
     results = await stream_through(engine.open_stream(TranscribeOptions(interim_results=False)), clip)
     await engine.stop()
     assert not any(isinstance(r, Partial) for r in results)
@@ -269,8 +266,7 @@ async def test_finalize_with_nothing_new_flushes_at_once(
     clip: Audio,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = make_engine(monkeypatch, deepgram.base_url)
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url)
     stream = engine.open_stream(TranscribeOptions(interim_results=False))
     results: list[EngineResult] = []
 
@@ -295,8 +291,7 @@ async def test_keepalives_hold_an_idle_stream_open(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     deepgram.idle_timeout_s = 0.6
-    engine = make_engine(monkeypatch, deepgram.base_url, options={"keepalive_s": 0.2})
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url, options={"keepalive_s": 0.2})
     stream = engine.open_stream(TranscribeOptions(interim_results=False))
     await stream.send(clip.slice(0, 1.0))
     await asyncio.sleep(1.5)  # idle well past the fake's timeout
@@ -313,8 +308,7 @@ async def test_an_idle_stream_without_keepalives_is_closed_by_deepgram(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     deepgram.idle_timeout_s = 0.4
-    engine = make_engine(monkeypatch, deepgram.base_url, options={"keepalive_s": 60})
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url, options={"keepalive_s": 60})
     stream = engine.open_stream(TranscribeOptions())
     await stream.send(clip.slice(0, 0.5))
     with pytest.raises(UpstreamError) as raised:
@@ -333,8 +327,7 @@ async def test_a_1011_close_mid_stream_fails_the_stream_transiently(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     deepgram.faults.close_1011_after_s = 0.3
-    engine = make_engine(monkeypatch, deepgram.base_url)
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url)
     caplog.set_level(logging.INFO)
     with pytest.raises(UpstreamError) as raised:
         await stream_through(engine.open_stream(TranscribeOptions()), clip, pace_s=0.05)
@@ -352,8 +345,7 @@ async def test_a_refused_live_handshake_is_an_upstream_error(
     transient: bool,
 ) -> None:
     deepgram.faults.fail_next(status)
-    engine = make_engine(monkeypatch, deepgram.base_url)
-    await engine.start()
+    engine = await started_engine(monkeypatch, deepgram.base_url)
     stream = engine.open_stream(TranscribeOptions())
     with pytest.raises(UpstreamError) as raised:
         await stream.send(clip)
