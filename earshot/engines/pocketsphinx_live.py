@@ -6,8 +6,6 @@ Partials; either way each utterance's Final comes from decoding it whole, as one
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +15,14 @@ import numpy as np
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines import pocketsphinx as offline
 from earshot.engines.base import EngineError
+from earshot.engines.pinned_stream import PinnedStream
 from earshot.engines.pocketsphinx import (
     PocketsphinxConfig,
     decode_region,
     load_decoder,
     new_decoder,
 )
+from earshot.engines.result_queue import ResultQueue
 from earshot.engines.workers import WorkerPool
 from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 
@@ -128,66 +128,24 @@ def stream_close(stream_id: str) -> None:
     _streams.pop(stream_id, None)
 
 
-class PocketsphinxStream:
+class PocketsphinxStream(PinnedStream):
     """An incremental pocketsphinx decode whose decoder lives in one worker process."""
 
     def __init__(self, config: PocketsphinxConfig, pool: WorkerPool) -> None:
+        super().__init__(pool)
         self._config = config
-        self._pool = pool
-        self._id = uuid.uuid4().hex
-        self._worker: int | None = None
-        self._results: asyncio.Queue[EngineResult | None] = asyncio.Queue()
-        self._lock = asyncio.Lock()
-        self._closed = False
 
-    async def _ensure_open(self) -> int:
-        if self._worker is None:
-            worker = self._pool.pin_stream()
-            try:
-                await self._pool.run_on(worker, stream_open, self._config, self._id)
-            except BaseException:
-                self._pool.unpin_stream(worker)
-                raise
-            self._worker = worker
-        return self._worker
+    async def _open_on(self, worker: int) -> None:
+        await self._pool.run_on(worker, stream_open, self._config, self._id)
 
-    async def send(self, audio: Audio) -> None:
-        """Feed more audio; any new Partial is queued on `results()`."""
-        async with self._lock:
-            if self._closed:
-                raise EngineError("the stream is closed")
-            worker = await self._ensure_open()
-            for result in await self._pool.run_on(worker, stream_feed, self._config, self._id, audio.pcm16()):
-                self._results.put_nowait(result)
+    async def _feed_on(self, worker: int, pcm16: bytes) -> list[EngineResult]:
+        return await self._pool.run_on(worker, stream_feed, self._config, self._id, pcm16)
 
-    async def finalize(self) -> None:
-        """Turn the pending utterance into a Final, then mark the flush."""
-        async with self._lock:
-            if self._closed:
-                return
-            if self._worker is not None:
-                for result in await self._pool.run_on(self._worker, stream_finalize, self._config, self._id):
-                    self._results.put_nowait(result)
-            self._results.put_nowait(Flushed())
+    async def _finalize_on(self, worker: int) -> list[EngineResult]:
+        return await self._pool.run_on(worker, stream_finalize, self._config, self._id)
 
-    async def close(self) -> None:
-        """Finalize, release the worker-side decoder and end `results()`."""
-        if self._closed:
-            return
-        await self.finalize()
-        async with self._lock:
-            self._closed = True
-            if self._worker is not None:
-                try:
-                    await self._pool.run_on(self._worker, stream_close, self._id)
-                finally:
-                    self._pool.unpin_stream(self._worker)
-            self._results.put_nowait(None)
-
-    async def results(self) -> AsyncIterator[EngineResult]:
-        """Partial, Final and Flushed results until the stream is closed."""
-        while (result := await self._results.get()) is not None:
-            yield result
+    async def _close_on(self, worker: int) -> None:
+        await self._pool.run_on(worker, stream_close, self._id)
 
 
 class UtteranceStream:
@@ -203,7 +161,7 @@ class UtteranceStream:
         self._utterance = bytearray()
         self._utterance_start_sample = 0
         self._samples_seen = 0
-        self._results: asyncio.Queue[EngineResult | None] = asyncio.Queue()
+        self._results = ResultQueue()
         self._closed = False
 
     async def send(self, audio: Audio) -> None:
@@ -226,14 +184,14 @@ class UtteranceStream:
         segment = await self._pool.run(decode_region, self._config, pcm, start_s)
         if segment.words:
             end_s = self._samples_seen / ENGINE_RATE_HZ
-            self._results.put_nowait(Final(segment.text, start_s, end_s, segment.words))
+            self._results.put(Final(segment.text, start_s, end_s, segment.words))
 
     async def finalize(self) -> None:
         """Decode the utterance so far into a Final, then mark the flush."""
         if self._closed:
             return
         await self._decode_utterance()
-        self._results.put_nowait(Flushed())
+        self._results.put(Flushed())
 
     async def close(self) -> None:
         """Finalize, then end `results()`."""
@@ -241,9 +199,8 @@ class UtteranceStream:
             return
         await self.finalize()
         self._closed = True
-        self._results.put_nowait(None)
+        self._results.end()
 
-    async def results(self) -> AsyncIterator[EngineResult]:
+    def results(self) -> AsyncIterator[EngineResult]:
         """Final and Flushed results until the stream is closed."""
-        while (result := await self._results.get()) is not None:
-            yield result
+        return self._results.results()

@@ -7,9 +7,7 @@ one-shot audio is recognised by whichever worker is free. The JSON-to-result map
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, Segment, TranscribeOptions
+from earshot.engines.pinned_stream import PinnedStream
 from earshot.engines.vosk_results import RecognizerFeed, segment_of
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import CatalogError, ModelSpec
-from earshot.streaming.events import EngineResult, Final, Flushed
+from earshot.streaming.events import EngineResult, Final
 
 # One-shot audio reaches the recognizer in pieces this long, as a live stream's would.
 ONE_SHOT_CHUNK_SAMPLES = ENGINE_RATE_HZ // 4
@@ -94,67 +93,25 @@ class VoskEngine:
         return VoskStream(self._config, self._pool, options.interim_results)
 
 
-class VoskStream:
+class VoskStream(PinnedStream):
     """A Vosk recognizer living in one worker process: Partials as it hears, Finals at utterance ends."""
 
     def __init__(self, config: VoskConfig, pool: WorkerPool, interim_results: bool) -> None:
+        super().__init__(pool)
         self._config = config
-        self._pool = pool
         self._interim_results = interim_results
-        self._id = uuid.uuid4().hex
-        self._worker: int | None = None
-        self._results: asyncio.Queue[EngineResult | None] = asyncio.Queue()
-        self._lock = asyncio.Lock()
-        self._closed = False
 
-    async def _ensure_open(self) -> int:
-        if self._worker is None:
-            worker = self._pool.pin_stream()
-            try:
-                await self._pool.run_on(worker, stream_open, self._config, self._id, self._interim_results)
-            except BaseException:
-                self._pool.unpin_stream(worker)
-                raise
-            self._worker = worker
-        return self._worker
+    async def _open_on(self, worker: int) -> None:
+        await self._pool.run_on(worker, stream_open, self._config, self._id, self._interim_results)
 
-    async def send(self, audio: Audio) -> None:
-        """Feed more audio; its Partials and Finals are queued on `results()`."""
-        async with self._lock:
-            if self._closed:
-                raise EngineError("the stream is closed")
-            worker = await self._ensure_open()
-            for result in await self._pool.run_on(worker, stream_feed, self._id, audio.pcm16()):
-                self._results.put_nowait(result)
+    async def _feed_on(self, worker: int, pcm16: bytes) -> list[EngineResult]:
+        return await self._pool.run_on(worker, stream_feed, self._id, pcm16)
 
-    async def finalize(self) -> None:
-        """End the utterance in progress as a Final, then mark the flush."""
-        async with self._lock:
-            if self._closed:
-                return
-            if self._worker is not None:
-                for result in await self._pool.run_on(self._worker, stream_finalize, self._id):
-                    self._results.put_nowait(result)
-            self._results.put_nowait(Flushed())
+    async def _finalize_on(self, worker: int) -> list[EngineResult]:
+        return await self._pool.run_on(worker, stream_finalize, self._id)
 
-    async def close(self) -> None:
-        """Finalize, release the worker-side recognizer and end `results()`."""
-        if self._closed:
-            return
-        await self.finalize()
-        async with self._lock:
-            self._closed = True
-            if self._worker is not None:
-                try:
-                    await self._pool.run_on(self._worker, stream_close, self._id)
-                finally:
-                    self._pool.unpin_stream(self._worker)
-            self._results.put_nowait(None)
-
-    async def results(self) -> AsyncIterator[EngineResult]:
-        """Partial, Final and Flushed results until the stream is closed."""
-        while (result := await self._results.get()) is not None:
-            yield result
+    async def _close_on(self, worker: int) -> None:
+        await self._pool.run_on(worker, stream_close, self._id)
 
 
 # --- worker-process side: models per directory, recognizers per live stream ---
