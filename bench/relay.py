@@ -19,7 +19,6 @@ import io
 import math
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from serving import REPO, free_port, stop
+from serving import server_process
 
 TARGET_ADDED_P50_MS = 1.0
 FAKE_KEY = "sk-fake-openai-key-5b2e9c"  # tests.fakes.openai.OPENAI_KEY
@@ -106,18 +105,8 @@ def one_second_wav() -> bytes:
 @contextlib.contextmanager
 def fake_upstream(log: io.BufferedRandom) -> Iterator[str]:
     """The fake OpenAI in its own process; its base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", FAKE_SERVER.format(port=port)],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with server_process(lambda port: [sys.executable, "-c", FAKE_SERVER.format(port=port)], log) as (url, _):
+        yield url
 
 
 def earshot_env(catalog: Path, database_url: str) -> dict[str, str]:
@@ -247,24 +236,15 @@ def print_report(tallies: dict[tuple[int, str], Tally], clients_counts: list[int
 @contextlib.contextmanager
 def earshot_process(env: dict[str, str], log: io.BufferedRandom, profile_to: Path | None) -> Iterator[str]:
     """`earshot serve` on a free port, under cProfile when `profile_to` is given; its base URL."""
-    port = free_port()
-    serve = ["serve", "--port", str(port)]
-    if profile_to is None:
-        command = [sys.executable, "-m", "earshot", *serve]
-    else:
-        command = [sys.executable, "-c", PROFILED_SERVER.format(path=str(profile_to)), *serve]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+
+    def command(port: int) -> list[str]:
+        serve = ["serve", "--port", str(port)]
+        if profile_to is None:
+            return [sys.executable, "-m", "earshot", *serve]
+        return [sys.executable, "-c", PROFILED_SERVER.format(path=str(profile_to)), *serve]
+
+    with server_process(command, log, env) as (url, _):
+        yield url
 
 
 def print_profile(path: Path) -> None:

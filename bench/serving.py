@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -28,21 +28,36 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def earshot_server(env: dict[str, str], log: IO[bytes]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`earshot serve` on a free port with this environment, in its own session; stopped on exit.
+def server_process(
+    command_for_port: Callable[[int], list[str]], log: IO[bytes], env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The command a free port gives, run from the repo in its own session; its base URL. Stopped on exit.
 
     Its own session means a Ctrl-C reaches only the bench, which then stops the server in order.
     """
     port = free_port()
-    command = [sys.executable, "-m", "earshot", "serve", "--port", str(port)]
     process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command_for_port(port),
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         yield f"http://127.0.0.1:{port}", process
     finally:
         with ignoring_interrupts():
             stop(process)
+
+
+def earshot_server(
+    env: dict[str, str], log: IO[bytes]
+) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    """`earshot serve` on a free port with this environment, in its own session; stopped on exit."""
+    return server_process(
+        lambda port: [sys.executable, "-m", "earshot", "serve", "--port", str(port)], log, env
+    )
 
 
 @contextlib.contextmanager
