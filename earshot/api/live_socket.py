@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from earshot.accounts.errors import AccessDenied, InsufficientCredits
 from earshot.api.admission import Admission
+from earshot.api.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
 from earshot.api.context import Gateway
 from earshot.api.errors import OpenAIError
 from earshot.api.live import (
@@ -46,10 +47,6 @@ from earshot.streaming.session import LiveConfig, LiveSession
 
 log = logging.getLogger(__name__)
 
-# Close codes a client uses when it ends a session on purpose; anything else is a dropped connection.
-NORMAL_CLOSE_CODES = frozenset({1000, 1001})
-# How long an ending session waits for the client message it is carrying out.
-MESSAGE_FINISH_TIMEOUT_S = 5.0
 SERVER_RESTART_CODE = 1012
 
 
@@ -70,7 +67,7 @@ class LiveRoute:
     capability: str = "realtime"
 
 
-class LiveSocket:
+class LiveSocket(ClientSocket):
     """One admitted live connection from accept to its usage record."""
 
     def __init__(
@@ -81,19 +78,13 @@ class LiveSocket:
         protocol: LiveProtocol,
         chooser: ModelChooser,
     ) -> None:
-        self.websocket = websocket
-        self.gateway = gateway
-        self.admission = admission
+        super().__init__(websocket, gateway, admission)
         self.protocol = protocol
         self.chooser = chooser
         self._model_id = chooser.route.model_id if chooser.route is not None else ""
-        self._normal_close = False
-        self._awaiting_client = False
         # The server closed the socket itself (shutting down without a drain): no one is left to tell.
         self._server_closed = False
         self.session = self._new_session(protocol.live_config(), protocol.transcribe_options())
-        self._send_lock = asyncio.Lock()
-        self._ended: asyncio.Future[tuple[EndReason, str]] = asyncio.get_running_loop().create_future()
         self._pumps: set[asyncio.Task[None]] = set()
         self._metered_ms = 0
         self._warned_low_credit = False
@@ -103,15 +94,9 @@ class LiveSocket:
         assert self.chooser.route is not None
         return LiveSession(self.chooser.route.engine, options, config, vad_stream=self.gateway.vad.stream)
 
-    def end(self, reason: EndReason, message: str) -> None:
-        """End the session for `reason` (the first reason given wins)."""
-        if not self._ended.done():
-            self._ended.set_result((reason, message))
-
     async def run(self, subprotocol: str | None) -> Outcome:
         """Serve the connection until it ends; returns the usage outcome."""
-        if self.websocket.application_state == WebSocketState.CONNECTING:
-            await self.websocket.accept(subprotocol=subprotocol)
+        await self._accept(subprotocol)
         watch = SessionWatch(self.gateway, self.admission, self.end, lambda: self.session.expired())
         watch.start()
         self._start_pump()
@@ -135,19 +120,13 @@ class LiveSocket:
             await asyncio.gather(*self._pumps)
             if not caller_gone:
                 await self._execute(self.protocol.ending(reason, message), finishing=True)
-        except (OSError, RuntimeError, WebSocketDisconnect) as e:
+        except SOCKET_GONE_ERRORS as e:
             log.debug("live session ended while the socket was closing: %s", e)
         finally:
             if self._container is not None:
                 self._container.close()
             if not caller_gone:
                 await self._close(1000, "")
-
-    async def _close(self, code: int, reason: str) -> None:
-        if self.websocket.application_state == WebSocketState.DISCONNECTED:
-            return
-        with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
-            await self.websocket.close(code, reason)
 
     async def _stop_receiving(self, receiver: asyncio.Task[None]) -> None:
         # A message being carried out is let finish (cut short, it could leave credit debited but
@@ -161,24 +140,11 @@ class LiveSocket:
 
     async def _receive(self) -> None:
         while True:
-            self._awaiting_client = True
-            message = await self.websocket.receive()
-            self._awaiting_client = False
-            if message["type"] == "websocket.disconnect":
-                code = int(message.get("code") or 1005)
-                self._normal_close = code in NORMAL_CLOSE_CODES
-                if code == SERVER_RESTART_CODE:
-                    self._server_closed = True
-                    self.end("shutdown", "the server is shutting down")
-                else:
-                    self.end("client_closed", "the client closed the connection")
+            message = await self._next_message()
+            if message is None:
                 return
             self.session.touch()
             text = message.get("text")
-            size = len(text) if text is not None else len(message.get("bytes") or b"")
-            if size > self.gateway.settings.ws_max_message_bytes:
-                await self._close_too_big()
-                return
             if text is not None:
                 actions = self.protocol.receive_text(text)
             else:
@@ -187,10 +153,12 @@ class LiveSocket:
             if self._ended.done():
                 return
 
-    async def _close_too_big(self) -> None:
-        limit = self.gateway.settings.ws_max_message_bytes
-        await self._close(1009, f"message larger than {limit} bytes")
-        self.end("client_closed", "message too big")
+    def _disconnected(self, code: int) -> None:
+        if code == SERVER_RESTART_CODE:
+            self._server_closed = True
+            self.end("shutdown", "the server is shutting down")
+        else:
+            super()._disconnected(code)
 
     async def _execute(self, actions: list[Action], finishing: bool = False) -> None:
         for action in actions:
@@ -283,19 +251,12 @@ class LiveSocket:
                 for action in self.protocol.on_event(event):
                     if isinstance(action, Send):
                         await self._send(action.message)
-        except (OSError, RuntimeError, WebSocketDisconnect) as e:
+        except SOCKET_GONE_ERRORS as e:
             log.debug("could not deliver a live event: %s", e)
             self.end("client_closed", "the connection was lost")
         except EngineError as e:
             log.warning("live engine failed: %s", e)
             self.end("error", "the transcription engine failed")
-
-    async def _send(self, message: str | bytes) -> None:
-        async with self._send_lock:
-            if isinstance(message, str):
-                await self.websocket.send_text(message)
-            else:
-                await self.websocket.send_bytes(message)
 
 
 async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Action]) -> None:
@@ -310,7 +271,7 @@ async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Ac
         await websocket.send_denial_response(response)
         return
     # The client may be gone already; nothing is left to tell it then.
-    with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+    with contextlib.suppress(*SOCKET_GONE_ERRORS):
         if websocket.application_state == WebSocketState.CONNECTING:
             await websocket.accept(subprotocol=subprotocol)
         for action in actions:

@@ -12,13 +12,14 @@ import contextlib
 import logging
 import time
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from earshot.accounts.errors import InsufficientCredits
 from earshot.api import realtime_events as events
 from earshot.api.admission import Admission
+from earshot.api.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
 from earshot.api.context import Gateway
 from earshot.api.live import OUTCOME_OF_END, CloseSocket, EndReason, Send
 from earshot.api.live_models import ModelChooser
@@ -33,10 +34,6 @@ from earshot.store.records import Outcome
 from earshot.streaming.session import Expiry, LiveConfig
 
 log = logging.getLogger(__name__)
-
-NORMAL_CLOSE_CODES = frozenset({1000, 1001})
-# How long an ending session waits for the client event it is metering and forwarding.
-MESSAGE_FINISH_TIMEOUT_S = 5.0
 
 
 def relay_for(
@@ -60,7 +57,7 @@ def relay_for(
     return RelaySocket(websocket, gateway, admission, relay, defaults)
 
 
-class RelaySocket:
+class RelaySocket(ClientSocket):
     """The two sockets of one relayed session, from accept to the usage outcome."""
 
     def __init__(
@@ -71,32 +68,21 @@ class RelaySocket:
         relay: RealtimeRelay,
         defaults: LiveConfig,
     ) -> None:
-        self.websocket = websocket
-        self.gateway = gateway
-        self.admission = admission
+        super().__init__(websocket, gateway, admission)
         self.relay = relay
         self._defaults = defaults
         self._upstream: ClientConnection | None = None
-        self._ended: asyncio.Future[tuple[EndReason, str]] = asyncio.get_running_loop().create_future()
-        self._normal_close = False
         # The provider failed (unreachable, refused us, closed the socket): recorded as upstream_error.
         self._provider_failed = False
+        # The client closed its socket or was cut off: no one is left to tell how the session ended.
         self._caller_gone = False
-        self._awaiting_client = False
-        self._send_lock = asyncio.Lock()
         self._started_at = self._last_activity = time.monotonic()
         self._appended_ms = 0.0
         self._metered_ms = 0
 
-    def end(self, reason: EndReason, message: str) -> None:
-        """End the session for `reason` (the first reason given wins)."""
-        if not self._ended.done():
-            self._ended.set_result((reason, message))
-
     async def run(self, subprotocol: str | None) -> Outcome:
         """Connect upstream, relay both ways until the session ends; returns the usage outcome."""
-        if self.websocket.application_state == WebSocketState.CONNECTING:
-            await self.websocket.accept(subprotocol=subprotocol)
+        await self._accept(subprotocol)
         watch = SessionWatch(self.gateway, self.admission, self.end, self._expired)
         watch.start()
         pumps: list[asyncio.Task[None]] = []
@@ -151,37 +137,22 @@ class RelaySocket:
                     await self._send(action.message)
                 elif isinstance(action, CloseSocket):
                     await self._close(action.code, action.reason)
-        except (OSError, RuntimeError, WebSocketDisconnect) as e:
+        except SOCKET_GONE_ERRORS as e:
             log.debug("relayed session ended while the socket was closing: %s", e)
         finally:
             await self._close(1000, "")
 
-    async def _close(self, code: int, reason: str) -> None:
-        if self.websocket.application_state == WebSocketState.DISCONNECTED:
-            return
-        with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
-            await self.websocket.close(code, reason)
+    def _client_gone(self, message: str) -> None:
+        self._caller_gone = True
+        super()._client_gone(message)
 
     async def _from_client(self) -> None:
-        limit = self.gateway.settings.ws_max_message_bytes
         while True:
-            self._awaiting_client = True
-            message = await self.websocket.receive()
-            self._awaiting_client = False
-            if message["type"] == "websocket.disconnect":
-                code = int(message.get("code") or 1005)
-                self._normal_close = code in NORMAL_CLOSE_CODES
-                self._caller_gone = True
-                self.end("client_closed", "the client closed the connection")
+            message = await self._next_message()
+            if message is None:
                 return
             self._last_activity = time.monotonic()
             text = message.get("text")
-            size = len(text) if text is not None else len(message.get("bytes") or b"")
-            if size > limit:
-                await self._close(1009, f"message larger than {limit} bytes")
-                self._caller_gone = True
-                self.end("client_closed", "message too big")
-                return
             actions = self.relay.from_client(text) if text is not None else self.relay.from_client_bytes()
             for action in actions:
                 if isinstance(action, Metered):
@@ -223,10 +194,9 @@ class RelaySocket:
                         await self._send(action.message)
         except ConnectionClosed:
             pass
-        except (OSError, RuntimeError, WebSocketDisconnect) as e:
+        except SOCKET_GONE_ERRORS as e:
             log.debug("could not deliver a relayed event: %s", e)
-            self._caller_gone = True
-            self.end("client_closed", "the connection was lost")
+            self._client_gone("the connection was lost")
             return
         self._upstream_closed()
 
@@ -239,7 +209,3 @@ class RelaySocket:
         log.warning("realtime relay for model %s lost its upstream: %s", self.relay.model_id, error)
         self._provider_failed = True
         self.end("error", str(error))
-
-    async def _send(self, message: str) -> None:
-        async with self._send_lock:
-            await self.websocket.send_text(message)
