@@ -13,49 +13,34 @@ from urllib.parse import urlencode
 import httpx
 
 from earshot.audio.pcm import Audio
-from earshot.engines.base import Segment, TranscribeOptions, UpstreamError
+from earshot.engines.base import Segment, TranscribeOptions
 from earshot.engines.deepgram_live import DeepgramStream
 from earshot.engines.deepgram_wire import PROVIDER, DeepgramConfig, segments_of
-from earshot.engines.provider_io import unreadable_reply, wav_bytes
+from earshot.engines.provider_io import HttpProviderEngine, unreadable_reply, wav_bytes
 from earshot.engines.upstream import status_error, transport_error
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import ModelSpec
 
 
-class DeepgramEngine:
+class DeepgramEngine(HttpProviderEngine):
     """Deepgram's hosted models: one-shot by prerecorded REST, streams over the live WebSocket."""
 
     def __init__(self, config: DeepgramConfig, name: str = "deepgram") -> None:
+        super().__init__(config.timeout_s, config.connect_timeout_s)
         self.name = name
         # The gateway compares a caller's ISO 639-1 code with this; Deepgram's own may carry a region.
         self.language = config.language.split("-")[0].lower()
         # Deepgram decides which languages a model recognises; a request for one it lacks is its 400.
         self.languages: frozenset[str] | None = None
-        self.ready = False
         self.config = config
-        self._client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        """Open the HTTP client (connections are pooled across requests)."""
-        timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
-        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False)
-        self.ready = True
-
-    async def stop(self) -> None:
-        """Close the HTTP client."""
-        self.ready = False
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
         """Send the whole buffer to prerecorded `/v1/listen`; yield its utterances in order."""
-        if self._client is None:
-            raise UpstreamError("the engine is not started", transient=True, status=503)
+        client = self._started_client()
         params = urlencode(self.config.params(options, utterances="true"))
         headers = {**self.config.headers, "Content-Type": "audio/wav"}
         try:
-            response = await self._client.post(
+            response = await client.post(
                 f"{self.config.base_url}/v1/listen", params=params, headers=headers, content=wav_bytes(audio)
             )
         except httpx.TransportError as e:

@@ -15,7 +15,7 @@ import httpx
 
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError
-from earshot.engines.provider_io import wav_bytes
+from earshot.engines.provider_io import HttpProviderEngine, wav_bytes
 from earshot.engines.upstream import reference, status_error, transport_error
 from earshot.routing.catalog import CatalogError, ModelSpec
 from earshot.streaming.agreement import AgreementStream
@@ -145,7 +145,7 @@ def segments_of(provider: str, body: Any, duration_s: float) -> list[Segment]:
     return [segment for segment in segments if segment.text]
 
 
-class OpenAIWireEngine:
+class OpenAIWireEngine(HttpProviderEngine):
     """An engine that transcribes through an OpenAI-style `/audio/transcriptions` endpoint."""
 
     def __init__(
@@ -158,33 +158,24 @@ class OpenAIWireEngine:
         response_format: str = "verbose_json",
         language: str = "en",
     ) -> None:
+        # Unlike the other providers, this client honours proxy settings from the environment.
+        super().__init__(spec.timeout_s, spec.connect_timeout_s, trust_env=True)
         self.name = name
         self.provider = provider
         # The gateway compares a request's language without its region against this.
         self.language = language.replace("_", "-").split("-")[0].lower()
         # The provider decides which languages it recognises; a request for one it lacks is its 400.
         self.languages: frozenset[str] | None = None
-        self.ready = False
         self._spec = spec
         self._rest = rest
         self._realtime = realtime
         self._response_format = response_format
-        self._client: httpx.AsyncClient | None = None
         self._target: RestTarget | None = None
 
     async def start(self) -> None:
         """Read the key and open the HTTP client."""
         self._target = self._rest()
-        timeout = httpx.Timeout(self._spec.timeout_s, connect=self._spec.connect_timeout_s)
-        self._client = httpx.AsyncClient(timeout=timeout)
-        self.ready = True
-
-    async def stop(self) -> None:
-        """Close the HTTP client."""
-        self.ready = False
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await super().start()
 
     def realtime_target(self) -> RealtimeTarget | None:
         """The upstream Realtime socket, for engines that stream through one; None otherwise."""

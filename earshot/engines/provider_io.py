@@ -62,6 +62,34 @@ async def open_socket(
         raise transport_error(provider, e) from e
 
 
+class HttpProviderEngine:
+    """The start and stop of an engine that calls its provider through one pooled HTTP client."""
+
+    def __init__(self, timeout_s: float, connect_timeout_s: float, *, trust_env: bool = False) -> None:
+        self.ready = False
+        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self._trust_env = trust_env
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        """Open the HTTP client (connections are pooled across requests)."""
+        self._client = httpx.AsyncClient(timeout=self._timeout, trust_env=self._trust_env)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Close the HTTP client."""
+        self.ready = False
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _started_client(self) -> httpx.AsyncClient:
+        """The HTTP client, or a transient 503 UpstreamError before `start`."""
+        if self._client is None:
+            raise UpstreamError("the engine is not started", transient=True, status=503)
+        return self._client
+
+
 def close_code(error: ConnectionClosed) -> int:
     """The close code that ended a connection: the provider's, else ours (1011 after a ping timeout)."""
     if error.rcvd is not None:

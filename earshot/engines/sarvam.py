@@ -20,8 +20,8 @@ import httpx
 import numpy as np
 
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineError, EngineStream, Segment, TranscribeOptions, UpstreamError
-from earshot.engines.provider_io import unreadable_reply, wav_bytes
+from earshot.engines.base import EngineError, EngineStream, Segment, TranscribeOptions
+from earshot.engines.provider_io import HttpProviderEngine, unreadable_reply, wav_bytes
 from earshot.engines.result_queue import ResultQueue
 from earshot.engines.sarvam_pieces import has_speech, pieces_at_pauses, speech_probabilities
 from earshot.engines.upstream import status_error, transport_error
@@ -115,31 +115,17 @@ def _segment(text: str, start: float, end: float) -> Segment:
     return Segment(start, end, text, words)
 
 
-class SarvamEngine:
+class SarvamEngine(HttpProviderEngine):
     """Sarvam's speech-to-text REST API, with long audio cut at pauses and stitched."""
 
     def __init__(self, config: SarvamConfig, name: str = "sarvam") -> None:
+        super().__init__(config.timeout_s, config.connect_timeout_s)
         self.name = name
         self.language = config.language
         # Sarvam decides which languages it recognises (and detects with `unknown`).
         self.languages: frozenset[str] | None = None
-        self.ready = False
         self.config = config
-        self._client: httpx.AsyncClient | None = None
         self._requests = asyncio.Semaphore(config.max_parallel)
-
-    async def start(self) -> None:
-        """Open the HTTP client."""
-        timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
-        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False)
-        self.ready = True
-
-    async def stop(self) -> None:
-        """Close the HTTP client."""
-        self.ready = False
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
         """Request every piece (a few at a time); yield their segments in order as each is back."""
@@ -171,13 +157,12 @@ class SarvamEngine:
             raise unreadable_reply(PROVIDER, repr(body)) from e
 
     async def _request(self, piece: Audio, language: str) -> dict[str, Any]:
-        if self._client is None:
-            raise UpstreamError("the engine is not started", transient=True, status=503)
+        client = self._started_client()
         fields = {"model": self.config.model, "language_code": language}
         if self.config.with_timestamps:
             fields["with_timestamps"] = "true"
         try:
-            response = await self._client.post(
+            response = await client.post(
                 f"{self.config.base_url}/speech-to-text",
                 headers={"api-subscription-key": self.config.api_key},
                 files={"file": ("audio.wav", wav_bytes(piece), "audio/wav")},
