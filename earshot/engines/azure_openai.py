@@ -10,9 +10,8 @@ from earshot.engines.openai_wire import (
     RestTarget,
     option_str,
     realtime_dialect,
-    reply_format,
-    wants_upstream_realtime,
     websocket_url,
+    wire_engine,
 )
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import CatalogError, ModelSpec
@@ -63,12 +62,4 @@ def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> OpenAIWireEngine:
             timeout_s=spec.timeout_s,
         )
 
-    return OpenAIWireEngine(
-        model_id,
-        PROVIDER,
-        spec,
-        rest,
-        realtime if wants_upstream_realtime(spec, model_id) else None,
-        response_format=reply_format(spec, model_id),
-        language=option_str(spec, model_id, "language", "en") or "en",
-    )
+    return wire_engine(model_id, PROVIDER, spec, rest, realtime)

@@ -5,7 +5,7 @@ Streaming re-decodes the growing buffer through LocalAgreement-2, since such ser
 
 from __future__ import annotations
 
-from earshot.engines.openai_wire import OpenAIWireEngine, RestTarget, option_str, reply_format
+from earshot.engines.openai_wire import OpenAIWireEngine, RestTarget, wire_engine
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import CatalogError, ModelSpec
 
@@ -26,11 +26,4 @@ def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> OpenAIWireEngine:
         headers = {"Authorization": f"Bearer {spec.api_key(model_id)}"} if spec.api_key_env else {}
         return RestTarget(f"{base_url}/audio/transcriptions", headers, upstream_model)
 
-    return OpenAIWireEngine(
-        model_id,
-        PROVIDER,
-        spec,
-        rest,
-        response_format=reply_format(spec, model_id),
-        language=option_str(spec, model_id, "language", "en") or "en",
-    )
+    return wire_engine(model_id, PROVIDER, spec, rest)

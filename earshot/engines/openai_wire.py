@@ -214,6 +214,25 @@ class OpenAIWireEngine(HttpProviderEngine):
         return AgreementStream(self, options)
 
 
+def wire_engine(
+    model_id: str,
+    provider: str,
+    spec: ModelSpec,
+    rest: Callable[[], RestTarget],
+    realtime: Callable[[], RealtimeTarget] | None = None,
+) -> OpenAIWireEngine:
+    """The engine for one catalog model, with the options every OpenAI-family provider reads."""
+    return OpenAIWireEngine(
+        model_id,
+        provider,
+        spec,
+        rest,
+        realtime if realtime is not None and wants_upstream_realtime(spec, model_id) else None,
+        response_format=reply_format(spec, model_id),
+        language=option_str(spec, model_id, "language", "en") or "en",
+    )
+
+
 @runtime_checkable
 class UpstreamRealtime(Protocol):
     """An engine whose live audio can go straight to a provider's Realtime socket (the relay's marker)."""
