@@ -281,30 +281,9 @@ class DeepgramFake:
         words = self._words(state.final_s, state.heard_s, spw)
         if self.faults.delay_s:
             await asyncio.sleep(self.faults.delay_s)
+        speech_final = is_final and state.tail_is_quiet()
         await websocket.send_json(
-            {
-                "type": "Results",
-                "channel_index": [0, 1],
-                "duration": round(state.heard_s - state.final_s, 3),
-                "start": round(state.final_s, 3),
-                "is_final": is_final,
-                "speech_final": is_final and state.tail_is_quiet(),
-                "from_finalize": from_finalize,
-                "channel": {
-                    "alternatives": [
-                        {
-                            "transcript": " ".join(word["punctuated_word"] for word in words),
-                            "confidence": 0.98 if words else 0.0,
-                            "words": words,
-                        }
-                    ]
-                },
-                "metadata": {
-                    "request_id": request_id,
-                    "model_info": MODEL_INFO,
-                    "model_uuid": MODEL_UUID,
-                },
-            }
+            _results(state, request_id, words, 0.98, is_final, speech_final, from_finalize)
         )
 
     async def _send_recognised(
@@ -323,27 +302,38 @@ class DeepgramFake:
             }
             for word, start, end in heard
         ]
-        await websocket.send_json(
-            {
-                "type": "Results",
-                "channel_index": [0, 1],
-                "duration": round(state.heard_s - state.final_s, 3),
-                "start": round(state.final_s, 3),
-                "is_final": True,
-                "speech_final": True,
-                "from_finalize": from_finalize,
-                "channel": {
-                    "alternatives": [
-                        {
-                            "transcript": " ".join(word for word, _, _ in heard),
-                            "confidence": 0.9 if words else 0.0,
-                            "words": words,
-                        }
-                    ]
-                },
-                "metadata": {"request_id": request_id, "model_info": MODEL_INFO, "model_uuid": MODEL_UUID},
-            }
-        )
+        await websocket.send_json(_results(state, request_id, words, 0.9, True, True, from_finalize))
+
+
+def _results(
+    state: _Live,
+    request_id: str,
+    words: list[dict[str, Any]],
+    confidence: float,
+    is_final: bool,
+    speech_final: bool,
+    from_finalize: bool,
+) -> dict[str, Any]:
+    """A live Results message with `words`, covering the audio heard since the last final."""
+    return {
+        "type": "Results",
+        "channel_index": [0, 1],
+        "duration": round(state.heard_s - state.final_s, 3),
+        "start": round(state.final_s, 3),
+        "is_final": is_final,
+        "speech_final": speech_final,
+        "from_finalize": from_finalize,
+        "channel": {
+            "alternatives": [
+                {
+                    "transcript": " ".join(word["punctuated_word"] for word in words),
+                    "confidence": confidence if words else 0.0,
+                    "words": words,
+                }
+            ]
+        },
+        "metadata": {"request_id": request_id, "model_info": MODEL_INFO, "model_uuid": MODEL_UUID},
+    }
 
 
 def _utterance(words: list[dict[str, Any]]) -> dict[str, Any]:
