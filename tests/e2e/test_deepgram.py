@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import numpy as np
 import pytest
@@ -39,6 +37,7 @@ from tests.e2e.realtime_client import ulaw8
 from tests.e2e.session_end import the_record
 from tests.e2e.wer import words
 from tests.fakes.server import serving
+from tests.opus import opus_in_container
 
 # deepgram-sdk 7 connects with websockets' legacy client, which warns that it is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -80,17 +79,7 @@ def webm_opus(relpath: str) -> bytes:
     """A shared clip as WebM/Opus at 48 kHz, as a browser's MediaRecorder sends it."""
     samples = decode_audio(shared_audio(relpath).read_bytes()).samples
     pcm = np.frombuffer(float_to_pcm16(np.repeat(samples, 3)), dtype="<i2")  # 48 kHz, crudely
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="webm") as container:
-        stream = container.add_stream("libopus", rate=48_000, layout="mono")
-        for start in range(0, len(pcm), 960):
-            frame = av.AudioFrame.from_ndarray(pcm[None, start : start + 960], format="s16", layout="mono")
-            frame.sample_rate = 48_000
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
+    return opus_in_container(pcm, "webm")
 
 
 def transcript_of(message: Any) -> str:

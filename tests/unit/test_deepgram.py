@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 from typing import Any
 
-import av
 import numpy as np
 import pytest
 
@@ -38,6 +36,7 @@ from earshot.streaming.events import (
     Word,
 )
 from earshot.streaming.session import LiveConfig
+from tests.opus import opus_in_container
 
 LINEAR16 = {"encoding": "linear16", "sample_rate": "16000"}
 
@@ -386,17 +385,7 @@ def test_engine_options_follow_the_parameters() -> None:
 
 def _opus(container_format: str, seconds: float) -> bytes:
     tone = (np.sin(np.arange(int(48_000 * seconds)) * 2 * np.pi * 440 / 48_000) * 8000).astype("<i2")
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format=container_format) as container:
-        stream = container.add_stream("libopus", rate=48_000, layout="mono")
-        for start in range(0, len(tone), 960):
-            frame = av.AudioFrame.from_ndarray(tone[None, start : start + 960], format="s16", layout="mono")
-            frame.sample_rate = 48_000
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
+    return opus_in_container(tone, container_format)
 
 
 @pytest.mark.parametrize("container_format", ["webm", "ogg"])
