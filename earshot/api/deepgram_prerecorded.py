@@ -24,14 +24,8 @@ from earshot.api.context import Gateway, get_gateway
 from earshot.api.deepgram import check_language
 from earshot.api.deepgram_params import DeepgramError, ListenParams, choose_model
 from earshot.api.deepgram_results import ModelInfo, prerecorded
-from earshot.audio.decode import (
-    AudioDecodeError,
-    AudioTooLong,
-    EmptyAudio,
-    decode_audio_async,
-    decode_pcm16_async,
-    parse_raw_pcm_content_type,
-)
+from earshot.api.uploads import UploadTooLarge, decode_upload, read_body
+from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio, decode_pcm16_async
 from earshot.audio.pcm import Audio, alaw_to_pcm16, ulaw_to_pcm16
 from earshot.engines.base import EngineError, TranscribeOptions, transcribe
 from earshot.routing.catalog import ModelNotFound
@@ -118,19 +112,16 @@ async def _audio_bytes(request: Request, gateway: Gateway) -> tuple[bytes, str |
     """The audio: the body itself, or what the JSON body's `url` points at (allowed hosts only)."""
     limit = gateway.accounts.dials.current.max_upload_bytes
     content_type = request.headers.get("content-type")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise DeepgramError(413, "PAYLOAD_TOO_LARGE", f"The body is larger than the {limit} byte limit.")
-    data = bytearray()
-    async for chunk in request.stream():
-        data.extend(chunk)
-        if len(data) > limit:
-            raise DeepgramError(413, "PAYLOAD_TOO_LARGE", f"The body is larger than the {limit} byte limit.")
+    try:
+        data = await read_body(request, limit)
+    except UploadTooLarge as e:
+        message = f"The body is larger than the {limit} byte limit."
+        raise DeepgramError(413, "PAYLOAD_TOO_LARGE", message) from e
     if content_type and content_type.split(";")[0].strip().lower() == "application/json":
-        return await _fetch(bytes(data), gateway, limit)
+        return await _fetch(data, gateway, limit)
     if not data:
         raise DeepgramError.bad_request("The request body is empty: send audio, or JSON with a url.")
-    return bytes(data), content_type
+    return data, content_type
 
 
 async def _fetch(body: bytes, gateway: Gateway, limit: int) -> tuple[bytes, str | None]:
@@ -188,13 +179,7 @@ async def _decode(data: bytes, content_type: str | None, params: ListenParams, g
                 max_seconds=limit_s,
                 limiter=limiter,
             )
-        raw = parse_raw_pcm_content_type(content_type)
-        if raw is not None:
-            rate, channels = raw
-            return await decode_pcm16_async(
-                data, sample_rate=rate, channels=channels, max_seconds=limit_s, limiter=limiter
-            )
-        return await decode_audio_async(data, max_seconds=limit_s, limiter=limiter)
+        return await decode_upload(data, content_type, limit_s, limiter)
     except AudioTooLong as e:
         raise DeepgramError.bad_request(f"The audio is longer than the {limit_s:g} s limit.") from e
     except EmptyAudio as e:

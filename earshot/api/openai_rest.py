@@ -18,15 +18,8 @@ from earshot.api.context import Gateway, get_gateway
 from earshot.api.errors import OpenAIError
 from earshot.api.formats import ResponseFormat, render
 from earshot.api.metrics import Metrics
-from earshot.api.uploads import BadUpload, UploadedForm, UploadTooLarge, read_multipart
-from earshot.audio.decode import (
-    AudioDecodeError,
-    AudioTooLong,
-    EmptyAudio,
-    decode_audio_async,
-    decode_pcm16_async,
-    parse_raw_pcm_content_type,
-)
+from earshot.api.uploads import BadUpload, UploadedForm, UploadTooLarge, decode_upload, read_multipart
+from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, TranscribeOptions, supports_language, transcribe
 from earshot.routing.catalog import ModelNotFound
@@ -180,17 +173,7 @@ async def _decode(form: UploadedForm, gateway: Gateway) -> Audio:
     assert form.file is not None
     limit_s = gateway.settings.max_audio_seconds
     try:
-        raw_format = parse_raw_pcm_content_type(form.file_content_type)
-        if raw_format is not None:
-            rate, channels = raw_format
-            return await decode_pcm16_async(
-                form.file,
-                sample_rate=rate,
-                channels=channels,
-                max_seconds=limit_s,
-                limiter=gateway.decode_limiter,
-            )
-        return await decode_audio_async(form.file, max_seconds=limit_s, limiter=gateway.decode_limiter)
+        return await decode_upload(form.file, form.file_content_type, limit_s, gateway.decode_limiter)
     except AudioTooLong as e:
         raise OpenAIError(
             400, f"audio is longer than the {limit_s:g} s limit", code="audio_too_long", param="file"

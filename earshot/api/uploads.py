@@ -1,13 +1,19 @@
-"""Multipart uploads read in chunks and refused as soon as they pass the size limit."""
+"""Uploaded audio: bodies and multipart forms read in chunks and refused as soon as they pass the size limit,
+then decoded by their content type (raw PCM16 as declared, anything else by its container).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+
+from earshot.audio.decode import decode_audio_async, decode_pcm16_async, parse_raw_pcm_content_type
+from earshot.audio.pcm import Audio
 
 MAX_FORM_FIELDS = 64
 MAX_FIELD_BYTES = 64 * 1024
@@ -46,6 +52,13 @@ class UploadedForm:
         return [value for name in names for value in self.fields.get(name, [])]
 
 
+def _refuse_declared(request: Request, limit_bytes: int) -> None:
+    """A Content-Length over the limit is refused before any of the body is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise UploadTooLarge(limit_bytes)
+
+
 async def _bounded(request: Request, limit_bytes: int) -> AsyncGenerator[bytes, None]:
     received = 0
     async for chunk in request.stream():
@@ -60,9 +73,7 @@ async def read_multipart(request: Request, limit_bytes: int, file_field: str = "
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise BadUpload("expected a multipart/form-data body")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
-        raise UploadTooLarge(limit_bytes)
+    _refuse_declared(request, limit_bytes)
     parser = MultiPartParser(
         request.headers,
         _bounded(request, limit_bytes),
@@ -87,3 +98,28 @@ async def read_multipart(request: Request, limit_bytes: int, file_field: str = "
     finally:
         await parsed.close()
     return form
+
+
+async def read_body(request: Request, limit_bytes: int) -> bytes:
+    """The whole body, of at most `limit_bytes`; a larger Content-Length is refused unread."""
+    _refuse_declared(request, limit_bytes)
+    data = bytearray()
+    async for chunk in _bounded(request, limit_bytes):
+        data.extend(chunk)
+    return bytes(data)
+
+
+async def decode_upload(
+    data: bytes, content_type: str | None, max_seconds: float, limiter: asyncio.Semaphore
+) -> Audio:
+    """Uploaded audio: raw PCM16 where the content type says so (`audio/L16; rate=...`), else any container.
+
+    Raises the decoder's AudioTooLong, EmptyAudio or AudioDecodeError for the route to answer in its shape.
+    """
+    raw_format = parse_raw_pcm_content_type(content_type)
+    if raw_format is not None:
+        rate, channels = raw_format
+        return await decode_pcm16_async(
+            data, sample_rate=rate, channels=channels, max_seconds=max_seconds, limiter=limiter
+        )
+    return await decode_audio_async(data, max_seconds=max_seconds, limiter=limiter)
