@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlencode
 
 from earshot.client.events import ServerError, SessionEnd, Transcript, UtteranceEnd
-from earshot.client.wire import Settled, WireEvent, http_to_ws
+from earshot.client.wire import Settled, WireEvent, http_to_ws, json_events, stream_settings
 
 DEEPGRAM_URL = "wss://api.deepgram.com"
 
@@ -32,16 +31,8 @@ class DeepgramWire:
         self.sample_rate = sample_rate
         self.channels = channels
         self._api_key = api_key
-        self._query: dict[str, str] = {
-            "encoding": "linear16",
-            "sample_rate": str(sample_rate),
-            "channels": str(channels),
-            "interim_results": "true" if interim_results else "false",
-        }
-        if model is not None:
-            self._query["model"] = model
-        if language is not None:
-            self._query["language"] = language
+        settings = stream_settings(sample_rate, channels, model, language, interim_results)
+        self._query = {name: _query_value(value) for name, value in settings.items()}
 
     def url(self) -> str:
         """/v1/listen on the base URL, with the stream's parameters in the query."""
@@ -59,24 +50,7 @@ class DeepgramWire:
 
     def parse(self, text: str) -> list[WireEvent]:
         """Events in one server message: Results, UtteranceEnd, Metadata, errors."""
-        try:
-            message = json.loads(text)
-        except json.JSONDecodeError:
-            return [ServerError("BAD_RESPONSE", "the server sent a message that is not JSON")]
-        if not isinstance(message, dict):
-            return []
-        kind = message.get("type")
-        if kind == "Results":
-            return _results(message)
-        if kind == "UtteranceEnd":
-            return [UtteranceEnd(float(message.get("last_word_end", 0.0)))]
-        if kind == "Metadata":
-            return [SessionEnd(float(message.get("duration", 0.0)))]
-        if kind == "Error" or "err_code" in message:
-            code = str(message.get("err_code") or message.get("variant") or "ERROR")
-            text_of = message.get("description") or message.get("err_msg") or message.get("message") or ""
-            return [ServerError(code, str(text_of))]
-        return []
+        return json_events(text, _events)
 
     def keepalive(self) -> str:
         """`KeepAlive`."""
@@ -85,6 +59,27 @@ class DeepgramWire:
     def finish(self) -> str:
         """`CloseStream`: the server flushes, sends Metadata, and closes."""
         return '{"type":"CloseStream"}'
+
+
+def _query_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _events(message: dict[str, Any]) -> list[WireEvent]:
+    kind = message.get("type")
+    if kind == "Results":
+        return _results(message)
+    if kind == "UtteranceEnd":
+        return [UtteranceEnd(float(message.get("last_word_end", 0.0)))]
+    if kind == "Metadata":
+        return [SessionEnd(float(message.get("duration", 0.0)))]
+    if kind == "Error" or "err_code" in message:
+        code = str(message.get("err_code") or message.get("variant") or "ERROR")
+        text_of = message.get("description") or message.get("err_msg") or message.get("message") or ""
+        return [ServerError(code, str(text_of))]
+    return []
 
 
 def _results(message: dict[str, Any]) -> list[WireEvent]:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from earshot.client.events import CreditsLow, ServerError, SessionEnd, Transcript, UtteranceEnd
-from earshot.client.wire import Ready, Settled, WireEvent, http_to_ws
+from earshot.client.wire import Ready, Settled, WireEvent, http_to_ws, json_events, stream_settings
 
 # Errors that retrying with the same key and settings can't fix.
 FATAL_CODES = frozenset({"AUTH_FAILED", "MODEL_NOT_ALLOWED", "INSUFFICIENT_CREDITS", "BAD_REQUEST"})
@@ -32,16 +32,7 @@ class ManagedWire:
         self.sample_rate = sample_rate
         self.channels = channels
         self._api_key = api_key
-        self._config: dict[str, Any] = {
-            "sample_rate": sample_rate,
-            "channels": channels,
-            "encoding": "linear16",
-            "interim_results": interim_results,
-        }
-        if model is not None:
-            self._config["model"] = model
-        if language is not None:
-            self._config["language"] = language
+        self._config = stream_settings(sample_rate, channels, model, language, interim_results)
 
     def url(self) -> str:
         """The server's /ws/transcribe."""
@@ -58,35 +49,7 @@ class ManagedWire:
 
     def parse(self, text: str) -> list[WireEvent]:
         """Events in one server message; unknown message types are ignored."""
-        try:
-            message = json.loads(text)
-        except json.JSONDecodeError:
-            return [ServerError("BAD_RESPONSE", "the server sent a message that is not JSON")]
-        if not isinstance(message, dict):
-            return []
-        kind = message.get("type")
-        if kind == "ready":
-            return [Ready()]
-        if kind == "transcript":
-            return [
-                Transcript(
-                    str(message.get("text", "")),
-                    bool(message.get("is_final")),
-                    float(message.get("start", 0.0)),
-                    float(message.get("end", 0.0)),
-                )
-            ]
-        if kind == "utterance_end":
-            end = float(message.get("end", 0.0))
-            return [UtteranceEnd(end), Settled(end)]
-        if kind == "credits_low":
-            return [CreditsLow(float(message.get("seconds_remaining", 0.0)))]
-        if kind == "error":
-            code = str(message.get("code", "UNKNOWN"))
-            return [ServerError(code, str(message.get("message", "")), fatal=code in FATAL_CODES)]
-        if kind == "session_end":
-            return [SessionEnd(float(message.get("seconds_used", 0.0)))]
-        return []
+        return json_events(text, _events)
 
     def keepalive(self) -> str:
         """`keepalive`."""
@@ -95,3 +58,29 @@ class ManagedWire:
     def finish(self) -> str:
         """`close`: the server flushes, sends the last finals and `session_end`, then closes."""
         return '{"type":"close"}'
+
+
+def _events(message: dict[str, Any]) -> list[WireEvent]:
+    kind = message.get("type")
+    if kind == "ready":
+        return [Ready()]
+    if kind == "transcript":
+        return [
+            Transcript(
+                str(message.get("text", "")),
+                bool(message.get("is_final")),
+                float(message.get("start", 0.0)),
+                float(message.get("end", 0.0)),
+            )
+        ]
+    if kind == "utterance_end":
+        end = float(message.get("end", 0.0))
+        return [UtteranceEnd(end), Settled(end)]
+    if kind == "credits_low":
+        return [CreditsLow(float(message.get("seconds_remaining", 0.0)))]
+    if kind == "error":
+        code = str(message.get("code", "UNKNOWN"))
+        return [ServerError(code, str(message.get("message", "")), fatal=code in FATAL_CODES)]
+    if kind == "session_end":
+        return [SessionEnd(float(message.get("seconds_used", 0.0)))]
+    return []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from earshot.client.events import CreditsLow, ServerError, SessionEnd, Transcript, UtteranceEnd
 
@@ -64,3 +66,31 @@ def http_to_ws(base_url: str) -> str:
     if url.startswith("http://"):
         return "ws://" + url[len("http://") :]
     return url
+
+
+def stream_settings(
+    sample_rate: int, channels: int, model: str | None, language: str | None, interim_results: bool
+) -> dict[str, Any]:
+    """A linear16 stream's settings, under the names both servers use; model and language only when given."""
+    settings: dict[str, Any] = {
+        "encoding": "linear16",
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "interim_results": interim_results,
+    }
+    if model is not None:
+        settings["model"] = model
+    if language is not None:
+        settings["language"] = language
+    return settings
+
+
+def json_events(text: str, events_of: Callable[[dict[str, Any]], list[WireEvent]]) -> list[WireEvent]:
+    """The events of one JSON object message; not JSON is a BAD_RESPONSE error, other JSON says nothing."""
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError:
+        return [ServerError("BAD_RESPONSE", "the server sent a message that is not JSON")]
+    if not isinstance(message, dict):
+        return []
+    return events_of(message)
