@@ -71,6 +71,26 @@ async def paced(payloads: list[str], chunk_ms: int, send: Callable[[str], Awaita
             await asyncio.sleep(delay)
 
 
+async def commit_manually(connection: Any, payloads: list[str], **input_settings: Any) -> None:
+    """Over an SDK connection: turn server VAD off, append `payloads` and commit them as one turn."""
+    audio_input = {"turn_detection": None, **input_settings}
+    await connection.session.update(session={"type": "transcription", "audio": {"input": audio_input}})
+    for payload in payloads:
+        await connection.input_audio_buffer.append(audio=payload)
+    await connection.input_audio_buffer.commit()
+
+
+async def collect(
+    connection: Any, log: EventLog, until_completed: int, timeout_s: float, stop_on_error: bool = False
+) -> None:
+    """Read SDK events into `log` until that many transcripts completed (or an error, if asked)."""
+    async with asyncio.timeout(timeout_s):
+        async for event in connection:
+            log.add(event.to_dict())
+            if len(log.completed) >= until_completed or (stop_on_error and event.type == "error"):
+                return
+
+
 @dataclass
 class EventLog:
     """Server events as they arrived, with their arrival times."""

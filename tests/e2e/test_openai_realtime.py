@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ from tests.e2e.realtime_client import (
     EventLog,
     alaw8,
     chunks,
+    collect,
+    commit_manually,
     paced,
     pcm24,
     silence,
@@ -35,15 +36,6 @@ def sdk(server: RunningServer) -> AsyncOpenAI:
 
 def ws_url(server: RunningServer) -> str:
     return server.base_url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
-
-
-async def collect(connection: Any, log: EventLog, until_completed: int, timeout_s: float) -> None:
-    """Read SDK events into `log` until that many transcripts completed (or time runs out)."""
-    async with asyncio.timeout(timeout_s):
-        async for event in connection:
-            log.add(event.to_dict())
-            if len(log.completed) >= until_completed:
-                return
 
 
 async def test_sdk_gets_deltas_while_speaking_that_add_up_to_each_completed_transcript(
@@ -89,12 +81,7 @@ async def test_sdk_manual_commit_transcribes_the_buffer(server: RunningServer) -
     log = EventLog()
     async with sdk(server).realtime.connect(extra_query=TRANSCRIPTION) as connection:
         await connection.recv()
-        await connection.session.update(
-            session={"type": "transcription", "audio": {"input": {"turn_detection": None}}}
-        )
-        for payload in chunks(audio, 48_000, 100):
-            await connection.input_audio_buffer.append(audio=payload)
-        await connection.input_audio_buffer.commit()
+        await commit_manually(connection, chunks(audio, 48_000, 100))
         await collect(connection, log, until_completed=1, timeout_s=30)
     updated = log.of("session.updated")[0]["session"]
     assert updated["audio"]["input"]["turn_detection"] is None
@@ -110,15 +97,8 @@ async def test_sdk_g711_ulaw_input_is_transcribed(server: RunningServer) -> None
     log = EventLog()
     async with sdk(server).realtime.connect(extra_query=TRANSCRIPTION) as connection:
         await connection.recv()
-        await connection.session.update(
-            session={
-                "type": "transcription",
-                "audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": None}},
-            }
-        )
-        for payload in chunks(ulaw8(speech(GOFORWARD)), 8_000, 20):
-            await connection.input_audio_buffer.append(audio=payload)
-        await connection.input_audio_buffer.commit()
+        payloads = chunks(ulaw8(speech(GOFORWARD)), 8_000, 20)
+        await commit_manually(connection, payloads, format={"type": "audio/pcmu"})
         await collect(connection, log, until_completed=1, timeout_s=30)
     assert log.of("session.updated")[0]["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
     heard = log.completed[0]["transcript"].split()

@@ -20,7 +20,7 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from tests.conftest import Admin
 from tests.e2e.provider_server import TRANSCRIPT, ProviderSetup, provider_setup, reset
-from tests.e2e.realtime_client import EventLog, chunks, pcm24, silence, speech
+from tests.e2e.realtime_client import EventLog, chunks, collect, commit_manually, pcm24, silence, speech
 from tests.e2e.session_end import the_record, until_closed
 from tests.e2e.test_realtime_faults import errors
 from tests.fakes.openai import OPENAI_KEY, SECRET_MARKER
@@ -67,11 +67,7 @@ async def plain_socket(setup: ProviderSetup, key: str) -> websockets.ClientConne
 async def until_completed(connection: AsyncRealtimeConnection, seconds: float) -> EventLog:
     """The session's events up to its first completed transcript."""
     log = EventLog()
-    async with asyncio.timeout(seconds):
-        async for event in connection:
-            log.add(event.to_dict())
-            if log.completed:
-                break
+    await collect(connection, log, until_completed=1, timeout_s=seconds)
     return log
 
 
@@ -82,12 +78,7 @@ async def committed_turn(
     query = {"intent": "transcription", "model": model}
     async with sdk(setup, key).realtime.connect(extra_query=query) as connection:
         assert (await connection.recv()).type == "session.created"
-        audio_input = {"turn_detection": None, **(input_settings or {})}
-        session: Any = {"type": "transcription", "audio": {"input": audio_input}}
-        await connection.session.update(session=session)
-        for payload in appends():
-            await connection.input_audio_buffer.append(audio=payload)
-        await connection.input_audio_buffer.commit()
+        await commit_manually(connection, appends(), **(input_settings or {}))
         return await until_completed(connection, 15)
 
 

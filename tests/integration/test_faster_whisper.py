@@ -23,7 +23,7 @@ from earshot.routing.catalog import ModelSpec
 from earshot.routing.router import build_engine
 from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 from tests.conftest import RunningServer, shared_audio, start_server, stop_server
-from tests.e2e.realtime_client import EventLog, chunks, pcm24, speech
+from tests.e2e.realtime_client import EventLog, chunks, collect, commit_manually, pcm24, speech
 from tests.tiny_whisper import tiny_whisper_model
 
 # Quick and deterministic on random weights: greedy, one temperature, a few tokens per window, and no
@@ -191,17 +191,8 @@ async def test_a_realtime_session_completes_a_committed_turn(tiny_server: Runnin
     client = AsyncOpenAI(base_url=f"{tiny_server.base_url}/v1", api_key="unused", max_retries=0)
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
         await connection.recv()
-        await connection.session.update(
-            session={"type": "transcription", "audio": {"input": {"turn_detection": None}}}
-        )
-        for payload in chunks(audio, 48_000, 100):
-            await connection.input_audio_buffer.append(audio=payload)
-        await connection.input_audio_buffer.commit()
-        async with asyncio.timeout(30):
-            async for event in connection:
-                log.add(event.to_dict())
-                if log.completed or event.type == "error":
-                    break
+        await commit_manually(connection, chunks(audio, 48_000, 100))
+        await collect(connection, log, until_completed=1, timeout_s=30, stop_on_error=True)
     assert not log.of("error")
     completed = log.completed[0]
     assert completed["transcript"] and "".join(log.deltas(completed["item_id"])) == completed["transcript"]
