@@ -29,6 +29,8 @@ class TurnText:
         self._early: list[str] = []
         self._history: deque[tuple[float, list[str]]] = deque()
         self._tentative = ""
+        # Where the words finalized early end: what follows them starts there, not at the turn's start.
+        self._early_end_s: float | None = None
         self.end_s: float = before.end_s if before is not None else 0.0
 
     def on_result(self, result: Partial | Final, offset_s: float) -> list[Partial | Final]:
@@ -44,10 +46,13 @@ class TurnText:
         events: list[Partial | Final] = []
         rest = hypothesis[_after_index(self._early, self._history[-1][1]) :]
         settled = rest[: self._settled_count(end_s)]
+        if self._early_end_s is not None:
+            start_s = self._early_end_s
         if settled:
             self._early.extend(_normalised(word) for word in settled)
             events.append(_final([Word(word, start_s, end_s) for word in settled], start_s, end_s))
             rest = rest[len(settled) :]
+            start_s = self._early_end_s = end_s
         tentative = " ".join(rest)
         if tentative != self._tentative:
             self._tentative = tentative
@@ -74,6 +79,7 @@ class TurnText:
         self._early.clear()
         self._history.clear()
         self._tentative = ""
+        self._early_end_s = None
         if not remainder:
             return []
         shifted = [Word(w.word, w.start + offset_s, w.end + offset_s, w.confidence) for w in remainder]
@@ -82,6 +88,7 @@ class TurnText:
     def flush(self) -> list[Final]:
         """Finalize whatever is still tentative (the engine gave no Final for it)."""
         rest, self._tentative = self._tentative.split(), ""
+        self._early_end_s = None
         self._early.clear()
         self._history.clear()
         if not rest:

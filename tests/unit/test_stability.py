@@ -1,0 +1,39 @@
+"""Early finals: words that stop changing are finalized before the turn ends, each once, in order."""
+
+from __future__ import annotations
+
+import itertools
+
+from earshot.streaming.events import Final, Partial
+from earshot.streaming.stability import TurnText
+
+
+def hypotheses(text: str, every_s: float, until_s: float) -> list[Partial]:
+    """The same growing hypothesis reported every `every_s` seconds, as an incremental engine does."""
+    words = text.split()
+    reports = []
+    t = every_s
+    while t <= until_s + 1e-9:
+        heard = words[: max(1, round(len(words) * t / until_s))]
+        reports.append(Partial(" ".join(heard), 0.0, t))
+        t += every_s
+    return reports
+
+
+SAID = "go forward ten meters then turn left now please"
+
+
+def test_early_finals_cover_consecutive_stretches_of_the_turn() -> None:
+    turn = TurnText()
+    events = [
+        event for partial in hypotheses(SAID, 0.5, 8.0) for event in turn.on_result(partial, offset_s=10.0)
+    ]
+    finals = [event for event in events if isinstance(event, Final)]
+    assert len(finals) >= 2, "a long turn finalizes words before it ends"
+    assert finals[0].start == 10.0, "the first early final starts where the turn does"
+    for before, after in itertools.pairwise(finals):
+        assert after.start == before.end, "each early final starts where the previous one ended"
+    partials = [event for event in events if isinstance(event, Partial)]
+    assert partials[-1].start == finals[-1].end, "the tentative rest starts after the finalized words"
+    said = " ".join(final.text for final in finals).split()
+    assert said == SAID.split()[: len(said)]
