@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Any
 
-import numpy as np
 import pytest
 
 from earshot.api.deepgram import DeepgramLiveProtocol
@@ -23,7 +21,6 @@ from earshot.api.live import (
     RefuseHandshake,
     Send,
 )
-from earshot.audio.decode import AudioDecodeError, ContainerStream
 from earshot.routing.catalog import Catalog
 from earshot.streaming.events import (
     Closed,
@@ -36,7 +33,6 @@ from earshot.streaming.events import (
     Word,
 )
 from earshot.streaming.session import LiveConfig
-from tests.opus import opus_in_container
 
 LINEAR16 = {"encoding": "linear16", "sample_rate": "16000"}
 
@@ -378,34 +374,3 @@ def test_engine_options_follow_the_parameters() -> None:
     options = protocol(interim_results="true", language="en-US", keyterm="earshot").transcribe_options()
     assert (options.interim_results, options.language, options.prompt) == (True, "en-US", "earshot")
     assert protocol().transcribe_options().interim_results is False
-
-
-# --- containerized audio, decoded as it streams ---
-
-
-def _opus(container_format: str, seconds: float) -> bytes:
-    tone = (np.sin(np.arange(int(48_000 * seconds)) * 2 * np.pi * 440 / 48_000) * 8000).astype("<i2")
-    return opus_in_container(tone, container_format)
-
-
-@pytest.mark.parametrize("container_format", ["webm", "ogg"])
-async def test_a_container_stream_gives_16_khz_pcm_as_its_bytes_arrive(container_format: str) -> None:
-    data = _opus(container_format, 2.0)
-    stream = ContainerStream()
-    pcm = bytearray()
-    for start in range(0, len(data), 500):
-        pcm += stream.feed(data[start : start + 500])
-    pcm += await stream.settle()
-    assert len(pcm) / 2 / 16_000 > 1.5, "nearly all of it decoded before the stream ends"
-    pcm += await stream.finish()
-    assert len(pcm) / 2 / 16_000 == pytest.approx(2.0, abs=0.05)
-
-
-async def test_a_container_stream_of_garbage_fails_within_its_first_64_kib() -> None:
-    stream = ContainerStream()
-    with pytest.raises(AudioDecodeError):
-        for _ in range(100):
-            stream.feed(b"this is not audio " * 100)
-            await asyncio.sleep(0.01)
-        await stream.finish()
-    stream.close()
