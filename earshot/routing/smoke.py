@@ -15,14 +15,13 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16
 from earshot.engines.base import Engine, EngineError, TranscribeOptions, UpstreamError, transcribe
-from earshot.engines.openai_wire import RealtimeTarget
+from earshot.engines.openai_wire import upstream_realtime_target
 from earshot.engines.realtime_upstream import connect, error_event_failure, session_update
 from earshot.engines.upstream import closed_error
 from earshot.routing.catalog import Capability, ModelSpec
@@ -54,14 +53,6 @@ class CheckResult:
         if not self.ok:
             reported["error"] = {"code": self.error_code, "message": self.error_message}
         return reported
-
-
-@runtime_checkable
-class RealtimeUpstream(Protocol):
-    """An engine that can be reached over its provider's Realtime socket."""
-
-    def realtime_target(self) -> object | None:
-        """The socket's address, or None when the model isn't configured for it."""
 
 
 def check_audio() -> Audio:
@@ -131,11 +122,10 @@ async def _check_stream(engine: Engine) -> None:
 
 
 async def _check_realtime(engine: Engine) -> None:
-    target = engine.realtime_target() if isinstance(engine, RealtimeUpstream) else None
+    target = upstream_realtime_target(engine)
     if target is None:
         await _check_stream(engine)
         return
-    assert isinstance(target, RealtimeTarget)
     socket = await connect(target)
     silence = float_to_pcm16(np.zeros(round(REALTIME_APPEND_S * REALTIME_RATE_HZ), dtype=np.float32))
     append = {"type": "input_audio_buffer.append", "audio": base64.b64encode(silence).decode()}
