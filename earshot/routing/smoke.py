@@ -41,7 +41,6 @@ class CheckResult:
     latency_ms: float
     error_code: str | None = None
     error_message: str | None = None
-    upstream_status: int | None = None
 
     def as_json(self) -> dict[str, object]:
         """The check as the admin API reports it."""
@@ -85,7 +84,7 @@ async def _timed(capability: Capability, check: Callable[[], Awaitable[None]], l
     except TimeoutError:
         return CheckResult(capability, False, elapsed_ms(), "timeout", f"no answer within {limit_s:g} s")
     except UpstreamError as e:
-        return CheckResult(capability, False, elapsed_ms(), "upstream_error", str(e), e.status)
+        return CheckResult(capability, False, elapsed_ms(), "upstream_error", str(e))
     except EngineError as e:
         return CheckResult(capability, False, elapsed_ms(), "engine_error", str(e))
     return CheckResult(capability, True, elapsed_ms())
