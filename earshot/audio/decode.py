@@ -10,9 +10,8 @@ from functools import partial
 
 import av
 import numpy as np
-import soxr
 
-from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16, pcm16_to_float, to_engine_rate
+from earshot.audio.pcm import Audio, StreamResampler, float_to_pcm16, pcm16_to_float, to_engine_rate
 
 RAW_PCM_TYPES = frozenset({"audio/pcm", "audio/l16", "audio/x-raw", "audio/raw"})
 DEFAULT_RAW_RATE_HZ = 16_000
@@ -64,25 +63,21 @@ class _Resampler:
 
     def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
-        self._rate_hz = 0
-        self._stream: soxr.ResampleStream | None = None
+        self._stream: StreamResampler | None = None
 
     def feed(self, samples: np.ndarray, rate_hz: int) -> None:
         """Resample one chunk at `rate_hz` and keep the output."""
-        if rate_hz != self._rate_hz:
+        if self._stream is None or rate_hz != self._stream.rate_hz:
             self.flush()
-            self._rate_hz = rate_hz
-            if rate_hz != ENGINE_RATE_HZ:
-                self._stream = soxr.ResampleStream(rate_hz, ENGINE_RATE_HZ, 1, dtype="float32", quality="HQ")
-        if self._stream is None:
-            self.chunks.append(samples)
-        else:
-            self.chunks.append(self._stream.resample_chunk(samples))
+            self._stream = StreamResampler(rate_hz)
+        self.chunks.append(self._stream.feed(samples))
 
     def flush(self) -> None:
         """Drain the resampler's tail."""
         if self._stream is not None:
-            self.chunks.append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            tail = self._stream.flush()
+            if len(tail):
+                self.chunks.append(tail)
             self._stream = None
 
 

@@ -70,6 +70,12 @@ class StreamResampler:
             return samples.astype(np.float32, copy=False)
         return np.asarray(self._stream.resample_chunk(samples), dtype=np.float32)
 
+    def flush(self) -> np.ndarray:
+        """The engine-rate samples the filter still holds, once no chunk follows."""
+        if self._stream is None:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self._stream.resample_chunk(np.zeros(0, np.float32), last=True), dtype=np.float32)
+
 
 def _ulaw_table() -> np.ndarray:
     codes = ~np.arange(256, dtype=np.int32) & 0xFF
