@@ -22,7 +22,6 @@ import signal
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 from serving import server_process
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.provider_io import wav_bytes
 
 TARGET_ADDED_P50_MS = 1.0
 FAKE_KEY = "sk-fake-openai-key-5b2e9c"  # tests.fakes.openai.OPENAI_KEY
@@ -92,14 +94,8 @@ class Tally:
 
 def one_second_wav() -> bytes:
     """1 s of a soft tone as a 16 kHz mono PCM16 WAV (the fake answers the same for any audio)."""
-    t = np.arange(16_000) / 16_000
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes((np.sin(2 * np.pi * 440 * t) * 3000).astype("<i2").tobytes())
-    return buffer.getvalue()
+    t = np.arange(ENGINE_RATE_HZ) / ENGINE_RATE_HZ
+    return wav_bytes(Audio((np.sin(2 * np.pi * 440 * t) * 0.09).astype(np.float32)))
 
 
 @contextlib.contextmanager

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
-import wave
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -245,16 +243,10 @@ SHORT_CLIP_MS = 1500
 def short_wav() -> bytes:
     """Exactly 1.5 s of real speech as a 16 kHz PCM16 WAV (so its metered length is known to the ms)."""
     from earshot.audio.decode import decode_audio
+    from earshot.engines.provider_io import wav_bytes
 
     audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
-    samples = audio.slice(0.0, SHORT_CLIP_MS / 1000).pcm16()
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(samples)
-    return buffer.getvalue()
+    return wav_bytes(audio.slice(0.0, SHORT_CLIP_MS / 1000))
 
 
 class Admin:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.provider_io import wav_bytes
 
 FAKE_KEY_ENV = "EARSHOT_TEST_FAKE_OPENAI_KEY"
 
@@ -34,14 +35,7 @@ def write_catalog(path: Path, models: dict[str, dict[str, Any]], default_model: 
     return path
 
 
-def tone_wav(seconds: float = 1.0, rate_hz: int = 16_000) -> bytes:
-    """A WAV of a soft 440 Hz tone: audio that decodes, for upstreams that don't listen to it."""
-    t = np.arange(int(seconds * rate_hz)) / rate_hz
-    samples = (np.sin(2 * np.pi * 440 * t) * 3000).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate_hz)
-        out.writeframes(samples.tobytes())
-    return buffer.getvalue()
+def tone_wav(seconds: float = 1.0) -> bytes:
+    """A 16 kHz WAV of a soft 440 Hz tone: audio that decodes, for upstreams that don't listen to it."""
+    t = np.arange(int(seconds * ENGINE_RATE_HZ)) / ENGINE_RATE_HZ
+    return wav_bytes(Audio((np.sin(2 * np.pi * 440 * t) * 0.09).astype(np.float32)))
