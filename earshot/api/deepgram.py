@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -33,8 +32,9 @@ from earshot.api.live import (
 )
 from earshot.api.live_socket import LiveRoute, ModelChooser, refuse, serve_live
 from earshot.audio.pcm import alaw_to_pcm16, float_to_pcm16, pcm16_to_float, ulaw_to_pcm16
-from earshot.engines.base import TranscribeOptions
+from earshot.engines.base import TranscribeOptions, supports_language
 from earshot.routing.catalog import ModelNotFound
+from earshot.routing.router import Route
 from earshot.streaming.events import (
     Error,
     Final,
@@ -302,10 +302,12 @@ class DeepgramLiveProtocol:
 LISTEN_ROUTE = LiveRoute(path="/v1/listen", bucket="listen")
 
 
-def check_language(language: str | None, engine_language: str, model_id: str) -> None:
-    """A 400 unless the requested language is the engine's (by its primary subtag)."""
-    if language and re.split(r"[-_]", language)[0].lower() != engine_language.lower():
-        raise DeepgramError.bad_request(f"The model {model_id} does not support the language {language!r}.")
+def check_language(language: str | None, route: Route) -> None:
+    """A 400 unless the routed model's engine recognises the requested language."""
+    if language and not supports_language(route.engine, language):
+        raise DeepgramError.bad_request(
+            f"The model {route.model_id} does not support the language {language!r}."
+        )
 
 
 @router.websocket("/v1/listen")
@@ -323,7 +325,7 @@ async def listen_live(websocket: WebSocket) -> None:
             route = gateway.router.route(choice.model_id)
         except ModelNotFound as e:
             raise DeepgramError.bad_request(f"No such model: {choice.model_id}") from e
-        check_language(params.language, route.engine.language, route.model_id)
+        check_language(params.language, route)
     except DeepgramError as e:
         await refuse(websocket, subprotocol, DeepgramLiveProtocol.refusal(e, request_id))
         return

@@ -83,7 +83,7 @@ async def _transcribe(
     )
     if "transcribe" not in route.spec.capabilities:
         raise DeepgramError.bad_request(f"The model {route.model_id} does not transcribe recordings.")
-    check_language(params.language, route.engine.language, route.model_id)
+    check_language(params.language, route)
     data, content_type = await _audio_bytes(request, gateway)
     audio = await _decode(data, content_type, params, gateway)
     request.state.audio_seconds = audio.duration_s
