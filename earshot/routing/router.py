@@ -60,24 +60,15 @@ class Router:
 
     def __init__(self, catalog: Catalog, pool: WorkerPool) -> None:
         self.catalog = catalog
-        self.engines: dict[str, Engine] = {
-            model_id: build_engine(model_id, spec, pool) for model_id, spec in catalog.models.items()
-        }
-        self.providers = {
-            model_id: Provider(
-                model_id,
-                engine,
-                CircuitBreaker(
-                    catalog.models[model_id].circuit_failures, catalog.models[model_id].circuit_reset_s
-                ),
-                ConcurrencyGate(
-                    model_id, catalog.models[model_id].max_concurrency, catalog.models[model_id].max_queue
-                ),
-            )
-            for model_id, engine in self.engines.items()
-        }
+        self.engines: dict[str, Engine] = {}
+        providers: dict[str, Provider] = {}
+        for model_id, spec in catalog.models.items():
+            engine = self.engines[model_id] = build_engine(model_id, spec, pool)
+            breaker = CircuitBreaker(spec.circuit_failures, spec.circuit_reset_s)
+            gate = ConcurrencyGate(model_id, spec.max_concurrency, spec.max_queue)
+            providers[model_id] = Provider(model_id, engine, breaker, gate)
         self.chains = {
-            model_id: FallbackEngine([self.providers[m] for m in (model_id, *spec.fallbacks)])
+            model_id: FallbackEngine([providers[m] for m in (model_id, *spec.fallbacks)])
             for model_id, spec in catalog.models.items()
         }
 
