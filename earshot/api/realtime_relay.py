@@ -200,21 +200,13 @@ class RealtimeRelay:
 
     def _upstream_update(self) -> str:
         settings = self.settings
-        detection = None
-        if settings.vad is not None:
-            detection = {
-                "type": settings.vad_type,
-                "threshold": settings.vad.threshold,
-                "prefix_padding_ms": settings.vad.prefix_padding_ms,
-                "silence_duration_ms": settings.vad.silence_duration_ms,
-            }
         update = session_update(
             self.target.dialect,
             self.target.model,
             encoding=settings.encoding,
             language=settings.language,
             prompt=settings.prompt,
-            turn_detection=detection,
+            turn_detection=settings.turn_detection,
             noise_reduction=settings.noise_reduction,
             include=settings.include,
         )

@@ -106,6 +106,18 @@ class RealtimeSettings:
         """Sample rate of the PCM16 the client's audio decodes to."""
         return self.pcm_rate_hz if self.encoding == "pcm16" else G711_RATE_HZ
 
+    @property
+    def turn_detection(self) -> dict[str, Any] | None:
+        """The `turn_detection` object (the same in both dialects); None for manual commits."""
+        if self.vad is None:
+            return None
+        return {
+            "type": self.vad_type,
+            "threshold": self.vad.threshold,
+            "prefix_padding_ms": self.vad.prefix_padding_ms,
+            "silence_duration_ms": self.vad.silence_duration_ms,
+        }
+
     def with_beta(self, update: BetaSessionIn) -> RealtimeSettings:
         """These settings changed by a beta update (only the fields it names)."""
         settings = self
@@ -161,16 +173,7 @@ class RealtimeSettings:
     def to_wire(self, dialect: Dialect) -> dict[str, Any]:
         """The session object as the client's dialect shows it."""
         transcription = {"model": self.model, "language": self.language, "prompt": self.prompt or ""}
-        turn_detection = (
-            None
-            if self.vad is None
-            else {
-                "type": self.vad_type,
-                "threshold": self.vad.threshold,
-                "prefix_padding_ms": self.vad.prefix_padding_ms,
-                "silence_duration_ms": self.vad.silence_duration_ms,
-            }
-        )
+        turn_detection = self.turn_detection
         if dialect == "beta":
             return {
                 "id": self.id,
