@@ -126,10 +126,15 @@ class Engine(Protocol):
         ...
 
 
+def base_language(code: str) -> str:
+    """A language code without its region, lowercase: `en` for `en-US`, `en_GB` or `EN`."""
+    return re.split(r"[-_]", code)[0].lower()
+
+
 def supports_language(engine: Engine, language: str) -> bool:
     """Whether the engine recognises a language code (`en`, `en-US`); see `languages_of`."""
     languages = languages_of(engine)
-    return languages is None or re.split(r"[-_]", language)[0].lower() in languages
+    return languages is None or base_language(language) in languages
 
 
 def languages_of(engine: Engine) -> frozenset[str] | None:
@@ -141,5 +146,5 @@ def languages_of(engine: Engine) -> frozenset[str] | None:
 async def transcribe(engine: Engine, audio: Audio, options: TranscribeOptions) -> Transcript:
     """Recognise a whole buffer into one Transcript."""
     segments = [segment async for segment in engine.transcribe_segments(audio, options)]
-    language = re.split(r"[-_]", options.language)[0].lower() if options.language else engine.language
+    language = base_language(options.language) if options.language else engine.language
     return Transcript.from_segments(segments, language, audio.duration_s)

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineError, Segment, TranscribeOptions
+from earshot.engines.base import EngineError, Segment, TranscribeOptions, base_language
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import CatalogError, ModelSpec
 from earshot.streaming.agreement import AgreementStream
@@ -173,7 +173,7 @@ class FasterWhisperEngine:
         if options.temperature:
             temperature = (options.temperature,)
         return {
-            "language": (options.language or configured.language).split("-")[0].split("_")[0].lower(),
+            "language": base_language(options.language or configured.language),
             "initial_prompt": options.prompt or configured.initial_prompt,
             "temperature": list(temperature),
             "word_timestamps": options.word_timestamps or configured.word_timestamps,
