@@ -150,9 +150,9 @@ def listen(
         elif not event.fatal:
             print(f"warning: {event.code}: {event.message}", file=sys.stderr)
 
+    every = ("on_interim", "on_final", "on_utterance_end", "on_error", "on_credits_low", "on_session_end")
     callbacks = (
-        {name: emit for name in ("on_interim", "on_final", "on_utterance_end", "on_error", "on_credits_low")}
-        | {"on_session_end": emit}
+        dict.fromkeys(every, emit)
         if as_json
         else {
             "on_interim": captions.on_interim,
