@@ -260,10 +260,6 @@ class LiveSession:
         self._restart_turn_detection()
         await self._end_turn()
 
-    async def finalize(self) -> None:
-        """Flush what has been heard into Finals without closing (the same as a commit)."""
-        await self.commit()
-
     async def clear(self) -> None:
         """Drop the audio not yet committed: the open turn's text is never reported."""
         self.touch()

@@ -256,13 +256,13 @@ async def test_clear_drops_the_open_turns_text() -> None:
     assert (events[0].start, events[0].end) == (0.5, 1.2)
 
 
-async def test_finalize_flushes_like_a_commit_and_the_session_goes_on() -> None:
+async def test_a_commit_flushes_and_the_session_goes_on() -> None:
     session = manual_session(ScriptedEngine("first", "second"))
     await session.append(tone(300))
-    await session.finalize()
+    await session.commit()
     assert kinds(await take(session, 2)) == ["Final", "UtteranceEnd"]
     await session.append(tone(300))
-    await session.finalize()
+    await session.commit()
     final, _ = await take(session, 2)
     assert isinstance(final, Final) and final.text == "second"
 
