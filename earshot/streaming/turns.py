@@ -32,9 +32,6 @@ class TurnEnded:
     audio_end_ms: int
 
 
-TurnEvent = TurnStarted | TurnEnded
-
-
 class TurnDetector:
     """Speech turns of one session, from window probabilities, with Silero-style hysteresis."""
 
