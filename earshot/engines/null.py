@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from earshot.audio.pcm import Audio
 from earshot.engines.base import Segment, TranscribeOptions
+from earshot.engines.result_queue import ResultQueue
 from earshot.streaming.events import EngineResult, Flushed
 
 
@@ -39,20 +39,19 @@ class NullStream:
     """Takes audio and gives back only a Flushed for each finalize."""
 
     def __init__(self) -> None:
-        self._results: asyncio.Queue[EngineResult | None] = asyncio.Queue()
+        self._results = ResultQueue()
 
     async def send(self, audio: Audio) -> None:
         """Drop the audio."""
 
     async def finalize(self) -> None:
         """Nothing to finalize but the flush mark."""
-        self._results.put_nowait(Flushed())
+        self._results.put(Flushed())
 
     async def close(self) -> None:
         """End `results()`."""
-        self._results.put_nowait(None)
+        self._results.end()
 
-    async def results(self) -> AsyncIterator[EngineResult]:
+    def results(self) -> AsyncIterator[EngineResult]:
         """Flushed marks until closed."""
-        while (result := await self._results.get()) is not None:
-            yield result
+        return self._results.results()
