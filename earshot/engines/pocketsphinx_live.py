@@ -57,8 +57,7 @@ def stream_feed(config: PocketsphinxConfig, stream_id: str, pcm16: bytes) -> lis
     if not pcm16:
         return []
     results: list[EngineResult] = []
-    if len(state.utterance_pcm) + len(pcm16) > offline.MAX_REGION_S * ENGINE_RATE_HZ * 2:
-        # Speech with no pause long enough to end it is cut where one pass still decodes it well.
+    if _too_long(state.utterance_pcm, pcm16):
         results = stream_finalize(config, stream_id)
     if state.utterance_start_sample is None:
         state.utterance_start_sample = state.samples_seen
@@ -111,11 +110,22 @@ def stream_finalize(config: PocketsphinxConfig, stream_id: str) -> list[EngineRe
         state.decoder.end_utt()
     state.utterance_start_sample = None
     pcm, state.utterance_pcm = bytes(state.utterance_pcm), bytearray()
-    words = list(decode_region(config, pcm, start_s).words) if _audible(pcm) else []
-    if not words:
+    if not _audible(pcm):
         return []
-    text = " ".join(word.word for word in words)
-    return [Final(text=text, start=start_s, end=state.samples_seen / ENGINE_RATE_HZ, words=tuple(words))]
+    return decode_utterance(config, pcm, start_s, state.samples_seen / ENGINE_RATE_HZ)
+
+
+def decode_utterance(
+    config: PocketsphinxConfig, pcm16: bytes, start_s: float, end_s: float
+) -> list[EngineResult]:
+    """One whole utterance decoded as one-shot decoding does: its Final, or nothing when it had no words."""
+    segment = decode_region(config, pcm16, start_s)
+    return [Final(segment.text, start_s, end_s, segment.words)] if segment.words else []
+
+
+def _too_long(utterance: bytearray, pcm16: bytes) -> bool:
+    """Whether `pcm16` takes an utterance past what one pass decodes well: unpaused speech is cut there."""
+    return len(utterance) + len(pcm16) > offline.MAX_REGION_S * ENGINE_RATE_HZ * 2
 
 
 def _audible(pcm16: bytes) -> bool:
@@ -169,7 +179,7 @@ class UtteranceStream:
         if self._closed:
             raise EngineError("the stream is closed")
         pcm16 = audio.pcm16()
-        if len(self._utterance) + len(pcm16) > offline.MAX_REGION_S * ENGINE_RATE_HZ * 2:
+        if _too_long(self._utterance, pcm16):
             await self._decode_utterance()
         if not self._utterance:
             self._utterance_start_sample = self._samples_seen
@@ -180,11 +190,8 @@ class UtteranceStream:
         pcm, self._utterance = bytes(self._utterance), bytearray()
         if not _audible(pcm):
             return
-        start_s = self._utterance_start_sample / ENGINE_RATE_HZ
-        segment = await self._pool.run(decode_region, self._config, pcm, start_s)
-        if segment.words:
-            end_s = self._samples_seen / ENGINE_RATE_HZ
-            self._results.put(Final(segment.text, start_s, end_s, segment.words))
+        start_s, end_s = self._utterance_start_sample / ENGINE_RATE_HZ, self._samples_seen / ENGINE_RATE_HZ
+        self._results.put_all(await self._pool.run(decode_utterance, self._config, pcm, start_s, end_s))
 
     async def finalize(self) -> None:
         """Decode the utterance so far into a Final, then mark the flush."""
