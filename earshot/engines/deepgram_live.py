@@ -149,7 +149,7 @@ class DeepgramStream:
 
     async def send(self, audio: Audio) -> None:
         """Send audio up, opening the socket first if this is the first."""
-        self._raise_if_failed()
+        self._results.raise_if_failed()
         if self._closing:
             raise EngineError("the stream is closed")
         if not len(audio.samples):
@@ -160,7 +160,7 @@ class DeepgramStream:
 
     async def finalize(self) -> None:
         """Ask Deepgram for the finals of everything sent; Flushed follows them."""
-        self._raise_if_failed()
+        self._results.raise_if_failed()
         if self._ws is None:
             self._results.put(Flushed())
             return
@@ -240,10 +240,6 @@ class DeepgramStream:
             self._results.put_all(results)
             with contextlib.suppress(UpstreamError):
                 await self._send_all(ws, outgoing)
-
-    def _raise_if_failed(self) -> None:
-        if self._results.error is not None:
-            raise self._results.error
 
 
 def connection_lost_normal() -> UpstreamError:

@@ -141,7 +141,7 @@ class RealtimeUpstreamStream:
         """Append the audio upstream as 24 kHz PCM16."""
         if self._closed:
             raise EngineError("the stream is closed")
-        self._raise_if_failed()
+        self._results.raise_if_failed()
         if not len(audio.samples):
             return
         await self._open()
@@ -153,9 +153,9 @@ class RealtimeUpstreamStream:
         """Commit what was appended; its transcript comes back as a Final, then Flushed."""
         if self._closed:
             return
-        self._raise_if_failed()
+        self._results.raise_if_failed()
         await self._finalize()
-        self._raise_if_failed()
+        self._results.raise_if_failed()
 
     async def close(self) -> None:
         """Finalize, wait for the last transcript, then close the socket and end `results()`."""
@@ -202,7 +202,7 @@ class RealtimeUpstreamStream:
         except ConnectionClosed as e:
             code = e.rcvd.code if e.rcvd is not None else None
             self._fail(closed_error(self._target.provider, code, e.rcvd.reason if e.rcvd else ""))
-            self._raise_if_failed()
+            self._results.raise_if_failed()
 
     async def _append(self, resampled: np.ndarray) -> None:
         if len(resampled):
@@ -299,7 +299,3 @@ class RealtimeUpstreamStream:
         self._turns.clear()
         self._drained.set()
         self._results.fail(error)
-
-    def _raise_if_failed(self) -> None:
-        if self._results.error is not None:
-            raise self._results.error

@@ -41,6 +41,11 @@ class ResultQueue:
             self.ended = True
             self._queue.put_nowait(None)
 
+    def raise_if_failed(self) -> None:
+        """Raise the error that ended the stream, if one did."""
+        if self.error is not None:
+            raise self.error
+
     async def results(self) -> AsyncIterator[EngineResult]:
         """The queued results until the end; raises the error that ended the stream."""
         while (result := await self._queue.get()) is not None:

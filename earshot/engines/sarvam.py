@@ -201,16 +201,14 @@ class PhraseStream:
 
     async def send(self, audio: Audio) -> None:
         """Keep the audio until the next finalize."""
-        if self._results.error is not None:
-            raise self._results.error
+        self._results.raise_if_failed()
         if self._closed:
             raise EngineError("the stream is closed")
         self._chunks.append(audio.samples)
 
     async def finalize(self) -> None:
         """Transcribe the audio since the last finalize in the background; its Finals, then Flushed."""
-        if self._results.error is not None:
-            raise self._results.error
+        self._results.raise_if_failed()
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
         self._chunks = []
         phrase, offset_s = Audio(samples), self._position_s

@@ -77,7 +77,7 @@ class WhisperLiveKitStream:
 
     async def send(self, audio: Audio) -> None:
         """Send audio up once the server's queue has room for it."""
-        self._raise_if_failed()
+        self._results.raise_if_failed()
         if self._closing:
             raise EngineError("the stream is closed")
         if not len(audio.samples):
@@ -88,13 +88,13 @@ class WhisperLiveKitStream:
             self._reported.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reported.wait(), wait_s)
-            self._raise_if_failed()
+            self._results.raise_if_failed()
         await self._send(ws, audio.pcm16())
         self._protocol.audio_sent(seconds, time.monotonic())
 
     async def finalize(self) -> None:
         """Flushed once the server has processed everything sent so far (see whisperlivekit_wire.py)."""
-        self._raise_if_failed()
+        self._results.raise_if_failed()
         if self._ws is None:
             self._results.put(Flushed())
             return
@@ -230,10 +230,6 @@ class WhisperLiveKitStream:
         if self._gate is not None:
             self._gate.release()
             self._gate = None
-
-    def _raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise self.error
 
 
 def _parse(raw: str | bytes) -> dict[str, Any]:
