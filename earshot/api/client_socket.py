@@ -12,6 +12,7 @@ import contextlib
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from earshot.accounts.errors import InsufficientCredits
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway
 from earshot.api.live import EndReason
@@ -36,11 +37,20 @@ class ClientSocket:
         # Waiting for the client's next message (not carrying one out), so stopping can simply cancel.
         self._awaiting_client = False
         self._send_lock = asyncio.Lock()
+        self._metered_ms = 0
 
     def end(self, reason: EndReason, message: str) -> None:
         """End the session for `reason` (the first reason given wins)."""
         if not self._ended.done():
             self._ended.set_result((reason, message))
+
+    async def _meter_up_to(self, total_ms: int) -> None:
+        """Meter the audio heard since the last call (`total_ms` in all); out of credit ends the session."""
+        newly_ms, self._metered_ms = total_ms - self._metered_ms, total_ms
+        try:
+            await self.gateway.accounts.meter.consume(self.admission.ticket, newly_ms)
+        except InsufficientCredits:
+            self.end("insufficient_credits", "this API key has run out of credit seconds")
 
     async def _accept(self, subprotocol: str | None) -> None:
         if self.websocket.application_state == WebSocketState.CONNECTING:

@@ -16,7 +16,7 @@ from typing import Protocol
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from earshot.accounts.errors import AccessDenied, InsufficientCredits
+from earshot.accounts.errors import AccessDenied
 from earshot.api.admission import Admission
 from earshot.api.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
 from earshot.api.context import Gateway
@@ -86,7 +86,6 @@ class LiveSocket(ClientSocket):
         self._server_closed = False
         self.session = self._new_session(protocol.live_config(), protocol.transcribe_options())
         self._pumps: set[asyncio.Task[None]] = set()
-        self._metered_ms = 0
         self._warned_low_credit = False
         self._container: ContainerStream | None = None
 
@@ -186,12 +185,7 @@ class LiveSocket(ClientSocket):
     async def _append(self, pcm16: bytes) -> None:
         self.chooser.locked = True
         await self.session.append(pcm16)
-        newly_ms = self.session.audio_ms - self._metered_ms
-        self._metered_ms = self.session.audio_ms
-        try:
-            await self.gateway.accounts.meter.consume(self.admission.ticket, newly_ms)
-        except InsufficientCredits:
-            self.end("insufficient_credits", "this API key has run out of credit seconds")
+        await self._meter_up_to(self.session.audio_ms)
         await self._warn_if_credits_low()
 
     async def _append_encoded(self, data: bytes) -> None:

@@ -16,7 +16,6 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from earshot.accounts.errors import InsufficientCredits
 from earshot.api import realtime_events as events
 from earshot.api.admission import Admission
 from earshot.api.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
@@ -78,7 +77,6 @@ class RelaySocket(ClientSocket):
         self._caller_gone = False
         self._started_at = self._last_activity = time.monotonic()
         self._appended_ms = 0.0
-        self._metered_ms = 0
 
     async def run(self, subprotocol: str | None) -> Outcome:
         """Connect upstream, relay both ways until the session ends; returns the usage outcome."""
@@ -156,22 +154,14 @@ class RelaySocket(ClientSocket):
             actions = self.relay.from_client(text) if text is not None else self.relay.from_client_bytes()
             for action in actions:
                 if isinstance(action, Metered):
-                    await self._meter(action.audio_ms)
+                    self._appended_ms += action.audio_ms
+                    await self._meter_up_to(int(self._appended_ms))
                 elif isinstance(action, ToUpstream):
                     await self._to_upstream([action])
                 elif isinstance(action.message, str):
                     await self._send(action.message)
                 if self._ended.done():
                     return
-
-    async def _meter(self, audio_ms: float) -> None:
-        self._appended_ms += audio_ms
-        newly_ms = int(self._appended_ms) - self._metered_ms
-        self._metered_ms += newly_ms
-        try:
-            await self.gateway.accounts.meter.consume(self.admission.ticket, newly_ms)
-        except InsufficientCredits:
-            self.end("insufficient_credits", "this API key has run out of credit seconds")
 
     async def _to_upstream(self, actions: list[RelayAction]) -> None:
         assert self._upstream is not None
