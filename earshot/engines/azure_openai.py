@@ -10,9 +10,9 @@ from earshot.engines.openai_wire import (
     RestTarget,
     option_str,
     realtime_dialect,
-    websocket_url,
     wire_engine,
 )
+from earshot.engines.provider_io import websocket_url
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import CatalogError, ModelSpec
 

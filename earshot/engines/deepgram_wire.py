@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from earshot.engines.base import Segment, TranscribeOptions
+from earshot.engines.provider_io import websocket_url
 from earshot.routing.catalog import ModelSpec
 from earshot.streaming.events import Word
 
@@ -73,8 +74,7 @@ class DeepgramConfig:
     @property
     def live_url(self) -> str:
         """The live endpoint: the base URL with a WebSocket scheme."""
-        scheme, rest = self.base_url.split("://", 1)
-        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/listen"
+        return f"{websocket_url(self.base_url)}/v1/listen"
 
 
 def _query_value(value: Any) -> str:

@@ -84,15 +84,6 @@ def wants_upstream_realtime(spec: ModelSpec, model_id: str) -> bool:
     return chosen
 
 
-def websocket_url(base_url: str) -> str:
-    """The ws:// or wss:// form of an http:// or https:// base URL."""
-    if base_url.startswith("https://"):
-        return "wss://" + base_url.removeprefix("https://")
-    if base_url.startswith("http://"):
-        return "ws://" + base_url.removeprefix("http://")
-    return base_url
-
-
 def form_fields(
     target: RestTarget, options: TranscribeOptions, response_format: str
 ) -> dict[str, str | list[str]]:

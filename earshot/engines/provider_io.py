@@ -62,6 +62,15 @@ async def open_socket(
         raise transport_error(provider, e) from e
 
 
+def websocket_url(base_url: str) -> str:
+    """The ws:// or wss:// form of an http:// or https:// base URL (a ws:// or wss:// one as it is)."""
+    if base_url.startswith("https://"):
+        return "wss://" + base_url.removeprefix("https://")
+    if base_url.startswith("http://"):
+        return "ws://" + base_url.removeprefix("http://")
+    return base_url
+
+
 class HttpProviderEngine:
     """The start and stop of an engine that calls its provider through one pooled HTTP client."""
 

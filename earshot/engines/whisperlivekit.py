@@ -20,6 +20,7 @@ import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import Segment, TranscribeOptions, UpstreamError
+from earshot.engines.provider_io import websocket_url
 from earshot.engines.whisperlivekit_live import WhisperLiveKitStream
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import ModelSpec
@@ -68,8 +69,7 @@ class WhisperLiveKitConfig:
     @property
     def url(self) -> str:
         """The `/asr` socket URL."""
-        scheme, rest = self.base_url.split("://", 1)
-        return f"{'wss' if scheme in ('https', 'wss') else 'ws'}://{rest}/asr"
+        return f"{websocket_url(self.base_url)}/asr"
 
     @property
     def headers(self) -> dict[str, str]:
