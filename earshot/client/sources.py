@@ -41,10 +41,8 @@ class FileSource:
         self.chunk_ms = chunk_ms
 
     async def pcm16(self) -> bytes:
-        """The whole file as PCM16 (decoded in a thread)."""
-        data = await asyncio.to_thread(self.path.read_bytes)
-        audio = await asyncio.to_thread(decode_audio, data)
-        return audio.pcm16()
+        """The whole file as PCM16 (read, decoded and converted in one worker thread)."""
+        return await asyncio.to_thread(lambda: decode_audio(self.path.read_bytes()).pcm16())
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The file in `chunk_ms` pieces; paced like a live speaker when `realtime`."""
