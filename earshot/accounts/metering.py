@@ -60,6 +60,13 @@ class UsageTicket:
         return self.key.id if self.key is not None else None
 
     @property
+    def credit_left_ms(self) -> int | None:
+        """The key's credit left, counting what this ticket holds unused; None when not known or unlimited."""
+        if self.balance_ms is None:
+            return None
+        return self.balance_ms + max(0, self.debited_ms - self.audio_ms)
+
+    @property
     def limited(self) -> bool:
         """Whether the key has a credit balance (rather than unlimited or anonymous)."""
         return self.key is not None and self.key.credits_ms is not None
@@ -118,10 +125,8 @@ class Meter:
 
         Live sessions pass the `credits_low_seconds` dial as it stands when they ask.
         """
-        if ticket.balance_ms is None:
-            return False
-        unused = max(0, ticket.debited_ms - ticket.audio_ms)
-        return ticket.balance_ms + unused < threshold_ms
+        left_ms = ticket.credit_left_ms
+        return left_ms is not None and left_ms < threshold_ms
 
     def close(self, ticket: UsageTicket, outcome: Outcome) -> asyncio.Future[UsageRecord]:
         """Write the ticket's record (once, whatever is called later) and refund unused credit.

@@ -218,8 +218,8 @@ class LiveSocket(ClientSocket):
         threshold_ms = round(self.gateway.accounts.dials.current.credits_low_seconds * 1000)
         if self.gateway.accounts.meter.credits_low(ticket, threshold_ms):
             self._warned_low_credit = True
-            left_ms = (ticket.balance_ms or 0) + max(0, ticket.debited_ms - ticket.audio_ms)
-            await self._execute(self.protocol.credits_low(left_ms / 1000), finishing=True)
+            seconds_left = (ticket.credit_left_ms or 0) / 1000
+            await self._execute(self.protocol.credits_low(seconds_left), finishing=True)
 
     async def _configure(self, action: Configure) -> None:
         if action.model != self._model_id:
