@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from earshot.client.events import CreditsLow, ServerError, SessionEnd, Transcript, UtteranceEnd
+from earshot.engines.provider_io import websocket_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +61,7 @@ class Wire(Protocol):
 
 def http_to_ws(base_url: str) -> str:
     """`base_url` with an http(s) scheme turned into ws(s), and no trailing slash."""
-    url = base_url.rstrip("/")
-    if url.startswith("https://"):
-        return "wss://" + url[len("https://") :]
-    if url.startswith("http://"):
-        return "ws://" + url[len("http://") :]
-    return url
+    return websocket_url(base_url.rstrip("/"))
 
 
 def stream_settings(
