@@ -120,7 +120,6 @@ class FailoverStream:
         self._index = -1
         self._inner: EngineStream | None = None
         self._slot: contextlib.AsyncExitStack | None = None
-        self._offset_s = 0.0
         self._sent_s = 0.0
         self._log = ReplayLog()
         self._out: asyncio.Queue[EngineResult | BaseException | None] = asyncio.Queue()
@@ -129,11 +128,6 @@ class FailoverStream:
         self._failed: BaseException | None = None
         self._closing = False
         self._proven = False
-
-    @property
-    def model_id(self) -> str | None:
-        """The model now serving the stream."""
-        return self._providers[self._index].model_id if self._index >= 0 else None
 
     async def send(self, audio: Audio) -> None:
         """Feed audio to the current provider (opening the first on the first call)."""
@@ -252,7 +246,7 @@ class FailoverStream:
             self._slot = slot
             inner = provider.engine.open_stream(self._options)
             offset_s = self._log.start_s(self._sent_s)
-            self._inner, self._offset_s = inner, offset_s
+            self._inner = inner
             self._pump = asyncio.create_task(self._pump_results(inner, offset_s))
             try:
                 for op in list(self._log.ops):
