@@ -12,7 +12,7 @@ import json
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, WebSocket
 
@@ -93,12 +93,7 @@ class DeepgramLiveProtocol:
 
     def live_config(self) -> LiveConfig:
         """The LiveSession configuration the query parameters ask for."""
-        return LiveConfig(
-            input_rate_hz=self.params.input_rate_hz,
-            vad=self.params.vad,
-            idle_timeout_s=self._live_defaults.idle_timeout_s,
-            max_duration_s=self._live_defaults.max_duration_s,
-        )
+        return replace(self._live_defaults, input_rate_hz=self.params.input_rate_hz, vad=self.params.vad)
 
     def transcribe_options(self) -> TranscribeOptions:
         """Language, key terms as a prompt, and whether interim results are wanted."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 
 import numpy as np
 from fastapi import APIRouter, WebSocket
@@ -70,13 +71,7 @@ class ManagedProtocol:
 
     def live_config(self) -> LiveConfig:
         """Server VAD at the client's sample rate, with the server's limits."""
-        defaults = self._live_defaults
-        return LiveConfig(
-            input_rate_hz=self.config.sample_rate,
-            vad=VadParams(),
-            idle_timeout_s=defaults.idle_timeout_s,
-            max_duration_s=defaults.max_duration_s,
-        )
+        return replace(self._live_defaults, input_rate_hz=self.config.sample_rate, vad=VadParams())
 
     def transcribe_options(self) -> TranscribeOptions:
         """Language and interim results as the client asked."""

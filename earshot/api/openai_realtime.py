@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -174,13 +174,7 @@ class RealtimeProtocol:
 
     def live_config(self) -> LiveConfig:
         """The LiveSession configuration these settings ask for."""
-        defaults = self._live_defaults
-        return LiveConfig(
-            input_rate_hz=self.settings.input_rate_hz,
-            vad=self.settings.vad,
-            idle_timeout_s=defaults.idle_timeout_s,
-            max_duration_s=defaults.max_duration_s,
-        )
+        return replace(self._live_defaults, input_rate_hz=self.settings.input_rate_hz, vad=self.settings.vad)
 
     def transcribe_options(self) -> TranscribeOptions:
         """Language and prompt for the engine."""
