@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import httpx
 
 from earshot.audio.pcm import Audio
-from earshot.engines.base import Segment, TranscribeOptions
+from earshot.engines.base import Segment, TranscribeOptions, base_language
 from earshot.engines.deepgram_live import DeepgramStream
 from earshot.engines.deepgram_wire import PROVIDER, DeepgramConfig, segments_of
 from earshot.engines.provider_io import HttpProviderEngine, unreadable_reply, wav_bytes
@@ -29,7 +29,7 @@ class DeepgramEngine(HttpProviderEngine):
         super().__init__(config.timeout_s, config.connect_timeout_s)
         self.name = name
         # The gateway compares a caller's ISO 639-1 code with this; Deepgram's own may carry a region.
-        self.language = config.language.split("-")[0].lower()
+        self.language = base_language(config.language)
         # Deepgram decides which languages a model recognises; a request for one it lacks is its 400.
         self.languages: frozenset[str] | None = None
         self.config = config

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import httpx
 
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError
+from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError, base_language
 from earshot.engines.provider_io import HttpProviderEngine, wav_bytes
 from earshot.engines.upstream import reference, status_error, transport_error
 from earshot.routing.catalog import CatalogError, ModelSpec
@@ -95,7 +95,7 @@ def form_fields(
     if response_format == "verbose_json":
         fields["timestamp_granularities[]"] = ["segment", "word"] if options.word_timestamps else ["segment"]
     if options.language:
-        fields["language"] = options.language.replace("_", "-").split("-")[0].lower()
+        fields["language"] = base_language(options.language)
     if options.prompt:
         fields["prompt"] = options.prompt
     if options.temperature is not None:
@@ -154,7 +154,7 @@ class OpenAIWireEngine(HttpProviderEngine):
         self.name = name
         self.provider = provider
         # The gateway compares a request's language without its region against this.
-        self.language = language.replace("_", "-").split("-")[0].lower()
+        self.language = base_language(language)
         # The provider decides which languages it recognises; a request for one it lacks is its 400.
         self.languages: frozenset[str] | None = None
         self._spec = spec

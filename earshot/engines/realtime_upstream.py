@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16
-from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
+from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError, base_language
 from earshot.engines.openai_wire import RealtimeDialect, RealtimeTarget
 from earshot.engines.provider_io import open_socket
 from earshot.engines.result_queue import ResultQueue
@@ -52,7 +52,7 @@ def session_update(
     """The `transcription_session.update` (beta) or `session.update` (GA) that sets up a session."""
     transcription: dict[str, Any] = {"model": model}
     if language:
-        transcription["language"] = language.replace("_", "-").split("-")[0].lower()
+        transcription["language"] = base_language(language)
     if prompt:
         transcription["prompt"] = prompt
     if dialect == "beta":
