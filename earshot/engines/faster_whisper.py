@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, Segment, TranscribeOptions, base_language
@@ -90,10 +90,7 @@ class WhisperDecode:
 
 def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> FasterWhisperEngine:
     """The engine for one catalog entry (called by the router)."""
-    try:
-        options = FasterWhisperOptions.model_validate(spec.options)
-    except ValidationError as e:
-        raise CatalogError(f"model {model_id!r} (faster_whisper): {_one_line(e)}") from None
+    options = spec.parsed_options(model_id, FasterWhisperOptions)
     if _looks_like_path(options.model) and not Path(options.model).expanduser().is_dir():
         raise CatalogError(
             f"model {model_id!r} (faster_whisper): options.model {options.model!r} is not a directory"
@@ -104,13 +101,6 @@ def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> FasterWhisperEngi
 def _looks_like_path(model: str) -> bool:
     # Hub names look like `small.en` or `owner/name`; a directory is given absolute or from `.` or `~`.
     return model.startswith(("/", ".", "~"))
-
-
-def _one_line(error: ValidationError) -> str:
-    return "; ".join(
-        f"options.{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
-        for detail in error.errors()
-    )
 
 
 class FasterWhisperEngine:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import vosk
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, Segment, TranscribeOptions
@@ -48,14 +48,7 @@ class VoskConfig:
 
 def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> VoskEngine:
     """The engine for one catalog entry (called by the router)."""
-    try:
-        options = VoskOptions.model_validate(spec.options)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"options.{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
-            for detail in e.errors()
-        )
-        raise CatalogError(f"model {model_id!r} (vosk): {problems}") from None
+    options = spec.parsed_options(model_id, VoskOptions)
     directory = Path(options.model).expanduser()
     if not directory.is_dir():
         raise CatalogError(f"model {model_id!r} (vosk): options.model {options.model!r} is not a directory")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,6 +25,9 @@ PLUGGED_ENGINES = (
 )
 KNOWN_ENGINES = EMBEDDED_ENGINES + PLUGGED_ENGINES
 OPENAI_DEFAULT_MODEL_ID = "whisper-1"
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 class CatalogError(Exception):
@@ -62,6 +65,17 @@ class ModelSpec(BaseModel):
         if self.engine not in KNOWN_ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(KNOWN_ENGINES)}")
         return self
+
+    def parsed_options(self, model_id: str, shape: type[OptionsT]) -> OptionsT:
+        """The engine options checked against `shape`; a CatalogError listing every problem on one line."""
+        try:
+            return shape.model_validate(self.options)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"options.{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
+                for detail in e.errors()
+            )
+            raise CatalogError(f"model {model_id!r} ({self.engine}): {problems}") from None
 
     def api_key(self, model_id: str) -> str:
         """The upstream key, read from the environment variable the catalog names."""
