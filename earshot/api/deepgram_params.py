@@ -22,8 +22,11 @@ from earshot.accounts.errors import (
     ModelNotAllowed,
     RateLimited,
 )
+from earshot.api.errors import OpenAIError
 from earshot.audio.vad import VadParams
+from earshot.engines.base import EngineError
 from earshot.routing.catalog import Catalog, ModelNotFound
+from earshot.routing.gate import ServerBusy
 
 RawEncoding = Literal["linear16", "mulaw", "alaw"]
 # Encodings Deepgram names that earshot does not take as raw frames (send them in a container instead).
@@ -38,11 +41,14 @@ _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 class DeepgramError(Exception):
     """A failure to report in Deepgram's error shape with an HTTP status."""
 
-    def __init__(self, status: int, err_code: str, err_msg: str) -> None:
+    def __init__(
+        self, status: int, err_code: str, err_msg: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(err_msg)
         self.status = status
         self.err_code = err_code
         self.err_msg = err_msg
+        self.headers = headers or {}
 
     def body(self, request_id: str) -> str:
         """The JSON error body."""
@@ -65,6 +71,16 @@ class DeepgramError(Exception):
         if code == "insufficient_quota":
             return cls(402, "INSUFFICIENT_CREDITS", message)
         return cls(400, "Bad Request", message)
+
+    @classmethod
+    def from_engine(cls, failure: EngineError | ServerBusy) -> DeepgramError:
+        """The error for a failed engine or provider, with the statuses the OpenAI routes use."""
+        mapped = OpenAIError.from_engine(failure)
+        codes = {400: "Bad Request", 429: "TOO_MANY_REQUESTS"}
+        err_code = codes.get(
+            mapped.status, "UPSTREAM_ERROR" if mapped.code == "upstream_error" else "INTERNAL_SERVER_ERROR"
+        )
+        return cls(mapped.status, err_code, mapped.message, mapped.headers)
 
     @classmethod
     def denied(cls, denial: AccessDenied) -> DeepgramError:

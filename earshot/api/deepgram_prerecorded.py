@@ -29,6 +29,7 @@ from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio, dec
 from earshot.audio.pcm import Audio, alaw_to_pcm16, ulaw_to_pcm16
 from earshot.engines.base import EngineError, TranscribeOptions, transcribe
 from earshot.routing.catalog import ModelNotFound
+from earshot.routing.gate import ServerBusy
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -65,7 +66,7 @@ def _error_response(request: Request, error: DeepgramError, request_id: str) -> 
         error.body(request_id),
         status_code=error.status,
         media_type="application/json",
-        headers={"dg-request-id": request_id},
+        headers={**error.headers, "dg-request-id": request_id},
     )
 
 
@@ -92,9 +93,9 @@ async def _transcribe(
     started = time.perf_counter()
     try:
         transcript = await transcribe(route.engine, audio, options)
-    except EngineError as e:
-        log.error("engine %s failed: %s", route.model_id, e)
-        raise DeepgramError(500, "INTERNAL_SERVER_ERROR", f"The engine failed: {e}") from e
+    except (EngineError, ServerBusy) as e:
+        log.error("model %s failed: %s", route.model_id, e)
+        raise DeepgramError.from_engine(e) from e
     gateway.metrics.engine_latency.labels(route.model_id).observe(time.perf_counter() - started)
     return prerecorded(
         transcript,

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -266,3 +267,32 @@ def test_the_concurrency_gate_queues_then_answers_server_busy(routed: Routed) ->
     assert len(routed.primary.requests) == seen + 2
     outcomes = sorted(str(record.outcome) for record in records(routed, key_id, 3))
     assert outcomes == ["ok", "ok", "rejected"]
+
+
+def test_deepgram_prerecorded_answers_provider_failures_and_a_full_gate_in_deepgrams_shape(
+    routed: Routed,
+) -> None:
+    _, key = routed.admin.create_key(name="routing-deepgram", credits_seconds=1000)
+    headers = {"Authorization": f"Token {key}", "Content-Type": "audio/wav"}
+
+    def listen(model: str) -> httpx.Response:
+        url = f"{routed.server.base_url}/v1/listen?model={model}"
+        return httpx.post(url, content=AUDIO, headers=headers, timeout=30)
+
+    routed.primary.faults.fail_next(status=500)
+    failed = listen("narrow")
+    assert failed.status_code == 502 and failed.json()["err_code"] == "UPSTREAM_ERROR"
+    assert "ref" in failed.json()["err_msg"]
+
+    routed.primary.faults.delay_s = GATE_DELAY_S
+    seen = len(routed.primary.requests)
+    with ThreadPoolExecutor(2) as pool:
+        holding = pool.submit(listen, "narrow")
+        wait_until(lambda: len(routed.primary.requests) == seen + 1, 10)
+        queued = pool.submit(listen, "narrow")
+        time.sleep(0.3)
+        busy = listen("narrow")
+        assert busy.status_code == 429 and busy.json()["err_code"] == "TOO_MANY_REQUESTS"
+        assert int(busy.headers["retry-after"]) >= 1
+        assert holding.result(timeout=30).status_code == 200
+        assert queued.result(timeout=30).status_code == 200
