@@ -111,26 +111,36 @@ def transcribe(
 ) -> None:
     """Transcribe files in-process, printing each result to stdout."""
     settings = _settings(config)
-    catalog = _catalog(settings, servable=True)
+    catalog = _catalog(settings)
     try:
         catalog.resolve(model)
     except ModelNotFound:
         err.print(f"[red]error:[/red] unknown model {model!r}; see `earshot models`")
         raise typer.Exit(2) from None
-    failures = asyncio.run(_transcribe_files(files, model, fmt, settings, catalog))
+    pool = WorkerPool(settings.engine_workers)
+    try:
+        router = Router(catalog, pool)
+    except CatalogError as e:
+        pool.shutdown()
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    failures = asyncio.run(_transcribe_files(files, model, fmt, settings, router, pool))
     raise typer.Exit(1 if failures else 0)
 
 
 async def _transcribe_files(
-    files: list[Path], model: str | None, fmt: ResponseFormat, settings: Settings, catalog: Catalog
+    files: list[Path],
+    model: str | None,
+    fmt: ResponseFormat,
+    settings: Settings,
+    router: Router,
+    pool: WorkerPool,
 ) -> int:
-    pool = WorkerPool(settings.engine_workers)
-    router = Router(catalog, pool)
     route = router.route(model)
     failures = 0
     try:
         try:
-            await route.engine.start()
+            await router.start(route.model_id)
         except EngineError as e:
             err.print(f"[red]error:[/red] model {route.model_id!r} could not start: {e}")
             return len(files)
@@ -164,6 +174,7 @@ async def _transcribe_files(
             sys.stdout.write(json.dumps(body) + "\n" if isinstance(body, dict) else body)
             sys.stdout.flush()
     finally:
+        await router.stop()
         await asyncio.to_thread(pool.shutdown)
     return failures
 

@@ -72,9 +72,14 @@ class Router:
             for model_id, spec in catalog.models.items()
         }
 
-    async def start(self) -> None:
-        """Start every engine."""
-        await asyncio.gather(*(engine.start() for engine in self.engines.values()))
+    async def start(self, model_id: str | None = None) -> None:
+        """Start every engine, or only those of one model's chain (the model and its fallbacks)."""
+        if model_id is None:
+            chosen = list(self.engines)
+        else:
+            canonical = self.catalog.resolve(model_id)
+            chosen = [canonical, *self.catalog.models[canonical].fallbacks]
+        await asyncio.gather(*(self.engines[chosen_id].start() for chosen_id in chosen))
 
     async def stop(self) -> None:
         """Stop every engine."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import shared_audio
+from tests.fakes.openai import OPENAI_KEY, FakeOpenAI
+from tests.fakes.server import serving
 
 
 def _earshot(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,3 +73,31 @@ def test_serve_refuses_a_catalog_whose_provider_key_variable_is_unset(tmp_path: 
     assert result.stderr.strip().splitlines() == [
         "error: model 'cloud': environment variable EARSHOT_TEST_UNSET_KEY_VARIABLE is not set"
     ]
+
+
+def test_transcribe_starts_a_provider_model_and_prints_its_text(tmp_path: Path) -> None:
+    provider = FakeOpenAI("hello from the provider")
+    with serving(provider.app) as upstream:
+        config = tmp_path / "earshot.yaml"
+        config.write_text(
+            f"models:\n  cloud:\n    engine: openai\n    base_url: {upstream.base_url}/v1\n"
+            "    api_key_env: EARSHOT_TEST_CLI_OPENAI_KEY\n"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "earshot",
+                "transcribe",
+                "--config",
+                str(config),
+                str(shared_audio("pocketsphinx-testdata/goforward.wav")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "EARSHOT_TEST_CLI_OPENAI_KEY": OPENAI_KEY},
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello from the provider"
