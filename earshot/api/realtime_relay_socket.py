@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
@@ -30,7 +29,7 @@ from earshot.engines.openai_wire import upstream_realtime_target
 from earshot.engines.realtime_upstream import connect
 from earshot.engines.upstream import closed_error
 from earshot.store.records import Outcome
-from earshot.streaming.session import Expiry, LiveConfig
+from earshot.streaming.session import Expiry, LiveConfig, SessionClock
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class RelaySocket(ClientSocket):
         self._provider_failed = False
         # The client closed its socket or was cut off: no one is left to tell how the session ended.
         self._caller_gone = False
-        self._started_at = self._last_activity = time.monotonic()
+        self._session_clock = SessionClock()
         self._appended_ms = 0.0
 
     async def run(self, subprotocol: str | None) -> Outcome:
@@ -108,12 +107,7 @@ class RelaySocket(ClientSocket):
         return OUTCOME_OF_END[reason]
 
     def _expired(self) -> Expiry | None:
-        now = time.monotonic()
-        if now - self._last_activity >= self._defaults.idle_timeout_s:
-            return "idle_timeout"
-        if now - self._started_at >= self._defaults.max_duration_s:
-            return "max_duration"
-        return None
+        return self._session_clock.expired(self._defaults)
 
     async def _stop(self, pumps: list[asyncio.Task[None]]) -> None:
         if pumps and not self._awaiting_client:
@@ -149,7 +143,7 @@ class RelaySocket(ClientSocket):
             message = await self._next_message()
             if message is None:
                 return
-            self._last_activity = time.monotonic()
+            self._session_clock.touch()
             text = message.get("text")
             actions = self.relay.from_client(text) if text is not None else self.relay.from_client_bytes()
             for action in actions:

@@ -58,6 +58,27 @@ class LiveConfig:
     max_duration_s: float = 3600.0
 
 
+class SessionClock:
+    """When a session started and last heard from its caller, against its idle and duration limits."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started_at = self._last_activity = clock()
+
+    def touch(self) -> None:
+        """The caller did something (any message counts against the idle timeout)."""
+        self._last_activity = self._clock()
+
+    def expired(self, limits: LiveConfig) -> Expiry | None:
+        """Which limit the session has run into, if any: no activity for too long, or too long in all."""
+        now = self._clock()
+        if now - self._last_activity >= limits.idle_timeout_s:
+            return "idle_timeout"
+        if now - self._started_at >= limits.max_duration_s:
+            return "max_duration"
+        return None
+
+
 class LiveSession:
     """A live transcription: `append` PCM16, control turns, read `events()` until Closed."""
 
@@ -72,9 +93,7 @@ class LiveSession:
         self.engine = engine
         self.options = options
         self._vad_stream = vad_stream
-        self._clock = clock
-        self._started_at = clock()
-        self._last_activity = self._started_at
+        self._session_clock = SessionClock(clock)
         self._events: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._feed: EngineFeed | None = None
         self._input_samples = 0
@@ -127,16 +146,11 @@ class LiveSession:
 
     def expired(self) -> Expiry | None:
         """Which limit the session has run into, if any: no activity for too long, or too long in all."""
-        now = self._clock()
-        if now - self._last_activity >= self.config.idle_timeout_s:
-            return "idle_timeout"
-        if now - self._started_at >= self.config.max_duration_s:
-            return "max_duration"
-        return None
+        return self._session_clock.expired(self.config)
 
     def touch(self) -> None:
         """The caller did something (any message counts against the idle timeout)."""
-        self._last_activity = self._clock()
+        self._session_clock.touch()
 
     async def append(self, pcm16: bytes) -> None:
         """Hear the next chunk of PCM16 mono audio at the configured input rate."""
