@@ -137,10 +137,14 @@ def verbose_json_body(
                 "end": _seconds_3(segment.end),
                 "text": text,
                 "tokens": [],
-                "temperature": 0.0,
-                "avg_logprob": segment.avg_logprob,
-                "compression_ratio": _compression_ratio(text),
-                "no_speech_prob": segment.no_speech_prob,
+                "temperature": segment.temperature,
+                "avg_logprob": round(segment.avg_logprob, 4),
+                "compression_ratio": (
+                    round(segment.compression_ratio, 3)
+                    if segment.compression_ratio is not None
+                    else _compression_ratio(text)
+                ),
+                "no_speech_prob": round(segment.no_speech_prob, 4),
             }
             for index, (segment, text) in enumerate(_spoken(transcript))
         ]

@@ -21,6 +21,10 @@ class TranscribeOptions:
     word_timestamps: bool = False
     # Live streams only: whether the caller wants Partial results (engines may skip work when not).
     interim_results: bool = True
+    # A draft: the decode only feeds a revisable Partial, so engines may trade accuracy for speed.
+    draft: bool = False
+    # The caller's own VAD found speech in this audio (a live phrase): decode it whole, without looking again.
+    speech_gated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,9 @@ class Segment:
     words: tuple[Word, ...] = field(default_factory=tuple)
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
+    # Whisper's own figures for the decode; None where the engine has none (then computed from the text).
+    compression_ratio: float | None = None
+    temperature: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

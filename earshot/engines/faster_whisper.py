@@ -1,26 +1,32 @@
 """faster-whisper: Whisper on CTranslate2, loaded once in every worker process; live through LocalAgreement-2.
 
-A catalog entry names a converted model directory (loaded with `local_files_only`) or a hub name (downloaded
-by faster-whisper on first start, into `download_root` or the Hugging Face cache). A whole buffer is decoded
-in one worker call; live streams re-decode the current turn's buffer (`streaming/agreement.py`).
+A catalog entry names its weights as a folder, an installed package or a hub name (`whisper_models.py`);
+each is resolved to a local folder at start-up. One-shot audio is cut into speech pieces by Silero VAD
+(`audio/speech_spans.py`): silence and noise never reach the decoder, where Whisper would invent words, and
+the pieces of a long recording decode on every worker at once. Live streams re-decode the current phrase's
+buffer (`streaming/agreement.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import ctranslate2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from earshot.audio.pcm import Audio
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.audio.speech_spans import Piece, speech_pieces
 from earshot.engines.base import EngineError, Segment, TranscribeOptions, base_language
+from earshot.engines.whisper_models import is_english_only, resolve_model_folder
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import CatalogError, ModelSpec
+from earshot.routing.catalog import ModelSpec
 from earshot.streaming.agreement import AgreementStream
 from earshot.streaming.events import Word
 
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # faster-whisper's own fallback: a decode that looks wrong is retried at the next temperature.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+SAMPLING_SEED = 0
 
 
 class FasterWhisperOptions(BaseModel):
@@ -35,13 +42,14 @@ class FasterWhisperOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(description="A CTranslate2 model directory, or a hub name such as small.en")
+    model: str = Field(
+        description="package:NAME (weights inside an installed package), a CTranslate2 model directory, "
+        "or a hub name such as small.en (downloaded once at start-up)"
+    )
     download_root: str | None = Field(default=None, description="Where hub models are cached")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = Field(default="int8", description="CTranslate2 compute type: int8, float16, ...")
-    cpu_threads: int | None = Field(
-        default=None, ge=1, description="Threads per worker; unset: cores/workers"
-    )
+    cpu_threads: int | None = Field(default=None, ge=1, description="Threads per worker; unset: every core")
     language: str = Field(default="en", description="Language decoded when a request names none")
     languages: list[str] | None = Field(
         default=None, description="Language codes a request may ask for (default: any; en for .en models)"
@@ -58,6 +66,14 @@ class FasterWhisperOptions(BaseModel):
     no_repeat_ngram_size: int = Field(default=0, ge=0)
     initial_prompt: str | None = Field(default=None, description="Prompt used when a request gives none")
     hotwords: str | None = None
+    speech_pieces: bool = Field(
+        default=True, description="One-shot: decode only what Silero VAD hears as speech, pieces in parallel"
+    )
+    max_words_per_speech_s: float | None = Field(
+        default=7.0,
+        gt=0,
+        description="Text with more words per second of heard speech is dropped as invented",
+    )
     vad_filter: bool = Field(default=False, description="Skip non-speech with faster-whisper's Silero VAD")
     vad_parameters: dict[str, float | int] | None = None
     word_timestamps: bool = Field(default=False, description="Always align words, even when not asked")
@@ -66,6 +82,10 @@ class FasterWhisperOptions(BaseModel):
     chunk_length: int | None = Field(default=None, ge=1, le=30)
     stream_step_s: float = Field(default=1.0, gt=0, description="Live: re-decode after this much new audio")
     stream_max_buffer_s: float = Field(default=30.0, gt=0, description="Live: longest undecided buffer")
+    stream_commit: Literal["phrase", "agreement"] = Field(
+        default="phrase",
+        description="Live: finals from each phrase decoded whole (drafts for partials), or LocalAgreement-2",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,48 +111,47 @@ class WhisperDecode:
 def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> FasterWhisperEngine:
     """The engine for one catalog entry (called by the router)."""
     options = spec.parsed_options(model_id, FasterWhisperOptions)
-    if _looks_like_path(options.model) and not Path(options.model).expanduser().is_dir():
-        raise CatalogError(
-            f"model {model_id!r} (faster_whisper): options.model {options.model!r} is not a directory"
-        )
-    return FasterWhisperEngine(options, pool, name=model_id)
-
-
-def _looks_like_path(model: str) -> bool:
-    # Hub names look like `small.en` or `owner/name`; a directory is given absolute or from `.` or `~`.
-    return model.startswith(("/", ".", "~"))
+    folder = resolve_model_folder(model_id, options.model, options.download_root)
+    return FasterWhisperEngine(options, pool, name=model_id, folder=folder)
 
 
 class FasterWhisperEngine:
     """Whisper through faster-whisper, decoding in the shared worker pool."""
 
-    def __init__(self, options: FasterWhisperOptions, pool: WorkerPool, name: str = "faster_whisper") -> None:
+    def __init__(
+        self,
+        options: FasterWhisperOptions,
+        pool: WorkerPool,
+        name: str = "faster_whisper",
+        folder: Path | None = None,
+    ) -> None:
         self.name = name
         self.ready = False
         self.language = options.language
+        folder = folder or Path(options.model).expanduser()
         # Whisper models are multilingual except the English-only `.en` ones.
         self.languages: frozenset[str] | None = (
             frozenset(code.lower() for code in options.languages)
             if options.languages is not None
             else frozenset({"en"})
-            if options.model.endswith(".en")
+            if is_english_only(folder)
             else None
         )
         self._options = options
         self._pool = pool
-        is_directory = Path(options.model).expanduser().is_dir()
         self.load = WhisperLoad(
-            model=str(Path(options.model).expanduser()) if is_directory else options.model,
-            local_files_only=is_directory,
+            model=str(folder),
+            local_files_only=True,
             download_root=options.download_root,
             device=options.device,
             compute_type=options.compute_type,
-            cpu_threads=options.cpu_threads or max(1, (os.cpu_count() or 1) // pool.size),
+            # Every worker may use every core: one request alone then gets the whole machine, and concurrent
+            # ones share it (CTranslate2's threads wait rather than spin while another worker computes).
+            cpu_threads=options.cpu_threads or (os.cpu_count() or 1),
         )
 
     async def start(self) -> None:
-        """Load the model in every worker; the first loads alone, so a hub download happens once."""
-        await self._pool.run_on(0, warm_up, self.load)
+        """Load the model in every worker."""
         await self._pool.on_every_worker(warm_up, self.load)
         self.ready = True
 
@@ -141,19 +160,55 @@ class FasterWhisperEngine:
         self.ready = False
 
     async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
-        """Decode the whole buffer in one worker; yield its segments in order."""
+        """Decode the speech pieces on every worker at once; yield their segments in order."""
         if not len(audio.samples):
             return
         decode = WhisperDecode(self.load, tuple(sorted(self.decode_kwargs(options).items())))
-        for segment in await self._pool.run(decode_audio, decode, audio.samples):
-            yield segment
+        pieces = await asyncio.to_thread(speech_pieces, audio.samples) if self._options.speech_pieces else []
+        if options.speech_gated or not self._options.speech_pieces:
+            # A live phrase is decoded whole (its edges were chosen by the session's VAD, which heard what led
+            # up to them); it is only skipped when it holds no speech at all.
+            heard_s = sum(piece.speech_s for piece in pieces) if pieces else audio.duration_s
+            whole = [Piece(0.0, audio.duration_s, heard_s)]
+            pieces = whole if pieces or not self._options.speech_pieces else []
+        decodes = [
+            asyncio.ensure_future(
+                self._pool.run(
+                    decode_audio,
+                    decode,
+                    audio.samples[round(piece.start * ENGINE_RATE_HZ) : round(piece.end * ENGINE_RATE_HZ)],
+                    piece.start,
+                )
+            )
+            for piece in pieces
+        ]
+        limit = self._options.max_words_per_speech_s
+        try:
+            for piece, decoded in zip(pieces, decodes, strict=True):
+                segments = await decoded
+                # Far more words than the speech heard could hold: Whisper inventing text ("See you in the
+                # next video.") for a cough or a clipped word.
+                if limit and sum(len(s.text.split()) for s in segments) > max(2, limit * piece.speech_s):
+                    log.debug(
+                        "dropped %d segments: too many words for %.2f s of speech",
+                        len(segments),
+                        piece.speech_s,
+                    )
+                    continue
+                for segment in segments:
+                    yield segment
+        finally:
+            for decoded in decodes:
+                decoded.cancel()
 
     def open_stream(self, options: TranscribeOptions) -> AgreementStream:
         """A live stream made stable by LocalAgreement-2 over repeated whole-buffer decodes."""
         max_buffer_s = self._options.stream_max_buffer_s
         # Without interim results only finalize needs a decode (and a turn that long, to be cut).
         step_s = self._options.stream_step_s if options.interim_results else max_buffer_s
-        return AgreementStream(self, options, step_s=step_s, max_buffer_s=max_buffer_s)
+        return AgreementStream(
+            self, options, step_s=step_s, max_buffer_s=max_buffer_s, commit=self._options.stream_commit
+        )
 
     def decode_kwargs(self, options: TranscribeOptions) -> dict[str, Any]:
         """faster-whisper's `transcribe` arguments for a request: the catalog's, then the caller's."""
@@ -162,13 +217,15 @@ class FasterWhisperEngine:
         # OpenAI's meaning: 0 (or nothing) lets the decoder raise the temperature when a decode looks wrong.
         if options.temperature:
             temperature = (options.temperature,)
+        draft = options.draft
         return {
             "language": base_language(options.language or configured.language),
             "initial_prompt": options.prompt or configured.initial_prompt,
-            "temperature": list(temperature),
-            "word_timestamps": options.word_timestamps or configured.word_timestamps,
-            "beam_size": configured.beam_size,
-            "best_of": configured.best_of,
+            # A draft only feeds a Partial: greedy, one temperature, no word alignment.
+            "temperature": [temperature[0]] if draft else list(temperature),
+            "word_timestamps": (options.word_timestamps or configured.word_timestamps) and not draft,
+            "beam_size": 1 if draft else configured.beam_size,
+            "best_of": 1 if draft else configured.best_of,
             "patience": configured.patience,
             "compression_ratio_threshold": configured.compression_ratio_threshold,
             "log_prob_threshold": configured.log_prob_threshold,
@@ -217,16 +274,30 @@ def load_model(load: WhisperLoad) -> Any:
     return model
 
 
-def decode_audio(decode: WhisperDecode, samples: np.ndarray) -> list[Segment]:
-    """Transcribe 16 kHz float32 samples; segments in order, their times kept inside the audio."""
+def decode_audio(decode: WhisperDecode, samples: np.ndarray, offset_s: float = 0.0) -> list[Segment]:
+    """Transcribe 16 kHz float32 samples: segments in order, times inside the audio, then `offset_s` later."""
     model = load_model(decode.load)
     duration_s = len(samples) / model.feature_extractor.sampling_rate
+    # The temperature fallback samples; a fixed seed makes the same audio give the same text every time.
+    ctranslate2.set_random_seed(SAMPLING_SEED)
     try:
         pieces, _info = model.transcribe(samples, **dict(decode.kwargs))
-        return sane_segments([_segment(piece) for piece in pieces], duration_s)
+        segments = sane_segments([_segment(piece) for piece in pieces], duration_s)
     except (RuntimeError, ValueError) as e:
         log.debug("faster-whisper failed: %s", e)
         raise EngineError("the engine could not transcribe this audio") from None
+    return [shifted(segment, offset_s) for segment in segments] if offset_s else segments
+
+
+def shifted(segment: Segment, offset_s: float) -> Segment:
+    """The segment with its times, and its words', moved `offset_s` later."""
+    words = tuple(
+        Word(w.word, round(w.start + offset_s, 3), round(w.end + offset_s, 3), w.confidence)
+        for w in segment.words
+    )
+    return replace(
+        segment, start=round(segment.start + offset_s, 3), end=round(segment.end + offset_s, 3), words=words
+    )
 
 
 def _segment(piece: Any) -> Segment:
@@ -242,6 +313,8 @@ def _segment(piece: Any) -> Segment:
         words=words,
         avg_logprob=float(piece.avg_logprob),
         no_speech_prob=float(piece.no_speech_prob),
+        compression_ratio=float(piece.compression_ratio),
+        temperature=float(piece.temperature or 0.0),
     )
 
 
@@ -264,8 +337,6 @@ def sane_segments(segments: list[Segment], duration_s: float) -> list[Segment]:
             word_start = round(min(max(word.start, word_floor_s), end), 3)
             word_floor_s = round(min(max(word.end, word_start), end), 3)
             words.append(Word(word.word, word_start, word_floor_s, word.confidence))
-        result.append(
-            Segment(start, end, segment.text, tuple(words), segment.avg_logprob, segment.no_speech_prob)
-        )
+        result.append(replace(segment, start=start, end=end, words=tuple(words)))
         floor_s = end
     return result
