@@ -14,6 +14,11 @@ EngineError; `send` and `finalize` raise it from then on.
 Words without meaningful times (every start and end 0) are matched by text and position alone: a hypothesis
 is taken to restate the committed words it starts with, agreement is the common prefix of the last two
 hypotheses, and the buffer can only be cut at `max_buffer_s`.
+
+With `commit="phrase"` nothing is committed by agreement: the re-decodes are drafts
+(`TranscribeOptions.draft`) that only feed Partials, and each phrase is decoded whole, at full quality, when
+it is finalized (LiveSession finalizes at every pause) or reaches `max_buffer_s`. Its finals are then the
+one-shot decode of the same audio, which LocalAgreement's mid-phrase cuts are not, and drafts may be cheap.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines.base import Engine, EngineError, TranscribeOptions, transcribe
+from earshot.engines.base import Engine, EngineError, TranscribeOptions, Transcript, transcribe
 from earshot.engines.result_queue import ResultQueue
 from earshot.streaming.events import EngineResult, Final, Flushed, Partial, Word
 
@@ -129,12 +135,20 @@ class AgreementStream:
     """An EngineStream over an engine that only decodes whole buffers, made stable by LocalAgreement-2."""
 
     def __init__(
-        self, engine: Engine, options: TranscribeOptions, step_s: float = 1.0, max_buffer_s: float = 30.0
+        self,
+        engine: Engine,
+        options: TranscribeOptions,
+        step_s: float = 1.0,
+        max_buffer_s: float = 30.0,
+        commit: Literal["agreement", "phrase"] = "agreement",
     ) -> None:
         if step_s <= 0 or max_buffer_s <= 0:
             raise ValueError("step_s and max_buffer_s must be positive")
         self._engine = engine
-        self._options = replace(options, word_timestamps=True)
+        # LiveSession sends only what its VAD heard as speech, padded: the engine need not look for it again.
+        self._options = replace(options, word_timestamps=True, speech_gated=True)
+        self._draft_options = replace(self._options, word_timestamps=False, draft=True)
+        self._commit_by_agreement = commit == "agreement"
         self._step_samples = max(1, round(step_s * ENGINE_RATE_HZ))
         self._max_buffer_samples = round(max_buffer_s * ENGINE_RATE_HZ)
         self._agreement = LocalAgreement()
@@ -194,7 +208,12 @@ class AgreementStream:
     async def _decode_steps(self) -> None:
         async with self._decoding:
             while self._results.error is None and self._received - self._decoded_until >= self._step_samples:
-                await self._decode(final=False)
+                if self._commit_by_agreement:
+                    await self._decode(final=False)
+                elif self._received - self._start > self._max_buffer_samples:
+                    await self._decode(final=True)
+                else:
+                    await self._draft()
 
     async def _finalize(self) -> None:
         async with self._decoding:
@@ -214,21 +233,35 @@ class AgreementStream:
             self._chunks = [self._buffer()[cut:]]
             self._start += cut
 
-    async def _decode(self, final: bool) -> None:
-        """Decode the whole buffer, queue what it commits and shows, and trim the committed audio off."""
-        samples = self._buffer()
-        start, end = self._start, self._start + len(samples)
-        self._decoded_until = end
+    async def _transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcript | None:
+        """The engine's transcript of `samples`, or None once a failure has ended the stream."""
         try:
-            transcript = await transcribe(self._engine, Audio(samples), self._options)
+            return await transcribe(self._engine, Audio(samples), options)
         except EngineError as e:
             self._results.fail(e)
-            return
         except Exception as e:
             log.exception("engine %s failed while streaming", self._engine.name)
             failure = EngineError("the engine failed")
             failure.__cause__ = e
             self._results.fail(failure)
+        return None
+
+    async def _draft(self) -> None:
+        """Phrase mode: a draft decode of the whole buffer, shown as a Partial and never committed."""
+        samples = self._buffer()
+        end = self._start + len(samples)
+        self._decoded_until = end
+        transcript = await self._transcribe(samples, self._draft_options)
+        if transcript is not None:
+            self._emit_partial([Word(token, 0.0, 0.0) for token in transcript.text.split()], end)
+
+    async def _decode(self, final: bool) -> None:
+        """Decode the whole buffer, queue what it commits and shows, and trim the committed audio off."""
+        samples = self._buffer()
+        start, end = self._start, self._start + len(samples)
+        self._decoded_until = end
+        transcript = await self._transcribe(samples, self._options)
+        if transcript is None:
             return
         words = list(transcript.words)
         if not words and transcript.text:

@@ -29,7 +29,7 @@ Expiry = Literal["idle_timeout", "max_duration"]
 LOOKBACK_SLACK_MS = 200
 # Silence after the last speech that the engine still hears, as one-shot decoding pads its speech regions;
 # the rest of a pause is held back and only sent if speech resumes within the turn.
-TRAILING_PAD_MS = 250
+TRAILING_PAD_MS = 400
 # A pause this long inside a turn ends a phrase: the engine finalizes what it heard so far, so text arrives
 # while the person is still speaking and each phrase is decoded whole (as one-shot decoding splits at pauses).
 PHRASE_PAUSE_MS = 300
@@ -216,6 +216,9 @@ class LiveSession:
 
     def _heard_until(self) -> int:
         """Where the audio worth sending to the engine ends: the last speech plus a little silence."""
+        if self._speech_until <= self._phrase_start:
+            # Nothing heard since the last phrase was cut: more of the pause would be a phrase of silence.
+            return self._sent_until
         return min(self._samples, self._speech_until + self._sample_at(TRAILING_PAD_MS))
 
     def _restart_turn_detection(self) -> None:
