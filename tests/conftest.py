@@ -225,14 +225,26 @@ def server(
 
 
 @pytest.fixture(scope="session")
-async def engine() -> AsyncIterator[Engine]:
-    """The embedded default engine, in-process, with its own worker pool."""
+async def embedded_router() -> AsyncIterator[Router]:
+    """The embedded catalog's engines, in-process, with their own worker pool."""
     pool = WorkerPool(2)
     router = Router(Catalog.embedded(), pool)
     await router.start()
-    yield router.route(None).engine
+    yield router
     await router.stop()
     pool.shutdown()
+
+
+@pytest.fixture(scope="session")
+def engine(embedded_router: Router) -> Engine:
+    """The embedded pocketsphinx engine."""
+    return embedded_router.route("pocketsphinx").engine
+
+
+@pytest.fixture(scope="session")
+def default_engine(embedded_router: Router) -> Engine:
+    """The embedded default engine (Whisper tiny.en)."""
+    return embedded_router.route(None).engine
 
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

@@ -250,6 +250,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     capabilities: list[str]
+    # Set for a name that stands for another model (OpenAI's names, the catalog's aliases): that model's id.
+    alias_of: str | None = None
 
 
 @router.get("/v1/models")
@@ -285,7 +287,12 @@ def _allowed(key: KeyRecord | None, names: set[str]) -> bool:
 
 def _card(gateway: Gateway, model_id: str) -> ModelCard:
     catalog = gateway.router.catalog
-    spec = catalog.models[catalog.resolve(model_id)]
+    canonical = catalog.resolve(model_id)
+    spec = catalog.models[canonical]
     return ModelCard(
-        id=model_id, created=catalog.created, owned_by=spec.owned_by, capabilities=list(spec.capabilities)
+        id=model_id,
+        created=catalog.created,
+        owned_by=spec.owned_by,
+        capabilities=list(spec.capabilities),
+        alias_of=canonical if canonical != model_id else None,
     )

