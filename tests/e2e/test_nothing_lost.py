@@ -21,7 +21,9 @@ async def test_http_text_equals_direct_engine_text_for_every_english_clip(
     async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
 
         async def through_http(data: bytes, name: str) -> str:
-            response = await client.post("/v1/audio/transcriptions", files={"file": (name, data)})
+            response = await client.post(
+                "/v1/audio/transcriptions", files={"file": (name, data)}, data={"model": "pocketsphinx"}
+            )
             assert response.status_code == 200, response.text
             text: str = response.json()["text"]
             return text
