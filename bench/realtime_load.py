@@ -1,7 +1,8 @@
 """The realtime bench's load: the speech loop every session streams, and the client processes that stream it.
 
-Each client process streams its share of the sessions from one event loop, one chunk per session per
-period, and sends back every session's send times and events (a SessionLog) when told to stop.
+Each client process opens its share of the sessions (sending each its setup events first, e.g. the
+`session.update` that chooses the model), streams them from one event loop, one chunk per session per period,
+and sends back every session's send times and events (a SessionLog) when told to stop.
 """
 
 from __future__ import annotations
@@ -117,14 +118,21 @@ def load_loop(chunk_ms: int) -> SpeechLoop:
     return SpeechLoop(messages, chunk_ms, Audio(engine_audio), tuple(names))
 
 
+def model_update(model: str) -> bytes:
+    """The GA `session.update` that has a transcription session transcribe with `model`."""
+    session = {"type": "transcription", "audio": {"input": {"transcription": {"model": model}}}}
+    return json.dumps({"type": "session.update", "session": session}).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class ClientSpec:
-    """What one client process runs: which sessions, with which phase and loop offset."""
+    """What one client process runs: which sessions, with which phase and loop offset, after which setup."""
 
     url: str
     messages: tuple[bytes, ...]
     chunk_s: float
     sessions: tuple[tuple[float, int], ...]  # (phase in the chunk period in s, loop offset in chunks)
+    setup: tuple[bytes, ...] = ()  # sent on each session once it is open, before any audio
 
 
 @dataclass(slots=True)
@@ -166,6 +174,8 @@ class LoadClient:
                         max_size=None,
                         write_limit=2**20,
                     )
+                    for message in self.spec.setup:
+                        await session.ws.send(message, text=True)
                 except (OSError, TimeoutError, WebSocketException) as e:
                     self.connect_failures.append(f"{type(e).__name__}: {e}")
                     return
@@ -277,9 +287,10 @@ def client_main(conn: Connection, spec: ClientSpec) -> None:
 
 @contextlib.contextmanager
 def client_processes(
-    url: str, loop: SpeechLoop, sessions: int, processes: int
+    url: str, loop: SpeechLoop, sessions: int, processes: int, setup: tuple[bytes, ...] = ()
 ) -> Iterator[list[tuple[multiprocessing.process.BaseProcess, Connection]]]:
-    """Started client processes sharing `sessions` between them; terminated on exit."""
+    """Started client processes sharing `sessions` between them, each session sent `setup` first; terminated
+    on exit."""
     context = multiprocessing.get_context("spawn")
     period = loop.chunk_ms / 1000
     # Sessions spread evenly over the chunk period (sends) and over the loop (turns end at different times).
@@ -290,7 +301,11 @@ def client_processes(
         for p in range(min(processes, sessions)):
             ours, theirs = context.Pipe()
             spec = ClientSpec(
-                url.replace("http://", "ws://") + REALTIME_PATH, loop.messages, period, (*plan[p::processes],)
+                url.replace("http://", "ws://") + REALTIME_PATH,
+                loop.messages,
+                period,
+                (*plan[p::processes],),
+                setup,
             )
             process = context.Process(target=client_main, args=(theirs, spec), daemon=True)
             process.start()

@@ -33,7 +33,8 @@ class Sample:
     client_cpu_s: float
     machine_busy_s: float
     gateway_rss: int
-    engine_rss: int
+    engine_rss: int  # every process under the gateway
+    worker_rss: tuple[int, ...] = ()  # each engine worker, in pid order
 
 
 class ServerClock:
@@ -55,9 +56,10 @@ class ServerClock:
 
 @dataclass(slots=True)
 class Step:
-    """What one step of N sessions measured."""
+    """What one step of N sessions measured; mode "null" (the gateway alone) or "engine" (a speech model)."""
 
     mode: str
+    model: str
     sessions: int
     window_s: float
     max_completed_ms: float
@@ -76,6 +78,11 @@ class Step:
     ramp_s: float = 0.0
     server_log: list[str] = field(default_factory=list)
     server_traceback: str = ""
+
+    @property
+    def label(self) -> str:
+        """The mode, and for engine steps the model: "null" or "engine whisper-tiny.en"."""
+        return self.mode if self.mode == "null" else f"{self.mode} {self.model}"
 
     @property
     def events_ms(self) -> list[float]:
@@ -258,7 +265,7 @@ NULL_HEADER = (
 )
 
 
-def pocketsphinx_row(step: Step) -> list[str]:
+def engine_row(step: Step) -> list[str]:
     return [
         str(step.sessions),
         "yes" if step.held else "client late" if step.client_late else "no",
@@ -276,12 +283,13 @@ def pocketsphinx_row(step: Step) -> list[str]:
         f"{step.cores('machine_busy_s'):.2f}",
         f"{step.load_1m:.2f}",
         f"{step.final.gateway_rss / 2**20:.0f}/{step.final.engine_rss / 2**20:.0f}",
+        "/".join(f"{rss / 2**20:.0f}" for rss in step.final.worker_rss) or "-",
         f"{step.rss_per_session / 2**20:.1f}",
         fmt_errors(step),
     ]
 
 
-POCKETSPHINX_HEADER = (
+ENGINE_HEADER = (
     "N",
     "held",
     "turns",
@@ -298,6 +306,7 @@ POCKETSPHINX_HEADER = (
     "machine cores",
     "load 1m",
     "gateway/engine RSS MB",
+    "RSS per worker MB",
     "RSS/session MB",
     "errors",
 )
@@ -315,7 +324,7 @@ def print_server_logs(steps: Sequence[Step]) -> None:
         return
     print("\nserver logs (warnings and errors, counted; first traceback):")
     for step in noisy:
-        print(f"- {step.mode} x{step.sessions}:")
+        print(f"- {step.label} x{step.sessions}:")
         for line in step.server_log:
             print(f"    {line}")
         if step.server_traceback:

@@ -25,10 +25,11 @@ from realtime_load import (
     SessionLog,
     SpeechLoop,
     client_processes,
+    model_update,
     receive,
 )
 from realtime_results import Sample, Step, analyse
-from serving import earshot_server, fresh_database
+from serving import earshot_server, engine_workers, fresh_database
 from websockets.asyncio.client import connect
 
 READY_TIMEOUT_S = 120.0
@@ -63,6 +64,7 @@ def _rss(process: psutil.Process) -> int:
 
 def sample(server: psutil.Process, clients: Sequence[psutil.Process]) -> Sample:
     workers = server.children(recursive=True)
+    engines = sorted(engine_workers(server), key=lambda process: process.pid)
     machine = psutil.cpu_times()
     return Sample(
         at=time.monotonic(),
@@ -73,6 +75,7 @@ def sample(server: psutil.Process, clients: Sequence[psutil.Process]) -> Sample:
         machine_busy_s=sum(machine) - machine.idle - getattr(machine, "iowait", 0.0),
         gateway_rss=_rss(server),
         engine_rss=sum(_rss(worker) for worker in workers),
+        worker_rss=tuple(_rss(worker) for worker in engines),
     )
 
 
@@ -90,11 +93,11 @@ def wait_ready(base_url: str, process: psutil.Process) -> None:
     raise BenchFailed(f"the server was not ready within {READY_TIMEOUT_S:g} s")
 
 
-async def warm_up(base_url: str, loop: SpeechLoop) -> None:
+async def warm_up(base_url: str, loop: SpeechLoop, setup: tuple[bytes, ...]) -> None:
     """One short session, sent as fast as it goes, so the VAD and the engine's stream path are loaded."""
     url = base_url.replace("http://", "ws://") + REALTIME_PATH
     async with connect(url, compression=None, ping_interval=None, open_timeout=OPEN_TIMEOUT_S) as ws:
-        for message in loop.messages[: 5000 // loop.chunk_ms]:
+        for message in (*setup, *loop.messages[: 5000 // loop.chunk_ms]):
             await ws.send(message, text=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(3):
@@ -123,13 +126,21 @@ def log_problems(log: IO[bytes]) -> tuple[list[str], str]:
 def run_step(
     mode: str, sessions: int, loop: SpeechLoop, args: argparse.Namespace, config: Path | None
 ) -> Step:
-    """N sessions against a fresh server for a warm-up and a measurement window."""
-    max_completed_ms = args.max_completed_s * 1000 if mode == "pocketsphinx" else math.inf
-    window_s = args.window_s if mode == "null" else args.pocketsphinx_window_s
-    step = Step(mode, sessions, window_s, max_completed_ms)
-    grace_s = 1.0 if mode == "null" else args.max_completed_s + 1.0
-    workers = "1" if mode == "null" else str(args.engine_workers)
-    log_path = args.server_logs / f"{mode}-{sessions}.log" if args.server_logs else None
+    """N sessions against a fresh server for a warm-up and a measurement window.
+
+    Mode "null" serves the catalog at `config` (its default model); mode "engine" serves the default catalog
+    and every session asks for `args.model` with a `session.update` before its first audio.
+    """
+    engine = mode == "engine"
+    model = args.model if engine else "null"
+    max_completed_ms = args.max_completed_s * 1000 if engine else math.inf
+    window_s = args.engine_window_s if engine else args.window_s
+    step = Step(mode, model, sessions, window_s, max_completed_ms)
+    grace_s = args.max_completed_s + 1.0 if engine else 1.0
+    workers = str(args.engine_workers) if engine else "1"
+    setup = (model_update(args.model),) if engine else ()
+    name = f"{mode}-{args.model}-{sessions}" if engine else f"{mode}-{sessions}"
+    log_path = args.server_logs / f"{name}.log" if args.server_logs else None
     with (
         open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log,
         fresh_database("sqlite", "") as database_url,
@@ -147,14 +158,15 @@ def run_step(
             with earshot_server(env, log) as (base_url, process):
                 server = psutil.Process(process.pid)
                 wait_ready(base_url, server)
-                asyncio.run(warm_up(base_url, loop))
+                asyncio.run(warm_up(base_url, loop, setup))
                 time.sleep(IDLE_SETTLE_S)
                 step.idle_rss = _rss(server) + sum(_rss(w) for w in server.children(recursive=True))
-                measure(step, base_url, server, loop, args, grace_s)
+                measure(step, base_url, server, loop, args, grace_s, setup)
         except BenchFailed as e:
             lines, traceback = log_problems(log)
             problems = "\n".join([*lines, traceback])
-            raise BenchFailed(f"{mode} x{sessions}: {e}\n--- server log problems ---\n{problems}") from e
+            message = f"{step.label} x{sessions}: {e}\n--- server log problems ---\n{problems}"
+            raise BenchFailed(message) from e
         step.server_log, step.server_traceback = log_problems(log)
     return step
 
@@ -166,9 +178,10 @@ def measure(
     loop: SpeechLoop,
     args: argparse.Namespace,
     grace_s: float,
+    setup: tuple[bytes, ...],
 ) -> None:
     """Ramp the sessions up, sample the server over the window, then collect and analyse the clients' logs."""
-    with client_processes(base_url, loop, step.sessions, args.client_processes) as clients:
+    with client_processes(base_url, loop, step.sessions, args.client_processes, setup) as clients:
         for _, conn in clients:
             receive(conn, "ready", CLIENT_JOIN_TIMEOUT_S)
         client_procs = [psutil.Process(process.pid) for process, _ in clients]

@@ -1,4 +1,4 @@
-"""What the benches share: `earshot serve` subprocesses on free ports, and throwaway databases."""
+"""What the benches share: `earshot serve` on free ports, its engine workers, and throwaway databases."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT_S = 20
@@ -58,6 +60,30 @@ def earshot_server(
     return server_process(
         lambda port: [sys.executable, "-m", "earshot", "serve", "--port", str(port)], log, env
     )
+
+
+def engine_workers(parent: psutil.Process) -> list[psutil.Process]:
+    """The engine worker processes under `parent`: spawned children, not the resource tracker."""
+    workers = []
+    for child in parent.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if any("spawn_main" in part for part in child.cmdline()):
+                workers.append(child)
+    return workers
+
+
+def worker_rss(parent: psutil.Process) -> tuple[int, ...]:
+    """Resident set size in bytes of each engine worker under `parent`, in pid order."""
+    sizes = []
+    for worker in sorted(engine_workers(parent), key=lambda process: process.pid):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            sizes.append(worker.memory_info().rss)
+    return tuple(sizes)
+
+
+def fmt_rss_mb(sizes: tuple[int, ...]) -> str:
+    """Sizes in bytes as whole MiB joined by '/', or '-' for none."""
+    return "/".join(f"{size / 2**20:.0f}" for size in sizes) or "-"
 
 
 @contextlib.contextmanager
