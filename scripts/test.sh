@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs earshot with its dev tools into .venv, then runs lint, type checks and the whole test suite.
+# Installs earshot with its dev tools into .venv, then runs lint, type checks, the clean-install check (a bare
+# `pip install .` serves and transcribes) and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -8,4 +9,5 @@ python3 -m venv .venv
 .venv/bin/ruff check earshot tests bench
 .venv/bin/ruff format --check earshot tests bench
 .venv/bin/mypy
+bash scripts/clean_install.sh
 .venv/bin/pytest "$@"

@@ -164,7 +164,9 @@ async def _transcribe_files(
                 disable=audio.duration_s < 30 or not err.is_terminal,
             ) as progress:
                 task = progress.add_task(path.name, total=audio.duration_s)
-                async for segment in route.engine.transcribe_segments(audio, TranscribeOptions()):
+                # verbose_json shows words: engines that align them only on request (Whisper) are asked to.
+                options = TranscribeOptions(word_timestamps=fmt is ResponseFormat.VERBOSE_JSON)
+                async for segment in route.engine.transcribe_segments(audio, options):
                     segments.append(segment)
                     progress.update(task, completed=segment.end)
             transcript = Transcript.from_segments(segments, route.engine.language, audio.duration_s)

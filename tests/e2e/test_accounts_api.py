@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from earshot.routing.catalog import OPENAI_MODEL_NAMES
 from tests.conftest import (
     ADMIN_TOKEN,
     BACKENDS,
@@ -76,7 +77,7 @@ def test_the_openai_sdk_transcribes_with_a_key_and_its_usage_is_metered(
     assert usage["total"]["requests"] == 1
     assert usage["total"]["audio_seconds"] == SHORT_CLIP_MS / 1000
     assert usage["data"] == [
-        {"model": "pocketsphinx", "requests": 1, "audio_seconds": 1.5, "quantity": 1.5, "cost": 0.0}
+        {"model": "whisper-tiny.en", "requests": 1, "audio_seconds": 1.5, "quantity": 1.5, "cost": 0.0}
     ]
 
 
@@ -153,11 +154,14 @@ def test_a_model_outside_the_keys_list_gets_403(
     assert denied.value.status_code == 403
     assert denied.value.code == "model_not_allowed"
     # Listing the canonical id allows its aliases too, and listing an alias allows the model by any name.
-    _, allowed = new_key(admin, models=["pocketsphinx"])
+    _, allowed = new_key(admin, models=["whisper-tiny.en"])
     assert transcribe_request(server, short_wav, allowed).status_code == 200
     _, by_alias = new_key(admin, models=["whisper-1"])
     assert transcribe_request(server, short_wav, by_alias, model="").status_code == 200
-    assert transcribe_request(server, short_wav, by_alias, model="pocketsphinx").status_code == 200
+    assert transcribe_request(server, short_wav, by_alias, model="whisper-tiny.en").status_code == 200
+    assert transcribe_request(server, short_wav, by_alias, model="gpt-4o-transcribe").status_code == 200
+    # The other embedded model is another model: not allowed by the default model's names.
+    assert transcribe_request(server, short_wav, by_alias, model="pocketsphinx").status_code == 403
 
 
 def test_models_need_a_key_and_show_only_what_it_may_use(server: RunningServer, admin: Admin) -> None:
@@ -165,7 +169,10 @@ def test_models_need_a_key_and_show_only_what_it_may_use(server: RunningServer, 
     with pytest.raises(openai.AuthenticationError):
         sdk(server, "not-a-key").models.list()
     _, everything = new_key(admin)
-    assert {model.id for model in sdk(server, everything).models.list()} == {"pocketsphinx", "whisper-1"}
+    listed = {model.id: model for model in sdk(server, everything).models.list()}
+    assert set(listed) == {"whisper-tiny.en", "pocketsphinx", *OPENAI_MODEL_NAMES}
+    assert listed["gpt-4o-transcribe"].alias_of == "whisper-tiny.en"  # type: ignore[attr-defined]
+    assert listed["pocketsphinx"].alias_of is None  # type: ignore[attr-defined]
     _, none_of_them = new_key(admin, models=["another-model"])
     assert list(sdk(server, none_of_them).models.list()) == []
     with pytest.raises(openai.NotFoundError):
@@ -369,7 +376,7 @@ def test_metrics_count_requests_by_route_and_audio_by_model(
     assert transcribe_request(server, short_wav, key).status_code == 200
     text = httpx.get(f"{server.base_url}/metrics").text
     assert 'earshot_requests_total{route="/v1/audio/transcriptions",status="200"}' in text
-    assert 'earshot_audio_seconds_total{model="pocketsphinx"}' in text
+    assert 'earshot_audio_seconds_total{model="whisper-tiny.en"}' in text
     assert "earshot_engine_latency_seconds_bucket" in text
     assert "earshot_active_sessions 0.0" in text
 

@@ -26,7 +26,7 @@ def test_transcribe_prints_text_for_each_file() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"==> {first} <==",
-        "go forward ten meters",
+        "Go forward 10 meters.",
         f"==> {second} <==",
         result.stdout.splitlines()[3],
     ]
@@ -36,9 +36,15 @@ def test_transcribe_prints_text_for_each_file() -> None:
 def test_transcribe_formats_srt_and_verbose_json() -> None:
     clip = str(shared_audio("pocketsphinx-testdata/goforward.wav"))
     srt = _earshot("transcribe", "--format", "srt", clip)
-    assert srt.stdout.startswith("1\n00:00:00,") and "go forward ten meters" in srt.stdout
+    assert srt.stdout.startswith("1\n00:00:00,") and "Go forward 10 meters." in srt.stdout
     verbose = json.loads(_earshot("transcribe", "-f", "verbose_json", clip).stdout)
-    assert [word["word"] for word in verbose["words"]] == ["go", "forward", "ten", "meters"]
+    assert [word["word"] for word in verbose["words"]] == ["Go", "forward", "10", "meters."]
+    [segment] = verbose["segments"]
+    # The decoder's own figures: a confident first-temperature decode of speech.
+    assert segment["temperature"] == 0.0 and segment["no_speech_prob"] < 0.5
+    assert -1.0 < segment["avg_logprob"] < 0 and 0 < segment["compression_ratio"] < 2.4
+    pocketsphinx = json.loads(_earshot("transcribe", "-m", "pocketsphinx", "-f", "verbose_json", clip).stdout)
+    assert [word["word"] for word in pocketsphinx["words"]] == ["go", "forward", "ten", "meters"]
 
 
 def test_transcribe_reports_unreadable_audio_and_fails(tmp_path: Path) -> None:
@@ -56,7 +62,9 @@ def test_unknown_model_exits_2_with_a_hint() -> None:
 
 def test_models_json_lists_whisper_1_as_alias(tmp_path: Path) -> None:
     rows = json.loads(_earshot("models", "--json").stdout)
-    assert {"id": "whisper-1", "alias_of": "pocketsphinx"}.items() <= rows[1].items()
+    assert [row["id"] for row in rows[:2]] == ["whisper-tiny.en", "pocketsphinx"]
+    assert {"id": "whisper-1", "alias_of": "whisper-tiny.en"}.items() <= rows[2].items()
+    assert {"id": "gpt-realtime-whisper", "alias_of": "whisper-tiny.en"}.items() <= rows[-1].items()
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: {}")
     result = _earshot("models", "--config", str(bad))

@@ -41,7 +41,16 @@ def _transcribe(server: RunningServer, **fields: str) -> httpx.Response:
 
 def test_models_aliases_and_whisper_1_follow_the_file(configured_server: RunningServer) -> None:
     ids = [m["id"] for m in httpx.get(f"{configured_server.base_url}/v1/models").json()["data"]]
-    assert ids == ["english", "batch-only", "gpt-4o-mini-transcribe", "whisper-1"]
+    # The file's models and aliases, then OpenAI's other names for the default model.
+    assert ids == [
+        "english",
+        "batch-only",
+        "gpt-4o-mini-transcribe",
+        "whisper-1",
+        "gpt-4o-transcribe",
+        "gpt-transcribe",
+        "gpt-realtime-whisper",
+    ]
     for model in ("gpt-4o-mini-transcribe", "whisper-1", "batch-only"):
         response = _transcribe(configured_server, model=model)
         assert response.json()["text"] == "go forward ten meters", model

@@ -27,7 +27,7 @@ def test_a_fresh_loopback_server_is_anonymous_until_the_first_key(tmp_path: Path
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="anything", max_retries=0)
         with shared_audio("pocketsphinx-testdata/goforward.wav").open("rb") as f:
             assert (
-                client.audio.transcriptions.create(model="whisper-1", file=f).text == "go forward ten meters"
+                client.audio.transcriptions.create(model="whisper-1", file=f).text == "Go forward 10 meters."
             )
         assert transcribe_request(server, short_wav, None).status_code == 200
 

@@ -89,8 +89,8 @@ async def test_sdk_manual_commit_transcribes_the_buffer(server: RunningServer) -
     committed = log.of("input_audio_buffer.committed")[0]
     assert log.of("conversation.item.added")[0]["item"]["id"] == committed["item_id"]
     assert log.completed[0]["item_id"] == committed["item_id"]
-    assert log.completed[0]["transcript"] == "go forward ten meters"
-    assert "".join(log.deltas(committed["item_id"])) == "go forward ten meters"
+    assert log.completed[0]["transcript"] == "Go forward 10 meters."
+    assert "".join(log.deltas(committed["item_id"])) == "Go forward 10 meters."
 
 
 async def test_sdk_g711_ulaw_input_is_transcribed(server: RunningServer) -> None:
@@ -172,7 +172,7 @@ async def test_bad_events_get_error_events_and_the_session_goes_on(server: Runni
             "conversation.item.input_audio_transcription.completed"
         ):
             pass
-        assert event["transcript"] == "go forward ten meters"
+        assert event["transcript"] == "Go forward 10 meters."
 
 
 async def test_a_frame_over_the_size_limit_closes_with_1009(server: RunningServer) -> None:

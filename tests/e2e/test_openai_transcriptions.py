@@ -22,7 +22,7 @@ def client(server: RunningServer) -> openai.OpenAI:
 def test_json_is_the_default_and_carries_usage(client: openai.OpenAI) -> None:
     with shared_audio("pocketsphinx-testdata/goforward.wav").open("rb") as f:
         result = client.audio.transcriptions.create(model="whisper-1", file=f)
-    assert result.text == "go forward ten meters"
+    assert result.text == "Go forward 10 meters."
     assert result.usage is not None and result.usage.type == "duration"
     assert result.usage.seconds == pytest.approx(2.786, abs=0.01)
 
@@ -153,7 +153,7 @@ def test_granularities_accepted_without_brackets(server: RunningServer) -> None:
         timeout=30,
     )
     assert response.status_code == 200
-    assert [w["word"] for w in response.json()["words"]] == ["go", "forward", "ten", "meters"]
+    assert [w["word"] for w in response.json()["words"]] == ["Go", "forward", "10", "meters."]
 
 
 def test_raw_pcm_upload_with_rate_in_content_type(server: RunningServer) -> None:
@@ -166,7 +166,7 @@ def test_raw_pcm_upload_with_rate_in_content_type(server: RunningServer) -> None
         timeout=30,
     )
     assert response.status_code == 200
-    assert response.json()["text"] == "go forward ten meters"
+    assert response.json()["text"] == "Go forward 10 meters."
 
 
 def test_models_list_and_lookup(client: openai.OpenAI) -> None:
