@@ -175,6 +175,7 @@ class ScriptedEngine:
         self.failure = failure or EngineError("scripted failure")
         self.unstable = unstable
         self.decodes: list[float] = []  # buffer length of each decode, seconds
+        self.options: list[TranscribeOptions] = []
         self.running = 0
         self.max_running = 0
 
@@ -186,7 +187,8 @@ class ScriptedEngine:
 
     async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
         """One segment with the words the buffer holds."""
-        assert options.word_timestamps
+        assert options.word_timestamps or options.draft, "drafts alone may skip word times"
+        self.options.append(options)
         self.decodes.append(audio.duration_s)
         self.running += 1
         self.max_running = max(self.max_running, self.running)
@@ -358,3 +360,40 @@ async def test_an_engine_failure_ends_results_with_an_engine_error(failure: Exce
     with pytest.raises(EngineError, match=message):
         await stream.finalize()
     await stream.close()
+
+
+# --- phrase mode: drafts for Partials, each phrase decoded whole ---
+
+
+async def test_phrase_mode_is_final_only_at_finalize_from_one_full_decode_of_the_phrase() -> None:
+    engine = ScriptedEngine(script(4.5))
+    stream = AgreementStream(engine, TranscribeOptions(), step_s=1.0, commit="phrase")
+    await feed(stream, 0.0, 5.0)
+    await stream.finalize()
+    await feed(stream, 5.0, 6.0)
+    await stream.close()
+    results = [result async for result in stream.results()]
+    first_flush = results.index(Flushed())
+    before = results[:first_flush]
+    # While the phrase is open only drafts run, and they only show: no word is final before the pause.
+    assert [type(result) for result in before[:-1]] == [Partial] * (len(before) - 1)
+    assert isinstance(before[-1], Final) and before[-1].text == script_text(script(4.5))
+    assert before[-1].words[0].start == pytest.approx(0.13) and before[-1].end == pytest.approx(4.49)
+    drafts = [options for options in engine.options if options.draft]
+    full = [options for options in engine.options if not options.draft]
+    assert len(drafts) >= 3 and not any(options.word_timestamps for options in drafts)
+    assert full and all(options.word_timestamps and options.speech_gated for options in full)
+    first_full = next(i for i, options in enumerate(engine.options) if not options.draft)
+    assert engine.decodes[first_full] == pytest.approx(5.0), "the final decode hears the whole phrase"
+
+
+async def test_phrase_mode_without_pauses_is_made_final_at_max_buffer_s() -> None:
+    engine = ScriptedEngine(script(11.5))
+    stream = AgreementStream(engine, TranscribeOptions(), step_s=1.0, max_buffer_s=5.0, commit="phrase")
+    await feed(stream, 0.0, 12.0)
+    await stream.close()
+    finals = finals_of([result async for result in stream.results()])
+    assert len(finals) >= 2 and finals[0].end < 6.5, "a phrase that never pauses still becomes final"
+    assert max(engine.decodes) <= 5.0 + 1.0 + 1e-6
+    indices = [int(word.word[1:].split("~")[0]) for final in finals for word in final.words]
+    assert len(indices) == len(set(indices)), "no word is final twice"
