@@ -9,6 +9,7 @@ is all the punctuation there is.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class ModelInfo:
         return {"name": self.name, "version": __version__, "arch": self.arch}
 
 
+# Punctuation around a word (not inside it: "don't", "well-known" keep theirs).
+_EDGE_PUNCTUATION = re.compile(r"^[^\w']+|[^\w']+$")
+
+
 def now_iso() -> str:
     """The current time as Deepgram writes `created`."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -55,7 +60,15 @@ def spread_words(text: str, start: float, end: float, confidence: float = 1.0) -
     )
 
 
+def plain_word(word: str) -> str:
+    """Deepgram's `word`: lowercase, without the punctuation around it ("Meters." -> "meters")."""
+    return _EDGE_PUNCTUATION.sub("", word).lower() or word
+
+
 def _punctuated(words: Sequence[Word], closing: bool) -> list[str]:
+    if any(word.word != plain_word(word.word) for word in words):
+        # The engine punctuates and cases its own words (Whisper): they are shown as it wrote them.
+        return [word.word for word in words]
     shown = ["I" if word.word == "i" else word.word for word in words]
     if shown:
         shown[0] = shown[0][:1].upper() + shown[0][1:]
@@ -72,7 +85,7 @@ def words_json(
     out: list[dict[str, Any]] = []
     for index, word in enumerate(words):
         item: dict[str, Any] = {
-            "word": word.word,
+            "word": plain_word(word.word),
             "start": round(word.start, 3),
             "end": round(word.end, 3),
             "confidence": round(word.confidence, 4),
@@ -82,7 +95,7 @@ def words_json(
         if diarize:
             item["speaker"] = 0
         out.append(item)
-    transcript = " ".join(punctuated if punctuate else (word.word for word in words))
+    transcript = " ".join(punctuated if punctuate else (plain_word(word.word) for word in words))
     confidence = sum(word.confidence for word in words) / len(words) if words else 0.0
     return out, transcript, round(confidence, 4)
 

@@ -49,7 +49,9 @@ class FasterWhisperOptions(BaseModel):
     download_root: str | None = Field(default=None, description="Where hub models are cached")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = Field(default="int8", description="CTranslate2 compute type: int8, float16, ...")
-    cpu_threads: int | None = Field(default=None, ge=1, description="Threads per worker; unset: every core")
+    cpu_threads: int | None = Field(
+        default=None, ge=1, description="Threads per worker; unset: cores / workers"
+    )
     language: str = Field(default="en", description="Language decoded when a request names none")
     languages: list[str] | None = Field(
         default=None, description="Language codes a request may ask for (default: any; en for .en models)"
@@ -145,9 +147,9 @@ class FasterWhisperEngine:
             download_root=options.download_root,
             device=options.device,
             compute_type=options.compute_type,
-            # Every worker may use every core: one request alone then gets the whole machine, and concurrent
-            # ones share it (CTranslate2's threads wait rather than spin while another worker computes).
-            cpu_threads=options.cpu_threads or (os.cpu_count() or 1),
+            # One thread per core across the workers: concurrent decodes never fight over cores (which slows
+            # the event loop, and revocation, under load); a long upload uses every core through its pieces.
+            cpu_threads=options.cpu_threads or max(1, (os.cpu_count() or 1) // pool.size),
         )
 
     async def start(self) -> None:

@@ -25,6 +25,7 @@ from tests.e2e.realtime_client import (
     trimmed,
     ulaw8,
 )
+from tests.e2e.wer import words
 
 GOFORWARD = "pocketsphinx-testdata/goforward.wav"
 TRANSCRIPTION = {"intent": "transcription"}
@@ -101,7 +102,7 @@ async def test_sdk_g711_ulaw_input_is_transcribed(server: RunningServer) -> None
         await commit_manually(connection, payloads, format={"type": "audio/pcmu"})
         await collect(connection, log, until_completed=1, timeout_s=30)
     assert log.of("session.updated")[0]["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
-    heard = log.completed[0]["transcript"].split()
+    heard = words(log.completed[0]["transcript"])
     assert len(set(heard) & {"go", "forward", "ten", "meters"}) >= 3, heard
 
 
@@ -125,7 +126,7 @@ async def test_beta_dialect_with_g711_alaw_over_a_plain_websocket(server: Runnin
             kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
     types = [event["type"] for event in kinds]
     assert "conversation.item.created" in types, "beta clients get item.created, not item.added"
-    assert len(set(kinds[-1]["transcript"].split()) & {"go", "forward", "ten", "meters"}) >= 3
+    assert len(set(words(kinds[-1]["transcript"])) & {"go", "forward", "ten", "meters"}) >= 3
 
 
 async def test_bad_events_get_error_events_and_the_session_goes_on(server: RunningServer) -> None:

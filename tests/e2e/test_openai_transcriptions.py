@@ -171,7 +171,7 @@ def test_raw_pcm_upload_with_rate_in_content_type(server: RunningServer) -> None
 
 def test_models_list_and_lookup(client: openai.OpenAI) -> None:
     ids = [model.id for model in client.models.list()]
-    assert ids[:2] == ["pocketsphinx", "whisper-1"]
+    assert ids[:3] == ["whisper-tiny.en", "pocketsphinx", "whisper-1"]
     assert client.models.retrieve("whisper-1").owned_by == "earshot"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nope")
@@ -180,7 +180,8 @@ def test_models_list_and_lookup(client: openai.OpenAI) -> None:
 def test_health_and_readiness(server: RunningServer) -> None:
     assert httpx.get(f"{server.base_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.base_url}/readyz")
-    assert ready.status_code == 200 and ready.json()["engines"] == {"pocketsphinx": True}
+    assert ready.status_code == 200
+    assert ready.json()["engines"] == {"whisper-tiny.en": True, "pocketsphinx": True}
 
 
 def test_every_request_is_logged_once_without_secrets(client: openai.OpenAI, server: RunningServer) -> None:

@@ -374,3 +374,23 @@ def test_engine_options_follow_the_parameters() -> None:
     options = protocol(interim_results="true", language="en-US", keyterm="earshot").transcribe_options()
     assert (options.interim_results, options.language, options.prompt) == (True, "en-US", "earshot")
     assert protocol().transcribe_options().interim_results is False
+
+
+def test_words_an_engine_punctuates_are_plain_in_word_and_as_written_in_punctuated_word() -> None:
+    from earshot.api.deepgram_results import words_json
+
+    whisper_words = [
+        Word("Go", 0.0, 0.3),
+        Word("forward", 0.3, 0.8),
+        Word("10", 0.8, 1.1),
+        Word("meters.", 1.1, 1.6),
+    ]
+    items, transcript, _ = words_json(whisper_words, punctuate=True, diarize=False)
+    assert [item["word"] for item in items] == ["go", "forward", "10", "meters"]
+    assert [item["punctuated_word"] for item in items] == ["Go", "forward", "10", "meters."]
+    assert transcript == "Go forward 10 meters."
+    items, transcript, _ = words_json(whisper_words, punctuate=False, diarize=False)
+    assert transcript == "go forward 10 meters" and "punctuated_word" not in items[0]
+    # Words of an engine that does not punctuate get Deepgram's own capital and closing period.
+    _, transcript, _ = words_json([Word("i", 0, 1), Word("agree", 1, 2)], punctuate=True, diarize=False)
+    assert transcript == "I agree."

