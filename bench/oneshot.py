@@ -27,7 +27,7 @@ from typing import IO
 
 import httpx
 import psutil
-from serving import REPO, earshot_server, fmt_rss_mb, worker_rss
+from serving import REPO, earshot_server, fmt_rss_mb, positive_counts, worker_rss
 
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import Audio
@@ -409,17 +409,6 @@ def parse_models(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(models))
 
 
-def parse_counts(text: str) -> tuple[int, ...]:
-    """A comma-separated list of positive client counts."""
-    try:
-        counts = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from e
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError("client counts must be positive")
-    return counts
-
-
 def main() -> None:
     """Parse arguments, run each model raw and through HTTP, and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -432,7 +421,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--clients",
-        type=parse_counts,
+        type=positive_counts,
         default=CLIENT_COUNTS,
         help=f"concurrent client counts (default: {','.join(map(str, CLIENT_COUNTS))})",
     )

@@ -64,7 +64,7 @@ from realtime_results import (
     print_table,
 )
 from realtime_step import run_step
-from serving import engine_workers
+from serving import engine_workers, positive_counts
 
 from earshot.routing.catalog import DEFAULT_MODEL_ID, Catalog
 
@@ -156,16 +156,6 @@ def run_mode(
     return sorted(results, key=lambda step: step.sessions)
 
 
-def parse_steps(text: str) -> tuple[int, ...]:
-    try:
-        steps = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from e
-    if not steps or min(steps) < 1:
-        raise argparse.ArgumentTypeError("steps must be positive")
-    return steps
-
-
 def engine_steps(ceiling: float) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(ceiling * fraction)) for fraction in ENGINE_FRACTIONS}))
 
@@ -194,12 +184,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--steps",
-        type=parse_steps,
+        type=positive_counts,
         help=f"session counts for null (default {','.join(map(str, NULL_STEPS))})",
     )
     parser.add_argument(
         "--engine-steps",
-        type=parse_steps,
+        type=positive_counts,
         help=f"session counts for engine (default: fractions of the ceiling {CORES} / raw RTF)",
     )
     parser.add_argument("--window-s", type=float, default=15.0, help="measurement window per null step")

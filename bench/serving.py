@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -140,3 +141,14 @@ def fresh_database(backend: str, postgres_admin_url: str) -> Iterator[str]:
     finally:
         with ignoring_interrupts():
             asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def positive_counts(text: str) -> tuple[int, ...]:
+    """argparse type: a comma-separated list of positive counts (clients, sessions)."""
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from e
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("counts must be positive")
+    return counts

@@ -31,6 +31,7 @@ def words(text: str) -> list[str]:
 
 
 def word_errors(reference: list[str], hypothesis: list[str]) -> int:
+    # tests/e2e/wer.py has the same Levenshtein; this script runs in a venv without the tests' packages.
     row = list(range(len(hypothesis) + 1))
     for i, ref_word in enumerate(reference, 1):
         diagonal, row[0] = row[0], i
