@@ -166,13 +166,14 @@ class FasterWhisperEngine:
         if not len(audio.samples):
             return
         decode = WhisperDecode(self.load, tuple(sorted(self.decode_kwargs(options).items())))
-        pieces = await asyncio.to_thread(speech_pieces, audio.samples) if self._options.speech_pieces else []
-        if options.speech_gated or not self._options.speech_pieces:
-            # A live phrase is decoded whole (its edges were chosen by the session's VAD, which heard what led
-            # up to them); it is only skipped when it holds no speech at all.
-            heard_s = sum(piece.speech_s for piece in pieces) if pieces else audio.duration_s
-            whole = [Piece(0.0, audio.duration_s, heard_s)]
-            pieces = whole if pieces or not self._options.speech_pieces else []
+        if not self._options.speech_pieces:
+            pieces = [Piece(0.0, audio.duration_s, audio.duration_s)]
+        else:
+            pieces = await asyncio.to_thread(speech_pieces, audio.samples)
+            if options.speech_gated and pieces:
+                # A live phrase is decoded whole (its edges were chosen by the session's VAD, which heard what
+                # led up to them); it is only skipped when it holds no speech at all.
+                pieces = [Piece(0.0, audio.duration_s, sum(piece.speech_s for piece in pieces))]
         decodes = [
             asyncio.ensure_future(
                 self._pool.run(
