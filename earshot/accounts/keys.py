@@ -20,7 +20,7 @@ from earshot.store.repositories import KeyRepository
 _KEY_PATTERN = re.compile(r"^es_([a-z0-9]{12})_([A-Za-z0-9]{40})$")
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 # Long enough that a revocation in another process is seen within a second, short enough to spare the DB.
-CACHE_TTL_S = 0.5
+CACHE_TTL_S = 0.3
 # Callers can make up key ids at will; the cache forgets its oldest entries rather than grow without bound.
 CACHE_MAX_KEYS = 10_000
 

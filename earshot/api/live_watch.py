@@ -14,7 +14,7 @@ from earshot.api.live import EndReason
 from earshot.streaming.session import Expiry
 
 WATCH_INTERVAL_S = 0.2
-KEY_CHECK_INTERVAL_S = 0.5
+KEY_CHECK_INTERVAL_S = 0.4
 
 
 class SessionWatch:

@@ -107,6 +107,43 @@ class EngineStream(Protocol):
 
 
 @runtime_checkable
+class MeasuresCapacity(Protocol):
+    """An engine that knows, once started, how many live sessions it can keep real-time."""
+
+    def live_capacity(self) -> int | None:
+        """Live sessions this engine's workers can carry at once (None until measured)."""
+        ...
+
+
+def live_sessions_for(workers: int, live_cost_per_s: float) -> int:
+    """Live sessions `workers` can serve when each second of live audio costs `live_cost_per_s` of one worker.
+
+    Only LIVE_UTILISATION of each worker is planned for, so bursts of speech and one-shot work still fit.
+    """
+    return max(1, int(workers * LIVE_UTILISATION / max(live_cost_per_s, 1e-6)))
+
+
+# The share of the engine workers live sessions may plan to use.
+LIVE_UTILISATION = 0.85
+
+
+@runtime_checkable
+class AbortableStream(Protocol):
+    """A stream that can end at once, skipping the final decode no one will read."""
+
+    async def abort(self) -> None:
+        """End `results()` now without finalizing; what was sent is dropped."""
+
+
+async def abort_stream(stream: EngineStream) -> None:
+    """End a stream whose caller is gone: at once where the engine can, else by closing it."""
+    if isinstance(stream, AbortableStream):
+        await stream.abort()
+    else:
+        await stream.close()
+
+
+@runtime_checkable
 class Engine(Protocol):
     """A speech recogniser earshot can route to."""
 

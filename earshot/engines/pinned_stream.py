@@ -87,6 +87,20 @@ class PinnedStream(ABC):
                     self._pool.unpin_stream(self._worker)
             self._results.end()
 
+    async def abort(self) -> None:
+        """Release the worker-side state without a final decode and end `results()`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._results.end()
+        async with self._lock:
+            if self._worker is not None:
+                worker, self._worker = self._worker, None
+                try:
+                    await self._close_on(worker)
+                finally:
+                    self._pool.unpin_stream(worker)
+
     def results(self) -> AsyncIterator[EngineResult]:
         """Partial, Final and Flushed results until the stream is closed."""
         return self._results.results()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineError, EngineStream, TranscribeOptions, UpstreamError
+from earshot.engines.base import EngineError, EngineStream, TranscribeOptions, UpstreamError, abort_stream
 from earshot.routing.gate import ServerBusy
 from earshot.routing.provider import Provider, circuit_open_error
 from earshot.streaming.events import EngineResult, Final, Flushed, Partial
@@ -170,6 +170,21 @@ class FailoverStream:
             except UpstreamError as e:
                 await self._switch(e)
 
+    async def abort(self) -> None:
+        """End now: the current provider's stream is aborted and `results()` ends without a final decode."""
+        async with self._lock:
+            self._closing = True
+            inner, self._inner = self._inner, None
+            pump, self._pump = self._pump, None
+            if pump is not None:
+                pump.cancel()
+            if inner is not None:
+                with contextlib.suppress(EngineError, OSError, TimeoutError):
+                    await asyncio.wait_for(abort_stream(inner), CLOSE_FAILED_STREAM_S)
+                self._providers[self._index].breaker.release()
+            await self._release_slot()
+            self._out.put_nowait(None)
+
     async def results(self) -> AsyncIterator[EngineResult]:
         """Results of whichever provider is serving, on this stream's clock; raises what ended it."""
         while (item := await self._out.get()) is not None:
@@ -238,7 +253,7 @@ class FailoverStream:
                 continue
             slot = contextlib.AsyncExitStack()
             try:
-                await slot.enter_async_context(provider.gate.slot())
+                await slot.enter_async_context(provider.stream_gate.slot())
             except ServerBusy as e:
                 provider.breaker.release()
                 failure = e

@@ -24,6 +24,7 @@ one-shot decode of the same audio, which LocalAgreement's mid-phrase cuts are no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -196,6 +197,15 @@ class AgreementStream:
                 await self._task
         finally:
             self._results.end()
+
+    async def abort(self) -> None:
+        """End `results()` now: a decode in progress is abandoned and nothing more is decoded."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._results.end()
 
     def results(self) -> AsyncIterator[EngineResult]:
         """Partial, Final and Flushed results in order; raises the EngineError that ended the stream."""

@@ -9,6 +9,7 @@ whole turn): its results are shifted onto the session clock, made append-only by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines.base import EngineError, EngineStream, UpstreamError
+from earshot.engines.base import EngineError, EngineStream, UpstreamError, abort_stream
 from earshot.streaming.events import Error, Flushed, SessionEvent, UtteranceEnd
 from earshot.streaming.stability import TurnText
 
@@ -62,6 +63,7 @@ class EngineFeed:
         self.sent_s = 0.0
         self.turns: deque[Turn] = deque()
         self.failed = False
+        self.commands_done = 0
         self._emit = emit
         self._commands: asyncio.Queue[np.ndarray | _FinalizeMark | None] = asyncio.Queue(FEED_QUEUE_LIMIT)
         loop = asyncio.get_running_loop()
@@ -85,6 +87,7 @@ class EngineFeed:
                     await self.stream.finalize()
                 else:
                     await self.stream.send(Audio(command))
+                self.commands_done += 1
             except EngineError as e:
                 self._fail(e)
             except Exception:
@@ -138,3 +141,18 @@ class EngineFeed:
             return
         # results() ends once the stream is closed.
         await self._pump
+
+    async def abandon(self) -> None:
+        """Stop at once for a caller who is gone: nothing queued is carried out, nothing more is reported."""
+        for turn in self.turns:
+            turn.discard = True
+        self._feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._feeder
+        try:
+            await abort_stream(self.stream)
+        except EngineError as e:
+            log.debug("an abandoned engine stream failed as it ended: %s", e)
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -106,6 +106,8 @@ class LiveSession:
         self._turn_start: int | None = None
         self._uncommitted_from = 0
         self._closed = False
+        self._closed_emitted = False
+        self._events_emitted = 0
         self.config = config
         self._apply(config)
 
@@ -293,12 +295,27 @@ class LiveSession:
         if flush and self._turn_start is not None:
             await self._send_until(self._samples)
             await self._end_turn()
-        if self._feed is not None:
-            feed, self._feed = self._feed, None
+        feed = self._feed
+        if feed is not None:
             if not flush and self._turn_start is not None and feed.turns:
                 feed.turns[-1].discard = True
             await feed.close()
-        self._emit(Closed())
+            self._feed = None
+        self._emit_closed()
+
+    def abandon(self) -> Awaitable[None] | None:
+        """End now without waiting for the engine, even mid-`close`: Closed is emitted at once, nothing more
+        is reported, and the returned awaitable stops the engine stream (None when there is none).
+        """
+        self._closed = True
+        self._emit_closed()
+        feed, self._feed = self._feed, None
+        return feed.abandon() if feed is not None else None
+
+    def _emit_closed(self) -> None:
+        if not self._closed_emitted:
+            self._closed_emitted = True
+            self._emit(Closed())
 
     async def events(self) -> AsyncIterator[SessionEvent]:
         """Session events in order, ending with Closed."""
@@ -308,7 +325,13 @@ class LiveSession:
             if isinstance(event, Closed):
                 return
 
+    @property
+    def progress(self) -> int:
+        """A count that grows whenever the engine gets through more of the session's work."""
+        return self._events_emitted + (self._feed.commands_done if self._feed is not None else 0)
+
     def _emit(self, event: SessionEvent) -> None:
+        self._events_emitted += 1
         self._events.put_nowait(event)
 
     def _audio_between(self, start: int, end: int) -> np.ndarray:
