@@ -21,24 +21,39 @@ from earshot.store.repositories import DialRepository
 
 log = logging.getLogger(__name__)
 REFRESH_S = 0.5
+# Upper bounds: past these a value is a typo or an attack, and some (a float of 1e30 as an int) would break
+# the database column or the arithmetic that uses them.
+MAX_UPLOAD_BYTES_BOUND = 16 * 1024**3
+MAX_RATE = 10_000_000
+MAX_SESSIONS = 1_000_000
+DAY_S = 86_400.0
+MAX_SECONDS = 1e9
 
 
 class Dials(BaseModel):
     """The values of every runtime dial."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    max_upload_bytes: int = Field(gt=0, description="Largest accepted upload, in bytes")
+    max_upload_bytes: int = Field(
+        gt=0, le=MAX_UPLOAD_BYTES_BOUND, description="Largest accepted upload, in bytes"
+    )
     default_rpm: int = Field(
-        ge=0, description="Requests per minute for keys without their own limit (0: none)"
+        ge=0, le=MAX_RATE, description="Requests per minute for keys without their own limit (0: none)"
     )
     default_max_sessions: int = Field(
-        ge=0, description="Concurrent sessions for keys without their own limit (0: none)"
+        ge=0, le=MAX_SESSIONS, description="Concurrent sessions for keys without their own limit (0: none)"
     )
-    ip_rpm: int = Field(ge=0, description="Requests per minute per client IP in each bucket (0: none)")
-    keepalive_s: float = Field(gt=0, description="Live sessions close after this long with no message")
-    max_session_s: float = Field(gt=0, description="Live sessions close after this long in all")
-    credits_low_seconds: float = Field(ge=0, description="Credit left under which clients are warned")
+    ip_rpm: int = Field(
+        ge=0, le=MAX_RATE, description="Requests per minute per client IP in each bucket (0: none)"
+    )
+    keepalive_s: float = Field(
+        gt=0, le=DAY_S, description="Live sessions close after this long with no message"
+    )
+    max_session_s: float = Field(gt=0, le=7 * DAY_S, description="Live sessions close after this long in all")
+    credits_low_seconds: float = Field(
+        ge=0, le=MAX_SECONDS, description="Credit left under which clients are warned"
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Dials:
@@ -76,13 +91,17 @@ class DialBoard:
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> Dials:
-        """Re-read the stored changes over the defaults."""
+        """Re-read the stored changes over the defaults; a bad stored value is skipped, never the others."""
         stored = await self.repository.all()
-        known = {name: value for name, value in stored.items() if name in Dials.model_fields}
-        try:
-            self.current = validate_changes(self.defaults, known)
-        except DialError as e:
-            log.warning("ignoring stored settings: %s", e)
+        current = self.defaults
+        for name, value in stored.items():
+            if name not in Dials.model_fields:
+                continue
+            try:
+                current = validate_changes(current, {name: value})
+            except DialError as e:
+                log.warning("ignoring the stored setting %s: %s", name, e)
+        self.current = current
         return self.current
 
     async def set(self, changes: dict[str, Any]) -> Dials:

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from earshot.accounts.keys import UNSET, ApiKey, KeyChanges
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.errors import OpenAIError
-from earshot.dials import DialError
+from earshot.dials import MAX_RATE, MAX_SESSIONS, DialError
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.smoke import check_model
 
@@ -41,6 +41,8 @@ async def require_admin(request: Request, gateway: Annotated[Gateway, Depends(ge
 
 
 AdminDep = Annotated[Gateway, Depends(require_admin)]
+# A century of audio: far past any real grant, well inside what the credit columns hold exactly.
+MAX_CREDITS_SECONDS = 100 * 365 * 86_400.0
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -57,10 +59,12 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    models: list[str] | None = None
-    credits_seconds: float | None = Field(default=None, ge=0)
-    rpm: int | None = Field(default=None, ge=1)
-    max_sessions: int | None = Field(default=None, ge=1)
+    models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=1000
+    )
+    credits_seconds: float | None = Field(default=None, ge=0, le=MAX_CREDITS_SECONDS, allow_inf_nan=False)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
+    max_sessions: int | None = Field(default=None, ge=1, le=MAX_SESSIONS)
     expires_at: UtcDatetime = None
 
 
@@ -70,10 +74,12 @@ class KeyUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    models: list[str] | None = None
-    credits_seconds: float | None = Field(default=None, ge=0)
-    rpm: int | None = Field(default=None, ge=1)
-    max_sessions: int | None = Field(default=None, ge=1)
+    models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=1000
+    )
+    credits_seconds: float | None = Field(default=None, ge=0, le=MAX_CREDITS_SECONDS, allow_inf_nan=False)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
+    max_sessions: int | None = Field(default=None, ge=1, le=MAX_SESSIONS)
     expires_at: UtcDatetime = None
 
     def changes(self) -> KeyChanges:

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from earshot.api.json_messages import BadJSON, load_message
+
 # Error codes a client can act on; the message beside each is for people.
 ErrorCode = Literal[
     "AUTH_FAILED",
@@ -22,6 +24,7 @@ ErrorCode = Literal[
     "IDLE_TIMEOUT",
     "SESSION_EXPIRED",
     "SERVER_SHUTDOWN",
+    "SERVER_BUSY",
 ]
 MAX_CHANNELS = 8
 
@@ -61,9 +64,9 @@ class WireError(ValueError):
 def parse_object(text: str) -> dict[str, object]:
     """A client text message as a JSON object, or WireError(BAD_REQUEST)."""
     try:
-        message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise WireError("BAD_REQUEST", "the message is not valid JSON") from e
+        message = load_message(text)
+    except BadJSON as e:
+        raise WireError("BAD_REQUEST", str(e)) from e
     if not isinstance(message, dict):
         raise WireError("BAD_REQUEST", "a message must be a JSON object")
     return message

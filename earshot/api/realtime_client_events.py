@@ -6,12 +6,12 @@ Each check raises `InvalidEvent`, which becomes the `invalid_request_error` even
 from __future__ import annotations
 
 import binascii
-import json
 from typing import Any
 
 from pydantic import ValidationError
 
 from earshot.api import realtime_events as events
+from earshot.api.json_messages import BadJSON, load_message
 from earshot.api.live import Send
 from earshot.api.realtime_session import BetaSessionIn, Dialect, GASessionIn, RealtimeSettings
 
@@ -39,9 +39,9 @@ def binary_not_supported() -> Send:
 def parse_event(text: str) -> tuple[dict[str, Any], str | None]:
     """One client event as a JSON object, and its `event_id`."""
     try:
-        message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise InvalidEvent("invalid_json", "the event is not valid JSON", None) from e
+        message = load_message(text)
+    except BadJSON as e:
+        raise InvalidEvent("invalid_json", str(e), None) from e
     if not isinstance(message, dict):
         raise InvalidEvent("invalid_event", "an event must be a JSON object", None)
     event_id = message.get("event_id")

@@ -16,13 +16,15 @@ CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
     "shutdown": (1012, "server_shutting_down"),
     "error": (1011, "server_error"),
     "client_closed": (1000, "client_closed"),
+    "finished": (1000, "client_closed"),
+    "bad_audio": (1007, "invalid_audio"),
 }
 
 
 def ending_actions(reason: EndReason, message: str) -> list[Action]:
     """An `error` event saying why the server ends a session, then the close (local or relayed)."""
     code, error_code = CLOSE_OF_END[reason]
-    if reason == "client_closed":
+    if reason in ("client_closed", "finished"):
         return [CloseSocket(code)]
     kind = "server_error" if code >= 1011 else "invalid_request_error"
     if reason == "insufficient_credits":

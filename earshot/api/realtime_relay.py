@@ -114,7 +114,7 @@ class RealtimeRelay:
         """What the client sees of one provider event."""
         try:
             event = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             log.debug("upstream %s sent a frame that is not JSON", self.target.provider)
             return []
         if not isinstance(event, dict):

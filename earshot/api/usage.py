@@ -14,6 +14,9 @@ from earshot.store.records import UsageTotal
 
 router = APIRouter()
 DEFAULT_WINDOW = timedelta(days=30)
+# Instants a usage query may name: usage starts after the epoch, and the window's arithmetic stays in range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def parse_instant(value: str | None, param: str) -> datetime | None:
@@ -23,21 +26,30 @@ def parse_instant(value: str | None, param: str) -> datetime | None:
     text = value.strip()
     try:
         if text.replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(text), UTC)
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), UTC)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
+            parsed = datetime.fromtimestamp(float(text), UTC)
+        elif len(text) == 10:
+            parsed = datetime.combine(date.fromisoformat(text), time(), UTC)
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError, OSError) as e:
         raise OpenAIError(
             400, f"invalid {param}: {value!r} is not a date or time", code="invalid_value", param=param
         ) from e
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not EARLIEST <= parsed <= LATEST:
+        raise OpenAIError(
+            400,
+            f"invalid {param}: {value!r} is outside {EARLIEST.year}-{LATEST.year}",
+            code="invalid_value",
+            param=param,
+        )
+    return parsed
 
 
 def usage_window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
     """[start, end) from the caller's values: end defaults to now, start to DEFAULT_WINDOW before end."""
     end_at = parse_instant(end, "end") or datetime.now(UTC)
-    start_at = parse_instant(start, "start") or end_at - DEFAULT_WINDOW
+    start_at = parse_instant(start, "start") or max(EARLIEST, end_at - DEFAULT_WINDOW)
     if start_at >= end_at:
         raise OpenAIError(400, "start must be before end", code="invalid_value", param="start")
     return start_at, end_at

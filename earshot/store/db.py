@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -52,7 +53,7 @@ class Database:
         options: dict[str, Any] = {}
         if self.backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(parsed.database).expanduser())
             options["connect_args"] = {"timeout": 30}
         else:
             options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -101,6 +102,16 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file readable by its owner only: it holds key hashes (its journals get the same)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    # The owner's own file may have been made by an older release with the umask's mode.
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o600)
 
 
 def _alembic_config(conn: Connection) -> Config:

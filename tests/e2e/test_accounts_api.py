@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,12 +11,15 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from earshot.routing.catalog import OPENAI_MODEL_NAMES
+from earshot.store.db import Database
+from earshot.store.repositories import DialRepository
 from tests.conftest import (
     ADMIN_TOKEN,
     BACKENDS,
@@ -390,3 +394,75 @@ def test_no_key_or_secret_is_ever_logged(server: RunningServer) -> None:
         assert plaintext not in log and secret not in log
     assert ADMIN_TOKEN not in log
     assert " INFO " in log
+
+
+def store_dial_directly(database_url: str, name: str, value: object) -> None:
+    """Write a dial row as an older release or a hand edit might have, past the API's checks."""
+
+    async def write() -> None:
+        db = Database(database_url)
+        try:
+            await DialRepository(db).set({name: value}, datetime.now(UTC))
+        finally:
+            await db.dispose()
+
+    asyncio.run(write())
+
+
+def test_every_dial_is_bounded_and_one_bad_stored_value_spares_the_others(
+    backend: tuple[RunningServer, str], admin: Admin
+) -> None:
+    _, url = backend
+    for name, value in [
+        ("max_upload_bytes", 1e30),
+        ("default_rpm", 10**12),
+        ("keepalive_s", 1e300),
+        ("max_session_s", "NaN"),
+        ("credits_low_seconds", -1),
+    ]:
+        refused = admin.http.put("/admin/settings", json={name: value})
+        assert refused.status_code == 400, (name, refused.text)
+        assert refused.json()["error"]["message"].startswith(f"invalid {name}")
+    store_dial_directly(url, "max_upload_bytes", 10**30)
+    try:
+        assert admin.http.put("/admin/settings", json={"default_rpm": 3}).status_code == 200
+        wait_until(lambda: admin.http.get("/admin/settings").json()["default_rpm"] == 3, 2.0)
+        time.sleep(1.0)  # several refreshes later, the bad row still leaves the good one standing
+        shown = admin.http.get("/admin/settings").json()
+        assert shown["default_rpm"] == 3 and shown["max_upload_bytes"] == 25 * 1024 * 1024
+    finally:
+        admin.http.delete("/admin/settings/default_rpm")
+        admin.http.delete("/admin/settings/max_upload_bytes")
+
+
+def test_key_fields_and_usage_queries_out_of_range_get_400_not_500(
+    server: RunningServer, admin: Admin
+) -> None:
+    for fields in [
+        {"credits_seconds": 1e308},
+        {"rpm": 10**30},
+        {"max_sessions": 10**12},
+        {"models": ["x" * 10_000]},
+    ]:
+        created = admin.http.post("/admin/keys", json={"name": "bounded", **fields})
+        assert created.status_code == 400, (fields, created.text)
+    key_id, _ = new_key(admin)
+    assert admin.http.patch(f"/admin/keys/{key_id}", json={"rpm": 2**40}).status_code == 400
+    for params in [
+        {"start": "1e20"},
+        {"start": "99999999999999999999"},
+        {"end": "0001-01-01"},
+        {"start": "x"},
+    ]:
+        answered = admin.http.get("/v1/usage", params=params)
+        assert answered.status_code == 400, (params, answered.text)
+        assert answered.json()["error"]["code"] == "invalid_value"
+
+
+def test_the_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    server = start_server(tmp_path)
+    try:
+        mode = (tmp_path / "earshot.db").stat().st_mode & 0o777
+    finally:
+        stop_server(server)
+    assert mode == 0o600, oct(mode)
