@@ -92,10 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(accounts.revocations.stop)
             stack.push_async_callback(accounts.meter.drain)
 
-            pool = WorkerPool(settings.engine_workers)
+            pool = WorkerPool(settings.engine_workers, settings.max_worker_rss_mb or None)
             stack.push_async_callback(asyncio.to_thread, pool.shutdown)
             router = Router(catalog, pool)
             stack.push_async_callback(router.stop)
+            app_metrics.watch_models(router)
             decode_limiter = asyncio.Semaphore(settings.decode_concurrency)
             vad = VadRunner(SileroModel.shared)
             stack.callback(vad.close)

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     config: Path | None = Field(default=None, description="Model catalog YAML file")
     max_audio_seconds: float = Field(default=3600.0, gt=0)
     engine_workers: int = Field(default_factory=_cpu_count, ge=1, description="Engine worker processes")
+    max_worker_rss_mb: int = Field(
+        default=4096, ge=0, description="An engine worker past this is replaced between jobs (0: never)"
+    )
     decode_concurrency: int = Field(default_factory=_cpu_count, ge=1, description="Concurrent audio decodes")
     log_level: str = "info"
     ws_max_message_bytes: int = Field(
@@ -32,6 +35,24 @@ class Settings(BaseSettings):
     )
     ws_auth_timeout_s: float = Field(
         default=10.0, gt=0, description="How long /ws/transcribe waits for its first (auth) message"
+    )
+    flush_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="How long an ending live session waits for the engine's last text before it goes without",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="How long a client may take to send a request's headers"
+    )
+    body_idle_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="The longest pause in a request body before 408"
+    )
+    upload_deadline_s: float = Field(
+        default=120.0, gt=0, le=3600, description="The longest a request body may take in all before 408"
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, gt=0, le=600, description="How long SIGTERM lets live sessions finish before exit"
     )
 
     database_url: str = Field(default="sqlite+aiosqlite:///earshot.db", description="SQLAlchemy async URL")

@@ -38,3 +38,11 @@ class RateLimited(AccessDenied):
 
 class InsufficientCredits(AccessDenied):
     """The key has too few credit seconds left (429 insufficient_quota; retrying won't help)."""
+
+
+class ServerDraining(AccessDenied):
+    """The server is shutting down and takes no new work (503, retry on another worker or shortly)."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; try again shortly")
+        self.retry_after_s = 5

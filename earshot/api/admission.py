@@ -22,6 +22,7 @@ from earshot.accounts.revocation import RevocationFeed
 from earshot.api.metrics import Metrics
 from earshot.dials import DialBoard
 from earshot.engines.base import UpstreamError
+from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route
 from earshot.store.records import KeyRecord, Outcome, UsageRecord
 
@@ -110,6 +111,9 @@ def outcome_of(exc: BaseException | None) -> Outcome:
         return "timeout"
     status = getattr(exc, "status", None)
     if isinstance(exc, AccessDenied) or (isinstance(status, int) and status < 500):
+        return "rejected"
+    if isinstance(exc, ServerBusy) or isinstance(exc.__cause__, ServerBusy):
+        # Refused for want of capacity, not failed: nothing was done.
         return "rejected"
     return "error"
 

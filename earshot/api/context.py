@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from fastapi import Request
 from starlette.requests import HTTPConnection
 
+from earshot.accounts.errors import ServerDraining
 from earshot.api.admission import Accounts, Admission
 from earshot.api.credentials import credential_from
 from earshot.api.metrics import Metrics
@@ -16,6 +19,8 @@ from earshot.audio.vad_runner import VadRunner
 from earshot.routing.router import Router
 from earshot.settings import Settings
 from earshot.store.records import KeyRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -32,6 +37,26 @@ class Gateway:
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     live_sessions: int = 0
     no_live_sessions: asyncio.Event = field(default_factory=asyncio.Event)
+    # Work a session hands off as it ends (stopping an engine stream no one waits for), awaited at shutdown.
+    cleanups: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def clean_up_later(self, work: Awaitable[None], what: str) -> None:
+        """Run `work` in the background, logging its failure; shutdown waits for it."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.cleanups.add(task)
+        task.add_done_callback(self.cleanups.discard)
+
+    async def finish_cleanups(self, timeout_s: float) -> None:
+        """Wait (up to `timeout_s`) for the work sessions handed off as they ended."""
+        if self.cleanups:
+            await asyncio.wait(set(self.cleanups), timeout=timeout_s)
 
     def live_session_started(self) -> None:
         self.live_sessions += 1
@@ -43,14 +68,20 @@ class Gateway:
             self.no_live_sessions.set()
 
     async def drain(self, timeout_s: float) -> None:
-        """Ask every live session to end, and wait (up to `timeout_s`) until they have."""
+        """Refuse new work, ask every live session to end, and wait (up to `timeout_s` in all) until they have
+        and the work they handed off is done."""
         self.draining.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         if self.live_sessions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.no_live_sessions.wait(), timeout_s)
+        await self.finish_cleanups(max(0.0, deadline - loop.time()))
 
     async def admit(self, connection: HTTPConnection, *, bucket: str, route: str) -> Admission:
         """Admit an HTTP request or WebSocket handshake by the key it carries (metered from here on)."""
+        if self.draining.is_set():
+            raise ServerDraining()
         peer = connection.client.host if connection.client else "unknown"
         admission = await self.accounts.admit(_credential(connection), peer, bucket, route)
         connection.state.key_id = admission.key_id

@@ -8,7 +8,6 @@ actions. The endpoint at the bottom checks the query parameters (a bad one is re
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -19,7 +18,9 @@ from fastapi import APIRouter, WebSocket
 from earshot.api import deepgram_results as messages
 from earshot.api.deepgram_params import DeepgramError, ListenParams, choose_model
 from earshot.api.deepgram_results import ModelInfo, spread_words
+from earshot.api.json_messages import BadJSON, load_message
 from earshot.api.live import (
+    TRY_AGAIN_LATER_CLOSE,
     Action,
     AppendAudio,
     AppendEncoded,
@@ -135,9 +136,9 @@ class DeepgramLiveProtocol:
     def receive_text(self, text: str) -> list[Action]:
         """KeepAlive, Finalize or CloseStream; anything else gets an Error message and the stream goes on."""
         try:
-            message = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            return [Send(messages.error("SchemaError", "the message is not valid JSON"))]
+            message = load_message(text)
+        except BadJSON as e:
+            return [Send(messages.error("SchemaError", str(e)))]
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "KeepAlive":
             return []
@@ -288,9 +289,9 @@ class DeepgramLiveProtocol:
     def refusal(cls, error: DeepgramError, request_id: str) -> list[Action]:
         """An HTTP refusal at the handshake; where the server can't send one, an Error message and 1008."""
         return [
-            RefuseHandshake(error.status, error.body(request_id)),
+            RefuseHandshake(error.status, error.body(request_id), headers=tuple(error.headers.items())),
             Send(messages.error(error.err_code, error.err_msg)),
-            CloseSocket(1008, error.err_code),
+            CloseSocket(TRY_AGAIN_LATER_CLOSE if error.headers.get("Retry-After") else 1008, error.err_code),
         ]
 
 

@@ -21,10 +21,12 @@ from earshot.accounts.errors import (
     InvalidKey,
     ModelNotAllowed,
     RateLimited,
+    ServerDraining,
 )
 from earshot.api.errors import OpenAIError
 from earshot.audio.vad import VadParams
 from earshot.engines.base import EngineError
+from earshot.routing.capacity import LIVE_RETRY_AFTER_S
 from earshot.routing.catalog import Catalog, ModelNotFound
 from earshot.routing.gate import ServerBusy
 
@@ -70,12 +72,19 @@ class DeepgramError(Exception):
             return cls(429, "TOO_MANY_REQUESTS", message)
         if code == "insufficient_quota":
             return cls(402, "INSUFFICIENT_CREDITS", message)
+        if code == "server_busy":
+            return cls(429, "TOO_MANY_REQUESTS", message, {"Retry-After": str(LIVE_RETRY_AFTER_S)})
+        if code == "server_shutting_down":
+            return cls(503, "SERVICE_UNAVAILABLE", message, {"Retry-After": str(LIVE_RETRY_AFTER_S)})
         return cls(400, "Bad Request", message)
 
     @classmethod
     def from_engine(cls, failure: EngineError | ServerBusy) -> DeepgramError:
         """The error for a failed engine or provider, with the statuses the OpenAI routes use."""
         mapped = OpenAIError.from_engine(failure)
+        if isinstance(failure, ServerBusy):
+            # Deepgram answers a full server as it answers too many concurrent requests.
+            return cls(429, "TOO_MANY_REQUESTS", mapped.message, mapped.headers)
         codes = {400: "Bad Request", 429: "TOO_MANY_REQUESTS"}
         err_code = codes.get(
             mapped.status, "UPSTREAM_ERROR" if mapped.code == "upstream_error" else "INTERNAL_SERVER_ERROR"
@@ -93,6 +102,8 @@ class DeepgramError(Exception):
             return cls.refused("rate_limit_exceeded", str(denial))
         if isinstance(denial, InsufficientCredits):
             return cls.refused("insufficient_quota", str(denial))
+        if isinstance(denial, ServerDraining):
+            return cls.refused("server_shutting_down", str(denial))
         return cls(403, "FORBIDDEN", str(denial))
 
 

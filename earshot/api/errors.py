@@ -17,6 +17,7 @@ from earshot.accounts.errors import (
     InvalidKey,
     ModelNotAllowed,
     RateLimited,
+    ServerDraining,
 )
 from earshot.engines.base import EngineError, UpstreamError
 from earshot.routing.gate import ServerBusy
@@ -81,6 +82,14 @@ class OpenAIError(Exception):
                 type_="insufficient_quota",
                 headers={"x-should-retry": "false"},
             )
+        if isinstance(denial, ServerDraining):
+            return cls(
+                503,
+                message,
+                code="server_shutting_down",
+                type_="server_error",
+                headers={"Retry-After": str(denial.retry_after_s)},
+            )
         if isinstance(denial, RateLimited):
             code = "concurrency_limit_exceeded" if denial.concurrency else "rate_limit_exceeded"
             return cls(
@@ -92,8 +101,9 @@ class OpenAIError(Exception):
     def from_engine(cls, failure: EngineError | ServerBusy) -> OpenAIError:
         """The OpenAI error for a failed engine or provider; its message is already safe to show."""
         if isinstance(failure, ServerBusy):
+            # The server is full, not the caller over its limits: 503, which the SDKs retry after the hint.
             return cls(
-                429,
+                503,
                 str(failure),
                 code="server_busy",
                 type_="server_error",

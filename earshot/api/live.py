@@ -70,6 +70,7 @@ class RefuseHandshake:
     status: int
     body: str
     media_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,9 @@ EndReason = Literal[
     "error",
     "bad_audio",
 ]
+
+# The WebSocket close code for "the server is full or going away; try again later" (RFC 6455 registry).
+TRY_AGAIN_LATER_CLOSE = 1013
 
 OUTCOME_OF_END: dict[EndReason, Outcome] = {
     "client_closed": "client_closed",

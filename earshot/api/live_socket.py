@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,12 +42,17 @@ from earshot.api.live_models import ModelChooser as ModelChooser
 from earshot.api.live_watch import SessionWatch
 from earshot.audio.decode import AudioDecodeError, ContainerStream
 from earshot.engines.base import EngineError, TranscribeOptions
+from earshot.routing.capacity import LiveBusy
 from earshot.store.records import Outcome
-from earshot.streaming.session import LiveConfig, LiveSession
+from earshot.streaming.session import Expiry, LiveConfig, LiveSession
 
 log = logging.getLogger(__name__)
 
 SERVER_RESTART_CODE = 1012
+# How many times the flush timeout an ending session's flush may take in all, however steadily it progresses.
+FLUSH_CAP_FACTOR = 12
+# Endings after which the caller still wants the rest of its text; after the others it is dropped.
+FLUSHED_ENDINGS: frozenset[EndReason] = frozenset({"finished", "idle_timeout", "max_duration", "shutdown"})
 
 
 class LiveRunner(Protocol):
@@ -88,6 +93,7 @@ class LiveSocket(ClientSocket):
         self._pumps: set[asyncio.Task[None]] = set()
         self._warned_low_credit = False
         self._container: ContainerStream | None = None
+        self._waiting_on_engine = False
 
     def _new_session(self, config: LiveConfig, options: TranscribeOptions) -> LiveSession:
         assert self.chooser.route is not None
@@ -96,7 +102,7 @@ class LiveSocket(ClientSocket):
     async def run(self, subprotocol: str | None) -> Outcome:
         """Serve the connection until it ends; returns the usage outcome."""
         await self._accept(subprotocol)
-        watch = SessionWatch(self.gateway, self.admission, self.end, lambda: self.session.expired())
+        watch = SessionWatch(self.gateway, self.admission, self.end, self._expiry)
         watch.start()
         self._start_pump()
         receiver = asyncio.create_task(self._receive())
@@ -109,14 +115,21 @@ class LiveSocket(ClientSocket):
         await self._finish(reason, message)
         return OUTCOME_OF_END[reason] if reason != "client_closed" or not self._normal_close else "ok"
 
+    def _expiry(self) -> Expiry | None:
+        if self._waiting_on_engine:
+            # The client's message is waiting on the engine's backlog: the silence is the server's, not its.
+            self.session.touch()
+        return self.session.expired()
+
     async def _finish(self, reason: EndReason, message: str) -> None:
         caller_gone = reason == "client_closed" or self._server_closed
-        flush = reason in ("finished", "idle_timeout", "max_duration", "shutdown") and not caller_gone
+        flush = reason in FLUSHED_ENDINGS and not caller_gone
         try:
             if flush:
-                await self._decode_container(to_end=True)
-            await self.session.close(flush=flush)
-            await asyncio.gather(*self._pumps)
+                await self._flush_within(self.gateway.settings.flush_timeout_s)
+            else:
+                self._abandon_session()
+                await asyncio.wait(self._pumps) if self._pumps else None
             if not caller_gone:
                 await self._execute(self.protocol.ending(reason, message), finishing=True)
         except SOCKET_GONE_ERRORS as e:
@@ -127,10 +140,51 @@ class LiveSocket(ClientSocket):
             if not caller_gone:
                 await self._close(1000, "")
 
+    async def _flush_within(self, stall_s: float) -> None:
+        """Give the caller the rest of its text while the engine keeps getting through it.
+
+        A client that streamed faster than real time may leave a backlog: it is worked off as long as the
+        engine makes progress, but the session ends without the rest once the engine has done nothing for
+        `stall_s` (or after FLUSH_CAP_FACTOR times that in all), so a stuck engine never holds the record.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + stall_s * FLUSH_CAP_FACTOR
+        flushing = asyncio.ensure_future(self._flush_and_deliver())
+        seen = self.session.progress
+        while not flushing.done():
+            await asyncio.wait({flushing}, timeout=max(0.0, min(stall_s, deadline - loop.time())))
+            if flushing.done():
+                break
+            if self.session.progress == seen or loop.time() >= deadline:
+                log.warning(
+                    "live session's engine stalled while flushing; ending without the rest of its text"
+                )
+                flushing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flushing
+                self._abandon_session()
+                await asyncio.wait(self._pumps) if self._pumps else None
+                return
+            seen = self.session.progress
+        flushing.result()
+
+    async def _flush_and_deliver(self) -> None:
+        await self._decode_container(to_end=True)
+        await self.session.close(flush=True)
+        if self._pumps:
+            # asyncio.wait, not gather: giving up on the flush must not cancel the pumps.
+            await asyncio.wait(self._pumps)
+
+    def _abandon_session(self) -> None:
+        """End the session without waiting for its engine; the engine is stopped in the background."""
+        stopping = self.session.abandon()
+        if stopping is not None:
+            self.gateway.clean_up_later(stopping, "stopping an abandoned engine stream")
+
     async def _stop_receiving(self, receiver: asyncio.Task[None]) -> None:
         # A message being carried out is let finish (cut short, it could leave credit debited but
-        # unrecorded); the wait for the next message is simply cancelled.
-        if not self._awaiting_client and self._ended.done():
+        # unrecorded), unless it waits on a backlogged engine; the wait for the next message is cancelled.
+        if not self._awaiting_client and not self._waiting_on_engine and self._ended.done():
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(receiver), MESSAGE_FINISH_TIMEOUT_S)
         receiver.cancel()
@@ -169,7 +223,7 @@ class LiveSocket(ClientSocket):
                 await self._append_encoded(action.data)
             elif isinstance(action, Commit):
                 await self._decode_container()
-                await self.session.commit()
+                await self._on_engine(self.session.commit())
             elif isinstance(action, Clear):
                 await self.session.clear()
             elif isinstance(action, Configure):
@@ -184,13 +238,29 @@ class LiveSocket(ClientSocket):
 
     async def _append(self, pcm16: bytes) -> None:
         self.chooser.locked = True
-        await self.session.append(pcm16)
-        await self._meter_up_to(self.session.audio_ms)
+        try:
+            await self._on_engine(self.session.append(pcm16))
+        finally:
+            # Billing counts the audio received, even when ending the session cut its engine work short.
+            await self._meter_up_to(self.session.audio_ms)
         await self._warn_if_credits_low()
+
+    async def _on_engine(self, work: Awaitable[None]) -> None:
+        """Carry out session work that may wait for a backlogged engine (an ending need not wait for it)."""
+        self._waiting_on_engine = True
+        try:
+            await work
+        finally:
+            self._waiting_on_engine = False
 
     async def _append_encoded(self, data: bytes) -> None:
         if self._container is None:
-            self._container = ContainerStream()
+            loop = asyncio.get_running_loop()
+
+            def undecodable(error: AudioDecodeError) -> None:
+                loop.call_soon_threadsafe(self.end, "bad_audio", str(error))
+
+            self._container = ContainerStream(on_error=undecodable)
         try:
             pcm16 = self._container.feed(data)
         except AudioDecodeError as e:
@@ -261,7 +331,9 @@ async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Ac
     denial = next((action for action in actions if isinstance(action, RefuseHandshake)), None)
     can_deny = "websocket.http.response" in (websocket.scope.get("extensions") or {})
     if denial is not None and can_deny and websocket.application_state == WebSocketState.CONNECTING:
-        response = Response(denial.body, status_code=denial.status, media_type=denial.media_type)
+        response = Response(
+            denial.body, status_code=denial.status, media_type=denial.media_type, headers=dict(denial.headers)
+        )
         await websocket.send_denial_response(response)
         return
     # The client may be gone already; nothing is left to tell it then.
@@ -301,10 +373,11 @@ async def serve_live(
         return
     outcome: Outcome = "error"
     socket: LiveRunner | None = None
+    place = object()  # what holds this session's live place on its model
     try:
         chooser = ModelChooser(gateway, admission, live_route.capability)
         try:
-            model_id = chooser(requested_model)
+            model_id = await _placed(gateway, chooser, chooser(requested_model), place)
         except ModelRefused as e:
             outcome = "rejected"
             await refuse(websocket, subprotocol, refusal(e.code, e.message))
@@ -326,6 +399,7 @@ async def serve_live(
         outcome = "shutdown"
         raise
     finally:
+        gateway.router.release_live(place)
         record = await admission.finish(outcome)
         gateway.metrics.live_sessions.labels(live_route.path, record.outcome or outcome).inc()
         log.info(
@@ -336,6 +410,21 @@ async def serve_live(
             record.audio_ms / 1000,
             record.outcome,
         )
+
+
+async def _placed(gateway: Gateway, chooser: ModelChooser, model_id: str, place: object) -> str:
+    """The model that takes the session: the chosen one, or a fallback with room.
+
+    ModelRefused when all are full, or when the server is shutting down.
+    """
+    if gateway.draining.is_set():
+        raise ModelRefused("server_shutting_down", "the server is shutting down; connect again shortly")
+    placed = await gateway.router.take_live(model_id, place)
+    if placed is None:
+        busy = LiveBusy(model_id)
+        log.warning("live session refused: %s", busy)
+        raise ModelRefused("server_busy", str(busy))
+    return chooser(placed) if placed != model_id else model_id
 
 
 async def _admit_with(

@@ -17,7 +17,16 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 
 from earshot.api import managed_wire as wire
-from earshot.api.live import Action, AppendAudio, CloseSocket, Commit, EndReason, EndStream, Send
+from earshot.api.live import (
+    TRY_AGAIN_LATER_CLOSE,
+    Action,
+    AppendAudio,
+    CloseSocket,
+    Commit,
+    EndReason,
+    EndStream,
+    Send,
+)
 from earshot.api.live_socket import LiveRoute, ModelChooser, refuse, serve_live
 from earshot.audio.vad import VadParams
 from earshot.engines.base import TranscribeOptions
@@ -36,6 +45,8 @@ _ERROR_OF_REFUSAL: dict[str, wire.ErrorCode] = {
     "insufficient_quota": "INSUFFICIENT_CREDITS",
     "rate_limit_exceeded": "RATE_LIMITED",
     "concurrency_limit_exceeded": "RATE_LIMITED",
+    "server_busy": "SERVER_BUSY",
+    "server_shutting_down": "SERVER_SHUTDOWN",
 }
 # Why the server ends a session: the error code (None: no error, just the goodbye) and the close code.
 _END: dict[EndReason, tuple[wire.ErrorCode | None, int]] = {
@@ -47,6 +58,7 @@ _END: dict[EndReason, tuple[wire.ErrorCode | None, int]] = {
     "insufficient_credits": ("INSUFFICIENT_CREDITS", POLICY_CLOSE),
     "shutdown": ("SERVER_SHUTDOWN", 1012),
     "error": ("UPSTREAM_ERROR", 1011),
+    "bad_audio": ("BAD_REQUEST", 1007),
 }
 
 
@@ -153,6 +165,8 @@ class ManagedProtocol:
 
 
 def _close_of(code: wire.ErrorCode) -> int:
+    if code in ("SERVER_BUSY", "SERVER_SHUTDOWN"):
+        return TRY_AGAIN_LATER_CLOSE
     return BAD_REQUEST_CLOSE if code == "BAD_REQUEST" else POLICY_CLOSE
 
 

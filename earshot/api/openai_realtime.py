@@ -16,6 +16,7 @@ from fastapi import APIRouter, WebSocket
 from earshot.api import realtime_events as events
 from earshot.api.admission import Admission
 from earshot.api.live import (
+    TRY_AGAIN_LATER_CLOSE,
     Action,
     AppendAudio,
     Clear,
@@ -246,11 +247,14 @@ class RealtimeProtocol:
     def refusal(cls, dialect: Dialect, code: str, message: str) -> list[Action]:
         """The error event and close for a connection refused before its session starts."""
         kind = "invalid_request_error"
+        close_code = 1008
         if code == "insufficient_quota":
             kind = "insufficient_quota"
         elif code in ("rate_limit_exceeded", "concurrency_limit_exceeded"):
             kind = "rate_limit_error"
-        return [Send(events.error(kind, code, message, None)), CloseSocket(1008, code)]
+        elif code in ("server_busy", "server_shutting_down"):
+            kind, close_code = "server_error", TRY_AGAIN_LATER_CLOSE
+        return [Send(events.error(kind, code, message, None)), CloseSocket(close_code, code)]
 
 
 def dialect_of(websocket: WebSocket) -> Dialect:

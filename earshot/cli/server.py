@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import uvicorn
 from fastapi import FastAPI
 
 from earshot.api.context import Gateway
-
-# How long live sessions get to finish their turn and say goodbye when the server is stopping.
-LIVE_DRAIN_S = 5.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -26,5 +24,9 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         gateway: Gateway | None = getattr(self.app.state, "gateway", None)
         if gateway is not None:
-            await gateway.drain(LIVE_DRAIN_S)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + gateway.settings.shutdown_grace_s
+            await gateway.drain(gateway.settings.shutdown_grace_s)
+            # HTTP requests still running share what is left of the grace period.
+            self.config.timeout_graceful_shutdown = max(1, round(deadline - loop.time()))
         await super().shutdown(sockets)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import statistics
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.audio.speech_spans import Piece, speech_pieces
-from earshot.engines.base import EngineError, Segment, TranscribeOptions, base_language
+from earshot.engines.base import EngineError, Segment, TranscribeOptions, base_language, live_sessions_for
 from earshot.engines.whisper_models import is_english_only, resolve_model_folder
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import ModelSpec
@@ -35,6 +37,10 @@ log = logging.getLogger(__name__)
 # faster-whisper's own fallback: a decode that looks wrong is retried at the next temperature.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 SAMPLING_SEED = 0
+# How long a live phrase usually runs before a pause ends it (streaming/session.py cuts at pauses), and how
+# much of a live session is speech (silence costs no decode): together they price a second of live audio.
+TYPICAL_PHRASE_S = 2.0
+SPEECH_SHARE = 0.75
 
 
 class FasterWhisperOptions(BaseModel):
@@ -141,6 +147,7 @@ class FasterWhisperEngine:
         )
         self._options = options
         self._pool = pool
+        self._live_capacity: int | None = None
         self.load = WhisperLoad(
             model=str(folder),
             local_files_only=True,
@@ -153,9 +160,25 @@ class FasterWhisperEngine:
         )
 
     async def start(self) -> None:
-        """Load the model in every worker."""
-        await self._pool.on_every_worker(warm_up, self.load)
+        """Load the model in every worker, and time one decode there to know the live capacity."""
+        decode = WhisperDecode(self.load, tuple(sorted(self.decode_kwargs(TranscribeOptions()).items())))
+        decode_s = statistics.median(await self._pool.on_every_worker(warm_up, decode))
+        # A live session drafts its growing phrase every step (for partials) and decodes it in full once at
+        # the phrase's end. Each decode pays for Whisper's whole 30 s window however short the phrase, so a
+        # draft costs about what a full decode does.
+        cost_per_s = SPEECH_SHARE * (decode_s / self._options.stream_step_s + decode_s / TYPICAL_PHRASE_S)
+        self._live_capacity = live_sessions_for(self._pool.size, cost_per_s)
+        log.info(
+            "model %s: a decode takes %.2f s on a worker; %d live sessions at once",
+            self.name,
+            decode_s,
+            self._live_capacity,
+        )
         self.ready = True
+
+    def live_capacity(self) -> int | None:
+        """Live sessions the workers keep real-time, from the decode timed at start (None before)."""
+        return self._live_capacity
 
     async def stop(self) -> None:
         """Nothing to release: the models live as long as the worker processes."""
@@ -174,9 +197,11 @@ class FasterWhisperEngine:
                 # A live phrase is decoded whole (its edges were chosen by the session's VAD, which heard what
                 # led up to them); it is only skipped when it holds no speech at all.
                 pieces = [Piece(0.0, audio.duration_s, sum(piece.speech_s for piece in pieces))]
+        # A live session's decode goes ahead of queued upload pieces: it is what keeps the session real-time.
+        run = self._pool.run_urgent if options.speech_gated or options.draft else self._pool.run
         decodes = [
             asyncio.ensure_future(
-                self._pool.run(
+                run(
                     decode_audio,
                     decode,
                     audio.samples[round(piece.start * ENGINE_RATE_HZ) : round(piece.end * ENGINE_RATE_HZ)],
@@ -250,9 +275,14 @@ class FasterWhisperEngine:
 _models: dict[WhisperLoad, Any] = {}
 
 
-def warm_up(load: WhisperLoad) -> None:
-    """Load this worker's model now rather than on the first request."""
-    load_model(load)
+def warm_up(decode: WhisperDecode) -> float:
+    """Load this worker's model now rather than on the first request; the seconds a decode of a second of
+    quiet noise takes (a first decode costs about what later ones do)."""
+    load_model(decode.load)
+    noise = np.random.default_rng(SAMPLING_SEED).normal(0, 0.01, ENGINE_RATE_HZ).astype(np.float32)
+    started = time.perf_counter()
+    decode_audio(decode, noise)
+    return time.perf_counter() - started
 
 
 def load_model(load: WhisperLoad) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines.base import EngineError, Segment, TranscribeOptions
+from earshot.engines.base import EngineError, Segment, TranscribeOptions, live_sessions_for
 from earshot.engines.workers import WorkerPool
 from earshot.streaming.events import Word
 
@@ -29,6 +30,7 @@ REGION_PAD_S = 0.25
 ENDPOINTER_WINDOW_S = 0.15
 ENDPOINTER_RATIO = 0.8
 MAX_REGION_S = 30.0
+LIVE_COST_MARGIN = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +55,18 @@ class PocketsphinxEngine:
         self.ready = False
         self._config = config
         self._pool = pool
+        self._live_capacity: int | None = None
 
     async def start(self) -> None:
-        """Load the model in every worker so the first request pays no start-up cost."""
-        await self._pool.on_every_worker(warm_up, self._config)
+        """Load the model in every worker so the first request pays no start-up cost; time it for capacity."""
+        factors = await self._pool.on_every_worker(warm_up, self._config)
+        # Speech costs the search more than the test clip, and a live stream asks for partial hypotheses.
+        self._live_capacity = live_sessions_for(self._pool.size, max(factors) * LIVE_COST_MARGIN)
         self.ready = True
+
+    def live_capacity(self) -> int | None:
+        """Live sessions the workers keep real-time, from the decode timed at start (None before)."""
+        return self._live_capacity
 
     async def stop(self) -> None:
         """Nothing to release: the decoders live as long as the worker processes."""
@@ -134,9 +143,15 @@ def _pad_and_split(raw: list[tuple[float, float]], duration_s: float) -> list[tu
 _decoders: dict[PocketsphinxConfig, Any] = {}
 
 
-def warm_up(config: PocketsphinxConfig) -> None:
-    """Load this worker's decoder for `config` now rather than on the first request."""
+def warm_up(config: PocketsphinxConfig) -> float:
+    """Load this worker's decoder now rather than on the first request; its real-time factor on a clip."""
     load_decoder(config)
+    rng = np.random.default_rng(0)
+    clip_s = 2.0
+    noise = (rng.normal(0, 300, round(clip_s * ENGINE_RATE_HZ))).astype(np.int16).tobytes()
+    started = time.perf_counter()
+    decode_region(config, noise, 0.0)
+    return (time.perf_counter() - started) / clip_s
 
 
 def load_decoder(config: PocketsphinxConfig) -> Any:

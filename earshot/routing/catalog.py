@@ -24,6 +24,8 @@ PLUGGED_ENGINES = (
     "whisperlivekit",
 )
 KNOWN_ENGINES = EMBEDDED_ENGINES + PLUGGED_ENGINES
+# Engines that decode on this server's own workers: their one-shot concurrency defaults to the worker count.
+WORKER_ENGINES = ("pocketsphinx", "faster_whisper", "vosk")
 # OpenAI's transcription model names, which clients send by default (the SDKs, LiveKit, Pipecat, the Agents
 # SDK): each means the default model unless the catalog defines it.
 OPENAI_MODEL_NAMES = (
@@ -65,8 +67,18 @@ class ModelSpec(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait to connect upstream")
     # Routing: a bounded queue in front of a bounded number of concurrent upstream calls, a circuit breaker,
     # and the models tried next when this one fails transiently.
-    max_concurrency: int | None = Field(default=None, ge=1, description="Concurrent calls; unset: no bound")
-    max_queue: int = Field(default=64, ge=0, description="Requests waiting for a slot before 429 server_busy")
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Concurrent one-shot calls; unset: the workers (local), no bound (providers)",
+    )
+    max_queue: int = Field(default=64, ge=0, description="Requests waiting for a slot before 503 server_busy")
+    max_queue_wait_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest a request waits for a slot before 503 server_busy"
+    )
+    max_live_sessions: int | None = Field(
+        default=None, ge=0, description="Live sessions at once per server process; unset: measured at start"
+    )
     circuit_failures: int = Field(default=5, ge=1, description="Consecutive failures that open the breaker")
     circuit_reset_s: float = Field(default=30.0, gt=0, description="Seconds open before one trial request")
     fallbacks: tuple[str, ...] = Field(default=(), description="Models tried in order on transient failure")

@@ -17,6 +17,8 @@ class Provider:
     engine: Engine
     breaker: CircuitBreaker
     gate: ConcurrencyGate
+    # What a live stream holds while open (the same gate for providers; unbounded for local engines).
+    stream_gate: ConcurrencyGate
 
 
 def circuit_open_error(provider: Provider, now: float) -> UpstreamError:

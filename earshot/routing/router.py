@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from dataclasses import dataclass
+from functools import partial
 
 from earshot.engines.base import Engine
 from earshot.engines.null import NullEngine
 from earshot.engines.pocketsphinx import PocketsphinxConfig, PocketsphinxEngine
 from earshot.engines.workers import WorkerPool
 from earshot.routing.breaker import CircuitBreaker
-from earshot.routing.catalog import PLUGGED_ENGINES, Catalog, CatalogError, ModelSpec
+from earshot.routing.capacity import LIVE_PLACE_WAIT_S, LiveCapacity, measured_live_sessions
+from earshot.routing.catalog import PLUGGED_ENGINES, WORKER_ENGINES, Catalog, CatalogError, ModelSpec
 from earshot.routing.chain import FallbackEngine
 from earshot.routing.gate import ConcurrencyGate
 from earshot.routing.provider import Provider
@@ -61,12 +64,25 @@ class Router:
     def __init__(self, catalog: Catalog, pool: WorkerPool) -> None:
         self.catalog = catalog
         self.engines: dict[str, Engine] = {}
+        self.live: dict[str, LiveCapacity] = {}
+        self.gates: dict[str, ConcurrencyGate] = {}
+        self._live_released = asyncio.Event()
         providers: dict[str, Provider] = {}
         for model_id, spec in catalog.models.items():
             engine = self.engines[model_id] = build_engine(model_id, spec, pool)
             breaker = CircuitBreaker(spec.circuit_failures, spec.circuit_reset_s)
-            gate = ConcurrencyGate(model_id, spec.max_concurrency, spec.max_queue)
-            providers[model_id] = Provider(model_id, engine, breaker, gate)
+            concurrency = spec.max_concurrency
+            if concurrency is None and spec.engine in WORKER_ENGINES:
+                concurrency = pool.size
+            gate = self.gates[model_id] = ConcurrencyGate(
+                model_id, concurrency, spec.max_queue, spec.max_queue_wait_s
+            )
+            # Live streams of local engines are bounded by live capacity, not by the one-shot gate.
+            stream_gate = gate if spec.engine not in WORKER_ENGINES else ConcurrencyGate(model_id, None, 0)
+            providers[model_id] = Provider(model_id, engine, breaker, gate, stream_gate)
+            self.live[model_id] = LiveCapacity(
+                model_id, spec.max_live_sessions, partial(measured_live_sessions, engine)
+            )
         self.chains = {
             model_id: FallbackEngine([providers[m] for m in (model_id, *spec.fallbacks)])
             for model_id, spec in catalog.models.items()
@@ -94,3 +110,31 @@ class Router:
         """The route for a requested model id or alias (raises ModelNotFound)."""
         canonical = self.catalog.resolve(model_id)
         return Route(canonical, self.catalog.models[canonical], self.chains[canonical])
+
+    async def take_live(self, model_id: str, holder: object, wait_s: float = LIVE_PLACE_WAIT_S) -> str | None:
+        """A live place for `holder` on the model, or else on the first fallback with room.
+
+        Waits up to `wait_s` for a place to be given back; the model id that has it, or None (each full model
+        then counts a refusal).
+        """
+        candidates = (model_id, *self.catalog.models[model_id].fallbacks)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            for candidate in candidates:
+                if self.live[candidate].try_take(holder):
+                    return candidate
+            left_s = deadline - loop.time()
+            if left_s <= 0:
+                for candidate in candidates:
+                    self.live[candidate].refused += 1
+                return None
+            self._live_released.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._live_released.wait(), left_s)
+
+    def release_live(self, holder: object) -> None:
+        """Give back whatever live place `holder` has."""
+        for capacity in self.live.values():
+            capacity.release(holder)
+        self._live_released.set()

@@ -258,7 +258,7 @@ def test_the_concurrency_gate_queues_then_answers_server_busy(routed: Routed) ->
         time.sleep(0.3)  # the second request is parsed and waiting for the slot
 
         busy = refusal(sdk, "narrow")
-        assert (busy.status_code, busy.code) == (429, "server_busy")
+        assert (busy.status_code, busy.code) == (503, "server_busy")
         assert int(busy.response.headers["retry-after"]) >= 1
         assert len(routed.primary.requests) == seen + 1, "the queued request has not gone upstream yet"
 

@@ -67,9 +67,9 @@ def test_a_prompt_conditions_the_decoder(default_server: RunningServer) -> None:
     clip = shared_audio("pocketsphinx-testdata/cards/005.wav").read_bytes()
     plain = client.audio.transcriptions.create(model="whisper-1", file=("cards.wav", clip)).text
     prompted = client.audio.transcriptions.create(
-        model="whisper-1", file=("cards.wav", clip), prompt="Cards: ace of clubs, two of hearts."
+        model="whisper-1", file=("cards.wav", clip), prompt="Cards: four of clubs, ace of hearts."
     ).text
-    # Without context tiny.en hears "four of close"; the prompt's vocabulary makes it "four of clubs".
+    # Without context tiny.en hears "four of close"; a prompt naming the card makes it "four of clubs".
     assert "four of clubs" not in plain.lower()
     assert "four of clubs" in prompted.lower()
 

@@ -92,9 +92,8 @@ class ScriptedStream:
 def provider(
     engine: ScriptedEngine, *, failures: int = 3, reset_s: float = 10.0, limit: int | None = None
 ) -> Provider:
-    return Provider(
-        engine.name, engine, CircuitBreaker(failures, reset_s), ConcurrencyGate(engine.name, limit, 1)
-    )
+    gate = ConcurrencyGate(engine.name, limit, 1)
+    return Provider(engine.name, engine, CircuitBreaker(failures, reset_s), gate, gate)
 
 
 def transient(status: int = 503) -> UpstreamError:
@@ -181,9 +180,10 @@ async def test_the_gate_queues_up_to_its_bound_then_answers_busy() -> None:
 async def test_a_busy_primary_hands_the_request_to_its_fallback() -> None:
     busy = ScriptedEngine("busy")
     busy.release.clear()
+    busy_gate = ConcurrencyGate("busy", 1, 0)
     chain = FallbackEngine(
         [
-            Provider("busy", busy, CircuitBreaker(3, 10), ConcurrencyGate("busy", 1, 0)),
+            Provider("busy", busy, CircuitBreaker(3, 10), busy_gate, busy_gate),
             provider(ScriptedEngine("spare")),
         ]
     )
@@ -247,3 +247,25 @@ async def test_a_stream_whose_every_provider_fails_ends_with_the_error() -> None
     await stream.finalize()
     with pytest.raises(UpstreamError):
         await results
+
+
+async def test_a_call_waits_in_the_gates_queue_for_at_most_max_wait_s_then_is_told_when_to_retry() -> None:
+    gate = ConcurrencyGate("narrow", 1, max_queue=4, max_wait_s=0.2)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with gate.slot():
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ServerBusy) as busy:
+        async with gate.slot():
+            pass
+    assert 0.15 <= asyncio.get_running_loop().time() - started <= 1.0
+    assert busy.value.retry_after_s >= 1 and gate.refused == 1 and gate.waiting == 0
+    release.set()
+    await holder
+    async with gate.slot():
+        assert gate.active == 1
