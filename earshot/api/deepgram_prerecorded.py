@@ -24,7 +24,7 @@ from earshot.api.context import Gateway, get_gateway
 from earshot.api.deepgram import check_language
 from earshot.api.deepgram_params import DeepgramError, ListenParams, choose_model
 from earshot.api.deepgram_results import ModelInfo, prerecorded
-from earshot.api.uploads import UploadTooLarge, decode_upload, read_body
+from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, decode_upload, read_body
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio, decode_pcm16_async
 from earshot.audio.pcm import Audio, alaw_to_pcm16, ulaw_to_pcm16
 from earshot.engines.base import EngineError, TranscribeOptions, transcribe
@@ -114,10 +114,12 @@ async def _audio_bytes(request: Request, gateway: Gateway) -> tuple[bytes, str |
     limit = gateway.accounts.dials.current.max_upload_bytes
     content_type = request.headers.get("content-type")
     try:
-        data = await read_body(request, limit)
+        data = await read_body(request, limit, body_pace(gateway))
     except UploadTooLarge as e:
         message = f"The body is larger than the {limit} byte limit."
         raise DeepgramError(413, "PAYLOAD_TOO_LARGE", message) from e
+    except UploadTooSlow as e:
+        raise DeepgramError(408, "REQUEST_TIMEOUT", f"{str(e).capitalize()}.") from e
     if content_type and content_type.split(";")[0].strip().lower() == "application/json":
         return await _fetch(data, gateway, limit)
     if not data:

@@ -18,7 +18,16 @@ from earshot.api.context import Gateway, get_gateway
 from earshot.api.errors import OpenAIError
 from earshot.api.formats import ResponseFormat, render
 from earshot.api.metrics import Metrics
-from earshot.api.uploads import BadUpload, UploadedForm, UploadTooLarge, decode_upload, read_multipart
+from earshot.api.uploads import (
+    BadUpload,
+    BodyPace,
+    UploadedForm,
+    UploadTooLarge,
+    UploadTooSlow,
+    body_pace,
+    decode_upload,
+    read_multipart,
+)
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, TranscribeOptions, supports_language, transcribe
@@ -92,7 +101,7 @@ async def create_transcription(request: Request, gateway: GatewayDep) -> Respons
 
 
 async def _transcribe(request: Request, gateway: Gateway, admission: Admission) -> Response:
-    form = await _read_form(request, gateway.accounts.dials.current.max_upload_bytes)
+    form = await _read_form(request, gateway.accounts.dials.current.max_upload_bytes, body_pace(gateway))
     params = TranscriptionParams.from_form(form)
     route = _route(gateway, params.model)
     request.state.model = route.model_id
@@ -144,11 +153,13 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     return PlainTextResponse(body, media_type=media_type)
 
 
-async def _read_form(request: Request, limit_bytes: int) -> UploadedForm:
+async def _read_form(request: Request, limit_bytes: int, pace: BodyPace) -> UploadedForm:
     try:
-        form = await read_multipart(request, limit_bytes)
+        form = await read_multipart(request, limit_bytes, pace)
     except UploadTooLarge as e:
         raise OpenAIError(413, str(e), code="request_too_large") from e
+    except UploadTooSlow as e:
+        raise OpenAIError(408, str(e), code="request_timeout", type_="invalid_request_error") from e
     except BadUpload as e:
         raise OpenAIError(400, str(e), code="invalid_request") from e
     if form.file is None:

@@ -12,6 +12,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from earshot.api.context import Gateway
 from earshot.audio.decode import decode_audio_async, decode_pcm16_async, parse_raw_pcm_content_type
 from earshot.audio.pcm import Audio
 
@@ -25,6 +26,24 @@ class UploadTooLarge(Exception):
     def __init__(self, limit_bytes: int) -> None:
         super().__init__(f"request body is larger than the {limit_bytes} byte limit")
         self.limit_bytes = limit_bytes
+
+
+class UploadTooSlow(Exception):
+    """The body stalled for longer than the idle timeout, or took longer in all than the upload deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPace:
+    """How slowly a client may send a body: the longest pause between chunks, and the longest upload."""
+
+    idle_timeout_s: float
+    deadline_s: float
+
+
+def body_pace(gateway: Gateway) -> BodyPace:
+    """The pace the server's settings allow a request body."""
+    settings = gateway.settings
+    return BodyPace(settings.body_idle_timeout_s, settings.upload_deadline_s)
 
 
 class BadUpload(Exception):
@@ -59,16 +78,32 @@ def _refuse_declared(request: Request, limit_bytes: int) -> None:
         raise UploadTooLarge(limit_bytes)
 
 
-async def _bounded(request: Request, limit_bytes: int) -> AsyncGenerator[bytes, None]:
+async def _bounded(request: Request, limit_bytes: int, pace: BodyPace) -> AsyncGenerator[bytes, None]:
+    # A body dripped a few bytes at a time would hold the request's session slot for as long as the client
+    # likes; the pace bounds it.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + pace.deadline_s
+    chunks = request.stream().__aiter__()
     received = 0
-    async for chunk in request.stream():
+    while True:
+        left_s = deadline - loop.time()
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), min(pace.idle_timeout_s, max(0.0, left_s)))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            if left_s <= pace.idle_timeout_s:
+                raise UploadTooSlow(f"the upload took longer than {pace.deadline_s:g} s") from None
+            raise UploadTooSlow(f"the upload stalled for {pace.idle_timeout_s:g} s") from None
         received += len(chunk)
         if received > limit_bytes:
             raise UploadTooLarge(limit_bytes)
         yield chunk
 
 
-async def read_multipart(request: Request, limit_bytes: int, file_field: str = "file") -> UploadedForm:
+async def read_multipart(
+    request: Request, limit_bytes: int, pace: BodyPace, file_field: str = "file"
+) -> UploadedForm:
     """Parse a multipart body of at most `limit_bytes`; a larger Content-Length is refused unread."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
@@ -76,7 +111,7 @@ async def read_multipart(request: Request, limit_bytes: int, file_field: str = "
     _refuse_declared(request, limit_bytes)
     parser = MultiPartParser(
         request.headers,
-        _bounded(request, limit_bytes),
+        _bounded(request, limit_bytes, pace),
         max_files=4,
         max_fields=MAX_FORM_FIELDS,
         max_part_size=MAX_FIELD_BYTES,
@@ -100,11 +135,11 @@ async def read_multipart(request: Request, limit_bytes: int, file_field: str = "
     return form
 
 
-async def read_body(request: Request, limit_bytes: int) -> bytes:
+async def read_body(request: Request, limit_bytes: int, pace: BodyPace) -> bytes:
     """The whole body, of at most `limit_bytes`; a larger Content-Length is refused unread."""
     _refuse_declared(request, limit_bytes)
     data = bytearray()
-    async for chunk in _bounded(request, limit_bytes):
+    async for chunk in _bounded(request, limit_bytes, pace):
         data.extend(chunk)
     return bytes(data)
 

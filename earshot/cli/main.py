@@ -65,6 +65,7 @@ def serve(
     import uvicorn
 
     from earshot.app import create_app
+    from earshot.cli.http_protocol import with_header_timeout
     from earshot.cli.server import DrainingServer
 
     settings = _settings(config, host=host, port=port, allow_anonymous=allow_anonymous or None)
@@ -85,6 +86,8 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         ws_max_size=settings.ws_max_message_bytes,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        http=with_header_timeout(settings.header_timeout_s),
     )
     DrainingServer(server_config, app).run()
 
