@@ -93,6 +93,15 @@ def _frames(container: av.container.InputContainer, stream: av.AudioStream) -> I
             error = e
 
 
+def declared_duration_s(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """How long the container says its audio runs (None when it doesn't say); the decode still counts."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
 def decode_audio(data: bytes, *, max_seconds: float | None = None) -> Audio:
     """Decode the first audio stream of a file to engine Audio.
 
@@ -107,7 +116,12 @@ def decode_audio(data: bytes, *, max_seconds: float | None = None) -> Audio:
         with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioDecodeError("could not decode audio: the file has no audio stream")
-            for frame in _frames(container, container.streams.audio[0]):
+            stream = container.streams.audio[0]
+            declared_s = declared_duration_s(container, stream)
+            if max_seconds is not None and declared_s is not None and declared_s > max_seconds:
+                # Refused on the container's word, before any of it is decoded: a small file can hold hours.
+                raise AudioTooLong(max_seconds)
+            for frame in _frames(container, stream):
                 decoded_s += frame.samples / frame.sample_rate
                 if max_seconds is not None and decoded_s > max_seconds:
                     raise AudioTooLong(max_seconds)
@@ -193,6 +207,9 @@ class _BytePipe:
 
 # A live stream's format is found from its first 64 KiB: garbage is refused early, not after megabytes.
 _PROBE = {"probesize": str(64 * 1024), "formatprobesize": str(64 * 1024)}
+# Past this much, a stream that has given no audio at all is taken as undecodable (a real one gives its first
+# frames within a few KiB of its headers).
+UNDECODABLE_AFTER_BYTES = 128 * 1024
 
 
 class ContainerStream:
@@ -202,11 +219,14 @@ class ContainerStream:
     waits until every byte fed has been decoded (the decoder asks for more), `finish` until the stream ends.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_error: Callable[[AudioDecodeError], None] | None = None) -> None:
         self._pipe = _BytePipe()
         self._resampler = _Resampler()
         self._lock = threading.Lock()
         self._error: AudioDecodeError | None = None
+        self._on_error = on_error
+        self._fed_bytes = 0
+        self._frames_decoded = 0
         self._thread = threading.Thread(target=self._decode, name="earshot-container-stream", daemon=True)
         self._thread.start()
 
@@ -217,14 +237,22 @@ class ContainerStream:
                     raise AudioDecodeError("could not decode audio: the stream has no audio")
                 for frame in _frames(container, container.streams.audio[0]):
                     with self._lock:
+                        self._frames_decoded += 1
                         self._resampler.feed(_frame_to_mono(frame), frame.sample_rate)
         except av.FFmpegError as e:
-            self._error = AudioDecodeError("could not decode audio: unsupported or corrupt stream")
-            self._error.__cause__ = e
+            self._fail(AudioDecodeError("could not decode audio: unsupported or corrupt stream"), e)
         except AudioDecodeError as e:
-            self._error = e
+            self._fail(e)
         finally:
             self._pipe.starved.set()
+
+    def _fail(self, error: AudioDecodeError, cause: BaseException | None = None) -> None:
+        if cause is not None:
+            error.__cause__ = cause
+        self._error = error
+        if self._on_error is not None:
+            # From the decoder thread: the caller hears of it at once, not at its next feed.
+            self._on_error(error)
 
     def _take(self, flush: bool = False) -> bytes:
         with self._lock:
@@ -238,7 +266,18 @@ class ContainerStream:
     def feed(self, data: bytes) -> bytes:
         """Queue `data` for the decoder; the PCM16 decoded so far (AudioDecodeError once decoding failed)."""
         if data:
+            self._fed_bytes += len(data)
             self._pipe.feed(data)
+        if (
+            self._fed_bytes > UNDECODABLE_AFTER_BYTES
+            and not self._frames_decoded
+            and self._pipe.starved.is_set()
+        ):
+            # The decoder read all of it and found no audio: bytes some format half-matched, not audio.
+            first_kib = UNDECODABLE_AFTER_BYTES // 1024
+            raise AudioDecodeError(
+                f"could not decode audio: no audio in the first {first_kib} KiB of the stream"
+            )
         return self._take()
 
     async def settle(self, timeout_s: float = 1.0) -> bytes:
