@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import statistics
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -162,7 +161,10 @@ class FasterWhisperEngine:
     async def start(self) -> None:
         """Load the model in every worker, and time one decode there to know the live capacity."""
         decode = WhisperDecode(self.load, tuple(sorted(self.decode_kwargs(TranscribeOptions()).items())))
-        decode_s = statistics.median(await self._pool.on_every_worker(warm_up, decode))
+        await self._pool.on_every_worker(warm_up, self.load)
+        # Timed once every worker has loaded (loading competes for the cores); the quickest is the least
+        # disturbed by whatever else the machine is starting.
+        decode_s = min(await self._pool.on_every_worker(time_decode, decode))
         # A live session drafts its growing phrase every step (for partials) and decodes it in full once at
         # the phrase's end. Each decode pays for Whisper's whole 30 s window however short the phrase, so a
         # draft costs about what a full decode does.
@@ -275,10 +277,14 @@ class FasterWhisperEngine:
 _models: dict[WhisperLoad, Any] = {}
 
 
-def warm_up(decode: WhisperDecode) -> float:
-    """Load this worker's model now rather than on the first request; the seconds a decode of a second of
-    quiet noise takes (a first decode costs about what later ones do)."""
-    load_model(decode.load)
+def warm_up(load: WhisperLoad) -> None:
+    """Load this worker's model now rather than on the first request."""
+    load_model(load)
+
+
+def time_decode(decode: WhisperDecode) -> float:
+    """The seconds a decode of a second of quiet noise takes here (a first decode costs about what later ones
+    do)."""
     noise = np.random.default_rng(SAMPLING_SEED).normal(0, 0.01, ENGINE_RATE_HZ).astype(np.float32)
     started = time.perf_counter()
     decode_audio(decode, noise)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 import signal
 import socket
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import numpy as np
 import psutil
@@ -25,7 +27,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from earshot.audio.pcm import ENGINE_RATE_HZ, float_to_pcm16
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16
+from earshot.engines.provider_io import wav_bytes
 from tests.conftest import ADMIN_TOKEN, Admin, RunningServer, start_server, stop_server, usage_records
 from tests.e2e.catalogs import write_catalog
 from tests.e2e.realtime_client import chunks, pcm24, silence, speech
@@ -122,6 +125,14 @@ async def speak_one_turn(ws: ClientConnection) -> tuple[int, float]:
     return len(TURN) * CHUNK_MS, completed_at[0] - sent_at
 
 
+async def open_sessions(
+    server: RunningServer, model: str, count: int
+) -> tuple[list[tuple[str, str]], list[tuple[ClientConnection, dict[str, Any]]]]:
+    """`count` new keys, and a /v1/realtime connection on `model` for each, with its first event."""
+    keys = [Admin(server).create_key() for _ in range(count)]
+    return keys, [await realtime(server, key, model) for _, key in keys]
+
+
 def record_of(url: str, key_id: str) -> list[Any]:
     return [record for record in usage_records(url) if record.key_id == key_id]
 
@@ -131,8 +142,7 @@ async def test_past_the_live_capacity_sessions_are_refused_and_the_admitted_stay
 ) -> None:
     server, url = loaded
     admin = Admin(server)
-    keys = [admin.create_key() for _ in range(4)]
-    connections = [await realtime(server, key, "narrow") for _, key in keys]
+    keys, connections = await open_sessions(server, "narrow", 4)
     admitted = [ws for ws, first in connections if first["type"] == "session.created"]
     refused = [(ws, first) for ws, first in connections if first["type"] == "error"]
     assert len(admitted) == 2 and len(refused) == 2
@@ -183,9 +193,7 @@ async def test_a_full_model_overflows_to_its_fallback_and_then_refuses(
     loaded: tuple[RunningServer, str],
 ) -> None:
     server, url = loaded
-    admin = Admin(server)
-    keys = [admin.create_key() for _ in range(3)]
-    opened = [await realtime(server, key, "first") for _, key in keys]
+    keys, opened = await open_sessions(server, "first", 3)
     assert [first["type"] for _, first in opened] == ["session.created", "session.created", "error"]
     for ws, _ in opened[:2]:
         for payload in TURN[:5]:
@@ -201,21 +209,15 @@ def test_uploads_over_capacity_get_503_with_retry_after_within_the_queue_wait(
     server, _ = loaded
     _, key = Admin(server).create_key()
     long_speech = np.tile(speech("pocketsphinx-testdata/goforward.wav"), 6)
-    wav = wav_of(long_speech)
+    wav = wav_bytes(Audio(long_speech))
 
-    def upload() -> tuple[int, str | None, float]:
+    def timed_upload() -> tuple[int, str | None, float]:
         started = time.monotonic()
-        answered = httpx.post(
-            f"{server.base_url}/v1/audio/transcriptions",
-            headers={"Authorization": f"Bearer {key}"},
-            files={"file": ("long.wav", wav, "audio/wav")},
-            data={"model": "narrow"},
-            timeout=120,
-        )
+        answered = upload(server, key, "long.wav", wav, "audio/wav")
         return answered.status_code, answered.headers.get("retry-after"), time.monotonic() - started
 
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: upload(), range(4)))
+        answers = list(pool.map(lambda _: timed_upload(), range(4)))
     served = [answer for answer in answers if answer[0] == 200]
     busy = [answer for answer in answers if answer[0] == 503]
     assert served and busy and len(served) + len(busy) == 4, answers
@@ -224,17 +226,15 @@ def test_uploads_over_capacity_get_503_with_retry_after_within_the_queue_wait(
         assert took_s <= QUEUE_WAIT_S + 1.0
 
 
-def wav_of(samples: np.ndarray) -> bytes:
-    import io
-    import wave
-
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(ENGINE_RATE_HZ)
-        wav.writeframes(float_to_pcm16(samples))
-    return out.getvalue()
+def upload(server: RunningServer, key: str, name: str, data: bytes, content_type: str) -> httpx.Response:
+    """POST /v1/audio/transcriptions of one file to the narrow model."""
+    return httpx.post(
+        f"{server.base_url}/v1/audio/transcriptions",
+        headers={"Authorization": f"Bearer {key}"},
+        files={"file": (name, data, content_type)},
+        data={"model": "narrow"},
+        timeout=120,
+    )
 
 
 def test_an_hour_of_compressed_silence_is_refused_before_it_is_decoded(
@@ -246,22 +246,12 @@ def test_an_hour_of_compressed_silence_is_refused_before_it_is_decoded(
     assert len(flac) < 1_000_000
     process = psutil.Process(server.process.pid)
     before_mb = process.memory_info().rss / 2**20
-    answered = httpx.post(
-        f"{server.base_url}/v1/audio/transcriptions",
-        headers={"Authorization": f"Bearer {key}"},
-        files={"file": ("silence.flac", flac, "audio/flac")},
-        data={"model": "narrow"},
-        timeout=60,
-    )
+    answered = upload(server, key, "silence.flac", flac, "audio/flac")
     assert answered.status_code == 400 and answered.json()["error"]["code"] == "audio_too_long"
     assert process.memory_info().rss / 2**20 - before_mb < 50
 
 
 def hour_of_silence_flac() -> bytes:
-    import io
-
-    import av
-
     out = io.BytesIO()
     with av.open(out, "w", format="flac") as container:
         stream = container.add_stream("flac", rate=ENGINE_RATE_HZ, layout="mono")
@@ -413,7 +403,7 @@ def test_a_body_dripped_slowly_is_cut_off_at_the_deadline_and_frees_its_session_
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"REQUEST_TIMEOUT" in answer
     assert time.monotonic() - started <= UPLOAD_DEADLINE_S + 1.5
-    wav = wav_of(speech("pocketsphinx-testdata/goforward.wav"))
+    wav = wav_bytes(Audio(speech("pocketsphinx-testdata/goforward.wav")))
     after = httpx.post(
         f"{server.base_url}/v1/listen?model=narrow",
         headers={"Authorization": f"Token {key}", "Content-Type": "audio/wav"},
