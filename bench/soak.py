@@ -327,7 +327,8 @@ def report(
     under = [
         s
         for s in admitted
-        if len(records.get(s.key_id, [])) == 1 and records[s.key_id][0][0] < min_billed_ms(s)
+        if len(records.get(s.key_id, [])) == 1
+        and records[s.key_id][0][0] < min_billed_ms(s, records[s.key_id][0][1])
     ]
     print(f"\n## Soak: {args.minutes:g} min, {args.model}, capacity {capacity}, {args.load:g}x load\n")
     print("| sessions | admitted | refused | lost | doubled | under-billed |")
@@ -365,10 +366,16 @@ def report(
             print(f"{name} RSS after the first minute: {low:.0f}-{high:.0f} MB (spread {spread:.1f} %)")
 
 
-def min_billed_ms(session: Session) -> int:
-    """The least a record must bill: what the client sent, less what may still have been in flight."""
-    if session.ending in ("drop", "revoke", "credit") or session.shut_down:
-        return 0 if session.ending == "credit" else session.sent_ms - 10 * CHUNK_MS
+def min_billed_ms(session: Session, outcome: str | None) -> int:
+    """The least a record must bill: what the client sent, less what may still have been in flight.
+
+    A session the server ended (revoked, shut down, out of credit) stops being read while its goodbye is on
+    the way, and the client goes on sending until it hears it: that audio was sent but never received.
+    """
+    if session.ending == "credit":
+        return 0
+    if session.ending in ("drop", "revoke") or session.shut_down or outcome == "shutdown":
+        return 0 if outcome == "shutdown" else session.sent_ms - 10 * CHUNK_MS
     return session.sent_ms - CHUNK_MS
 
 

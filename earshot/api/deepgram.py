@@ -31,7 +31,7 @@ from earshot.api.live import (
     RefuseHandshake,
     Send,
 )
-from earshot.api.live_socket import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.api.live_admission import LiveRoute, ModelChooser, refuse, serve_live
 from earshot.audio.pcm import alaw_to_pcm16, float_to_pcm16, pcm16_to_float, ulaw_to_pcm16
 from earshot.engines.base import TranscribeOptions, supports_language
 from earshot.routing.catalog import ModelNotFound

@@ -1,7 +1,9 @@
-"""The socket shell every live protocol shares: admit, carry out the protocol's actions, meter, cut off.
+"""The socket shell every live protocol shares once a session is admitted: carry out the protocol's actions,
+meter, cut off.
 
 The protocol class decides what messages mean; this shell owns the socket, the LiveSession, the usage
 ticket and the watchdog (idle timeout, maximum duration, revocation), and ends every session exactly once.
+Admission and the usage record are `api/live_admission.py`'s.
 """
 
 from __future__ import annotations
@@ -9,18 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable
 
-from starlette.responses import Response
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
-from earshot.accounts.errors import AccessDenied
 from earshot.api.admission import Admission
 from earshot.api.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
 from earshot.api.context import Gateway
-from earshot.api.errors import OpenAIError
 from earshot.api.live import (
     OUTCOME_OF_END,
     Action,
@@ -33,8 +30,6 @@ from earshot.api.live import (
     EndReason,
     EndStream,
     LiveProtocol,
-    ModelRefused,
-    RefuseHandshake,
     Send,
     WarnsOfLowCredit,
 )
@@ -42,7 +37,6 @@ from earshot.api.live_models import ModelChooser as ModelChooser
 from earshot.api.live_watch import SessionWatch
 from earshot.audio.decode import AudioDecodeError, ContainerStream
 from earshot.engines.base import EngineError, TranscribeOptions
-from earshot.routing.capacity import LiveBusy
 from earshot.store.records import Outcome
 from earshot.streaming.session import Expiry, LiveConfig, LiveSession
 
@@ -53,23 +47,6 @@ SERVER_RESTART_CODE = 1012
 FLUSH_CAP_FACTOR = 12
 # Endings after which the caller still wants the rest of its text; after the others it is dropped.
 FLUSHED_ENDINGS: frozenset[EndReason] = frozenset({"finished", "idle_timeout", "max_duration", "shutdown"})
-
-
-class LiveRunner(Protocol):
-    """Serves one admitted live connection until it ends."""
-
-    async def run(self, subprotocol: str | None) -> Outcome:
-        """Serve the connection; returns the usage outcome."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class LiveRoute:
-    """Where a live endpoint lives, for limits, metering and logs."""
-
-    path: str
-    bucket: str
-    capability: str = "realtime"
 
 
 class LiveSocket(ClientSocket):
@@ -321,120 +298,3 @@ class LiveSocket(ClientSocket):
         except EngineError as e:
             log.warning("live engine failed: %s", e)
             self.end("error", "the transcription engine failed")
-
-
-async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Action]) -> None:
-    """Refuse with an HTTP response where the protocol asks and the server can; else accept, say why, close.
-
-    (Browsers can't read a refused handshake's status, so most protocols explain in a message.)
-    """
-    denial = next((action for action in actions if isinstance(action, RefuseHandshake)), None)
-    can_deny = "websocket.http.response" in (websocket.scope.get("extensions") or {})
-    if denial is not None and can_deny and websocket.application_state == WebSocketState.CONNECTING:
-        response = Response(
-            denial.body, status_code=denial.status, media_type=denial.media_type, headers=dict(denial.headers)
-        )
-        await websocket.send_denial_response(response)
-        return
-    # The client may be gone already; nothing is left to tell it then.
-    with contextlib.suppress(*SOCKET_GONE_ERRORS):
-        if websocket.application_state == WebSocketState.CONNECTING:
-            await websocket.accept(subprotocol=subprotocol)
-        for action in actions:
-            if isinstance(action, Send) and isinstance(action.message, str):
-                await websocket.send_text(action.message)
-        code = next((action.code for action in actions if isinstance(action, CloseSocket)), 1008)
-        await websocket.close(code)
-
-
-async def serve_live(
-    websocket: WebSocket,
-    gateway: Gateway,
-    live_route: LiveRoute,
-    requested_model: str | None,
-    subprotocol: str | None,
-    make_protocol: Callable[[ModelChooser, str, LiveConfig], LiveProtocol],
-    refusal: Callable[[str, str], list[Action]],
-    credential: str | None = None,
-    make_relay: Callable[[ModelChooser, Admission, LiveConfig], LiveRunner | None] | None = None,
-) -> None:
-    """Admit a live connection, serve it, and write its usage record once however it ends.
-
-    The key is the handshake's, or `credential` when the client sent it in its first message.
-    `make_relay` may take the session over (a model served by a provider's own live socket).
-    """
-    try:
-        if credential is None:
-            admission = await gateway.admit(websocket, bucket=live_route.bucket, route=live_route.path)
-        else:
-            admission = await _admit_with(gateway, websocket, live_route, credential)
-    except AccessDenied as denial:
-        await refuse(websocket, subprotocol, refusal(_denial_code(denial), str(denial)))
-        return
-    outcome: Outcome = "error"
-    socket: LiveRunner | None = None
-    place = object()  # what holds this session's live place on its model
-    try:
-        chooser = ModelChooser(gateway, admission, live_route.capability)
-        try:
-            model_id = await _placed(gateway, chooser, chooser(requested_model), place)
-        except ModelRefused as e:
-            outcome = "rejected"
-            await refuse(websocket, subprotocol, refusal(e.code, e.message))
-            return
-        dials = gateway.accounts.dials.current
-        live_config = LiveConfig(idle_timeout_s=dials.keepalive_s, max_duration_s=dials.max_session_s)
-        socket = make_relay(chooser, admission, live_config) if make_relay is not None else None
-        if socket is None:
-            protocol = make_protocol(chooser, model_id, live_config)
-            socket = LiveSocket(websocket, gateway, admission, protocol, chooser)
-        gateway.live_session_started()
-        try:
-            outcome = await socket.run(subprotocol)
-        finally:
-            gateway.live_session_ended()
-    except WebSocketDisconnect:
-        outcome = "client_closed"
-    except asyncio.CancelledError:
-        outcome = "shutdown"
-        raise
-    finally:
-        gateway.router.release_live(place)
-        record = await admission.finish(outcome)
-        gateway.metrics.live_sessions.labels(live_route.path, record.outcome or outcome).inc()
-        log.info(
-            "live session route=%s key=%s model=%s audio_s=%.3f outcome=%s",
-            live_route.path,
-            record.key_id or "anonymous",
-            record.model or "-",
-            record.audio_ms / 1000,
-            record.outcome,
-        )
-
-
-async def _placed(gateway: Gateway, chooser: ModelChooser, model_id: str, place: object) -> str:
-    """The model that takes the session: the chosen one, or a fallback with room.
-
-    ModelRefused when all are full, or when the server is shutting down.
-    """
-    if gateway.draining.is_set():
-        raise ModelRefused("server_shutting_down", "the server is shutting down; connect again shortly")
-    placed = await gateway.router.take_live(model_id, place)
-    if placed is None:
-        busy = LiveBusy(model_id)
-        log.warning("live session refused: %s", busy)
-        raise ModelRefused("server_busy", str(busy))
-    return chooser(placed) if placed != model_id else model_id
-
-
-async def _admit_with(
-    gateway: Gateway, websocket: WebSocket, live_route: LiveRoute, credential: str
-) -> Admission:
-    peer = websocket.client.host if websocket.client else "unknown"
-    admission = await gateway.accounts.admit(credential or None, peer, live_route.bucket, live_route.path)
-    websocket.state.key_id = admission.key_id
-    return admission
-
-
-def _denial_code(denial: AccessDenied) -> str:
-    return OpenAIError.denied(denial).code or "forbidden"

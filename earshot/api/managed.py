@@ -27,7 +27,7 @@ from earshot.api.live import (
     EndStream,
     Send,
 )
-from earshot.api.live_socket import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.api.live_admission import LiveRoute, ModelChooser, refuse, serve_live
 from earshot.audio.vad import VadParams
 from earshot.engines.base import TranscribeOptions
 from earshot.streaming.events import Error, Final, Partial, SessionEvent, UtteranceEnd

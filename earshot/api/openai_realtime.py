@@ -27,7 +27,7 @@ from earshot.api.live import (
     ModelRefused,
     Send,
 )
-from earshot.api.live_socket import LiveRoute, LiveRunner, ModelChooser, refuse, serve_live
+from earshot.api.live_admission import LiveRoute, LiveRunner, ModelChooser, refuse, serve_live
 from earshot.api.realtime_client_events import (
     InvalidEvent,
     appended_audio,
