@@ -19,6 +19,7 @@ from earshot.audio.vad_runner import VadRunner
 from earshot.routing.router import Router
 from earshot.settings import Settings
 from earshot.store.records import KeyRecord
+from earshot.streaming.engine_feed import EngineProgress
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class Gateway:
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     live_sessions: int = 0
     no_live_sessions: asyncio.Event = field(default_factory=asyncio.Event)
+    # What every live session's engine has got through: a flush waits while it grows.
+    engine_progress: EngineProgress = field(default_factory=EngineProgress)
     # Work a session hands off as it ends (stopping an engine stream no one waits for), awaited at shutdown.
     cleanups: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -74,7 +74,13 @@ class LiveSocket(ClientSocket):
 
     def _new_session(self, config: LiveConfig, options: TranscribeOptions) -> LiveSession:
         assert self.chooser.route is not None
-        return LiveSession(self.chooser.route.engine, options, config, vad_stream=self.gateway.vad.stream)
+        return LiveSession(
+            self.chooser.route.engine,
+            options,
+            config,
+            vad_stream=self.gateway.vad.stream,
+            progress=self.gateway.engine_progress,
+        )
 
     async def run(self, subprotocol: str | None) -> Outcome:
         """Serve the connection until it ends; returns the usage outcome."""

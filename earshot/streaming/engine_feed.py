@@ -38,6 +38,17 @@ class Turn:
     ends_turn: bool = True
 
 
+@dataclass(slots=True)
+class EngineProgress:
+    """How much work engine streams have got through, counted across every session that shares the counter.
+
+    A flushing session waits while it grows: behind other sessions' decodes its own results may be slow to
+    come, but an engine that gets through anyone's work is not stuck.
+    """
+
+    count: int = 0
+
+
 class _FinalizeMark:
     """In an engine feed's queue: finalize here."""
 
@@ -57,13 +68,14 @@ class EngineFeed:
         stream: EngineStream,
         emit: Callable[[SessionEvent], None],
         on_failure: Callable[[EngineFeed], None],
+        progress: EngineProgress | None = None,
     ) -> None:
         self.stream = stream
+        self.progress = progress or EngineProgress()
         self._on_failure = on_failure
         self.sent_s = 0.0
         self.turns: deque[Turn] = deque()
         self.failed = False
-        self.commands_done = 0
         self._emit = emit
         self._commands: asyncio.Queue[np.ndarray | _FinalizeMark | None] = asyncio.Queue(FEED_QUEUE_LIMIT)
         loop = asyncio.get_running_loop()
@@ -87,7 +99,7 @@ class EngineFeed:
                     await self.stream.finalize()
                 else:
                     await self.stream.send(Audio(command))
-                self.commands_done += 1
+                self.progress.count += 1
             except EngineError as e:
                 self._fail(e)
             except Exception:

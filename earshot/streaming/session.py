@@ -19,7 +19,7 @@ import numpy as np
 from earshot.audio.pcm import ENGINE_RATE_HZ, StreamResampler, pcm16_to_float
 from earshot.audio.vad import WINDOW_SAMPLES, VadParams
 from earshot.engines.base import Engine, TranscribeOptions
-from earshot.streaming.engine_feed import EngineFeed, Turn
+from earshot.streaming.engine_feed import EngineFeed, EngineProgress, Turn
 from earshot.streaming.events import Closed, SessionEvent, SpeechStarted, SpeechStopped
 from earshot.streaming.stability import TurnText
 from earshot.streaming.turns import TurnDetector, TurnEnded, TurnStarted
@@ -89,6 +89,7 @@ class LiveSession:
         config: LiveConfig,
         vad_stream: Callable[[], VadFeed] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        progress: EngineProgress | None = None,
     ) -> None:
         self.engine = engine
         self.options = options
@@ -107,7 +108,7 @@ class LiveSession:
         self._uncommitted_from = 0
         self._closed = False
         self._closed_emitted = False
-        self._events_emitted = 0
+        self._progress = progress or EngineProgress()
         self.config = config
         self._apply(config)
 
@@ -262,7 +263,9 @@ class LiveSession:
             failed, self._feed = self._feed, None
             await failed.close()
         if self._feed is None:
-            self._feed = EngineFeed(self.engine.open_stream(self.options), self._emit, self._engine_failed)
+            self._feed = EngineFeed(
+                self.engine.open_stream(self.options), self._emit, self._engine_failed, self._progress
+            )
         return self._feed
 
     def _engine_failed(self, feed: EngineFeed) -> None:
@@ -327,11 +330,12 @@ class LiveSession:
 
     @property
     def progress(self) -> int:
-        """A count that grows whenever the engine gets through more of the session's work."""
-        return self._events_emitted + (self._feed.commands_done if self._feed is not None else 0)
+        """A count that grows whenever the engine gets through more work (this session's, or any session's
+        sharing its EngineProgress)."""
+        return self._progress.count
 
     def _emit(self, event: SessionEvent) -> None:
-        self._events_emitted += 1
+        self._progress.count += 1
         self._events.put_nowait(event)
 
     def _audio_between(self, start: int, end: int) -> np.ndarray:

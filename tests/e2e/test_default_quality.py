@@ -31,11 +31,11 @@ from tests.e2e.wer import (
 )
 
 MAX_POINTS_OVER_OFFLINE = 1.0
-# /v1/realtime comes out 0.7 to 1.3 points over the offline decode from run to run (15.10 to 15.77 against
-# 14.43): its phrase cuts follow the VAD, whose windows are batched across sessions by arrival, so a
-# probability near the threshold can fall either way and move a cut. Held to 1.5 points until cuts are
-# independent of timing.
-REALTIME_MAX_POINTS_OVER_OFFLINE = 1.5
+# /v1/realtime comes out 0.7 to 1.7 points over the offline decode from run to run (15.10 to 15.77 against
+# 14.09 to 14.43, itself not the same each run): its phrase cuts follow the VAD, whose windows are batched
+# across sessions by arrival, so a probability near the threshold can fall either way and move a cut. Held to
+# 2 points, as Deepgram live is, until cuts are independent of timing (issue 12).
+REALTIME_MAX_POINTS_OVER_OFFLINE = 2.0
 # Deepgram live is held to a looser bound for now: it comes out 1.7 points over the offline decode of the same
 # audio, all of it on a handful of sub-second isolated digits where tiny.en is near chance and any change in
 # the silence around a word flips its text ("three" -> "three three"). Tracked in issue 12's closing note.
