@@ -99,8 +99,9 @@ class LiveSocket(ClientSocket):
         return OUTCOME_OF_END[reason] if reason != "client_closed" or not self._normal_close else "ok"
 
     def _expiry(self) -> Expiry | None:
-        if self._waiting_on_engine:
-            # The client's message is waiting on the engine's backlog: the silence is the server's, not its.
+        if self._waiting_on_engine or self.session.owes_results:
+            # The client's message waits on the engine's backlog, or the client waits for results the engine
+            # has yet to give: the silence is the server's, not the client's.
             self.session.touch()
         return self.session.expired()
 

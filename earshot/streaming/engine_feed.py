@@ -76,6 +76,7 @@ class EngineFeed:
         self.sent_s = 0.0
         self.turns: deque[Turn] = deque()
         self.failed = False
+        self._finalizes_owed = 0
         self._emit = emit
         self._commands: asyncio.Queue[np.ndarray | _FinalizeMark | None] = asyncio.Queue(FEED_QUEUE_LIMIT)
         loop = asyncio.get_running_loop()
@@ -88,7 +89,13 @@ class EngineFeed:
             await self._commands.put(samples)
 
     async def finalize(self) -> None:
+        self._finalizes_owed += 1
         await self._commands.put(_FINALIZE)
+
+    @property
+    def owes_results(self) -> bool:
+        """Whether audio or a finalize is still queued, or a finalize's results have yet to come."""
+        return self._finalizes_owed > 0 or not self._commands.empty()
 
     async def _feed(self) -> None:
         while (command := await self._commands.get()) is not None:
@@ -110,6 +117,7 @@ class EngineFeed:
     def _fail(self, error: EngineError) -> None:
         if not self.failed:
             self.failed = True
+            self._finalizes_owed = 0
             self.turns.clear()
             code = "upstream_error" if isinstance(error, UpstreamError) else "transcription_failed"
             self._emit(Error(code, str(error)))
@@ -122,6 +130,7 @@ class EngineFeed:
                 if turn is None:
                     continue
                 if isinstance(result, Flushed):
+                    self._finalizes_owed = max(0, self._finalizes_owed - 1)
                     self.turns.popleft()
                     if not turn.ends_turn and self.turns:
                         # The turn goes on in the next phrase, which starts the clock where this one ended.

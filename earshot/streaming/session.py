@@ -329,6 +329,11 @@ class LiveSession:
                 return
 
     @property
+    def owes_results(self) -> bool:
+        """Whether the engine has yet to get through this session's work (the caller waits on the server)."""
+        return self._feed is not None and self._feed.owes_results
+
+    @property
     def progress(self) -> int:
         """A count that grows whenever the engine gets through more work (this session's, or any session's
         sharing its EngineProgress)."""
