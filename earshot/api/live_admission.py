@@ -24,7 +24,7 @@ from earshot.api.errors import OpenAIError
 from earshot.api.live import Action, CloseSocket, LiveProtocol, ModelRefused, RefuseHandshake, Send
 from earshot.api.live_models import ModelChooser as ModelChooser
 from earshot.api.live_socket import LiveSocket
-from earshot.routing.capacity import LiveBusy
+from earshot.routing.capacity import live_busy_message
 from earshot.store.records import Outcome
 from earshot.streaming.session import LiveConfig
 
@@ -146,9 +146,9 @@ async def _placed(gateway: Gateway, chooser: ModelChooser, model_id: str, place:
         raise ModelRefused("server_shutting_down", "the server is shutting down; connect again shortly")
     placed = await gateway.router.take_live(model_id, place)
     if placed is None:
-        busy = LiveBusy(model_id)
+        busy = live_busy_message(model_id)
         log.warning("live session refused: %s", busy)
-        raise ModelRefused("server_busy", str(busy))
+        raise ModelRefused("server_busy", busy)
     return chooser(placed) if placed != model_id else model_id
 
 

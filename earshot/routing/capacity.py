@@ -34,9 +34,13 @@ class LiveCapacity:
     model_id: str
     configured: int | None
     measured: Callable[[], int | None]
-    held: int = 0
     refused: int = 0
     _holders: set[object] = field(default_factory=set)
+
+    @property
+    def held(self) -> int:
+        """Live places held now."""
+        return len(self._holders)
 
     @property
     def limit(self) -> int | None:
@@ -49,21 +53,13 @@ class LiveCapacity:
         if limit is not None and self.held >= limit:
             return False
         self._holders.add(holder)
-        self.held = len(self._holders)
         return True
 
     def release(self, holder: object) -> None:
         """Give back `holder`'s place (again is harmless)."""
         self._holders.discard(holder)
-        self.held = len(self._holders)
 
 
-class LiveBusy(Exception):
-    """Every live place of a model (and of the fallbacks that could take its overflow) is held."""
-
-    def __init__(self, model_id: str, retry_after_s: int = LIVE_RETRY_AFTER_S) -> None:
-        super().__init__(
-            f"model {model_id!r} is serving as many live sessions as it can; try again in {retry_after_s} s"
-        )
-        self.model_id = model_id
-        self.retry_after_s = retry_after_s
+def live_busy_message(model_id: str, retry_after_s: int = LIVE_RETRY_AFTER_S) -> str:
+    """What a session refused for want of live places is told, with when to try again."""
+    return f"model {model_id!r} is serving as many live sessions as it can; try again in {retry_after_s} s"
