@@ -41,6 +41,9 @@ from earshot.streaming.events import EngineResult, Final, Flushed, Partial, Word
 log = logging.getLogger(__name__)
 
 REPEAT_TOLERANCE_S = 0.05
+# Each decode is prompted with the end of the stream's final text, as a whole-file decode conditions each
+# window on the text before it: a phrase cut at a pause is heard in its context.
+CONTEXT_WORDS = 48
 # Enough to recognise a restated buffer of any sensible length; older committed words are forgotten.
 COMMITTED_TAIL_WORDS = 256
 
@@ -159,6 +162,7 @@ class AgreementStream:
         self._received = 0
         self._decoded_until = 0
         self._last_partial = ""
+        self._context: list[str] = []
         self._results = ResultQueue()
         self._decoding = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -221,7 +225,9 @@ class AgreementStream:
                 if self._commit_by_agreement:
                     await self._decode(final=False)
                 elif self._received - self._start > self._max_buffer_samples:
-                    await self._decode(final=True)
+                    # Cut at exactly max_buffer_s, however much arrived during the last draft: the phrase's
+                    # text then depends on the audio alone.
+                    await self._decode(final=True, until=self._start + self._max_buffer_samples)
                 else:
                     await self._draft()
 
@@ -243,10 +249,17 @@ class AgreementStream:
             self._chunks = [self._buffer()[cut:]]
             self._start += cut
 
+    def _in_context(self, options: TranscribeOptions) -> TranscribeOptions:
+        """`options` with the caller's prompt followed by the stream's latest final words."""
+        if not self._context:
+            return options
+        prompt = " ".join(([options.prompt] if options.prompt else []) + self._context)
+        return replace(options, prompt=prompt)
+
     async def _transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcript | None:
         """The engine's transcript of `samples`, or None once a failure has ended the stream."""
         try:
-            return await transcribe(self._engine, Audio(samples), options)
+            return await transcribe(self._engine, Audio(samples), self._in_context(options))
         except EngineError as e:
             self._results.fail(e)
         except Exception as e:
@@ -263,11 +276,14 @@ class AgreementStream:
         self._decoded_until = end
         transcript = await self._transcribe(samples, self._draft_options)
         if transcript is not None:
-            self._emit_partial([Word(token, 0.0, 0.0) for token in transcript.text.split()], end)
+            self._emit_partial([Word(token, 0.0, 0.0) for token in transcript.text.split()], end, draft=True)
 
-    async def _decode(self, final: bool) -> None:
-        """Decode the whole buffer, queue what it commits and shows, and trim the committed audio off."""
+    async def _decode(self, final: bool, until: int | None = None) -> None:
+        """Decode the buffer (up to sample `until`), queue what it commits and shows, and trim the committed
+        audio off."""
         samples = self._buffer()
+        if until is not None:
+            samples = samples[: until - self._start]
         start, end = self._start, self._start + len(samples)
         self._decoded_until = end
         transcript = await self._transcribe(samples, self._options)
@@ -312,13 +328,14 @@ class AgreementStream:
         else:
             start_s, end_s = start / ENGINE_RATE_HZ, end / ENGINE_RATE_HZ
         text = " ".join(word.word.strip() for word in words)
+        self._context = (self._context + text.split())[-CONTEXT_WORDS:]
         self._results.put(Final(text=text, start=start_s, end=end_s, words=tuple(words)))
         self._last_partial = ""
 
-    def _emit_partial(self, words: Sequence[Word], end: int) -> None:
+    def _emit_partial(self, words: Sequence[Word], end: int, draft: bool = False) -> None:
         text = " ".join(word.word.strip() for word in words)
         if text != self._last_partial:
             self._last_partial = text
             self._results.put(
-                Partial(text=text, start=self._start / ENGINE_RATE_HZ, end=end / ENGINE_RATE_HZ)
+                Partial(text=text, start=self._start / ENGINE_RATE_HZ, end=end / ENGINE_RATE_HZ, draft=draft)
             )

@@ -34,11 +34,16 @@ class SpeechStopped:
 
 @dataclass(frozen=True, slots=True)
 class Partial:
-    """Text of the current turn so far; a later Partial or Final may revise it."""
+    """Text of the current turn so far; a later Partial or Final may revise it.
+
+    A `draft` is a quick decode of audio the engine will decode again in full: its words are never made final
+    early, so a stretch's final text is the full decode's alone.
+    """
 
     text: str
     start: float
     end: float
+    draft: bool = False
 
 
 @dataclass(frozen=True, slots=True)

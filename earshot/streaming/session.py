@@ -37,6 +37,9 @@ MIN_PHRASE_MS = 1000
 # A phrase this long ends at a shorter pause, so long sentences still give text before they end.
 LONG_PHRASE_MS = 3000
 LONG_PHRASE_PAUSE_MS = 160
+# Audio sent ahead while a turn goes on stops this far past the last speech, nearer than any phrase cut (mid
+# pause) can fall: where a phrase ends depends on the audio alone, never on how it was chunked or paced.
+PHRASE_CUT_MIN_MS = LONG_PHRASE_PAUSE_MS // 2
 
 
 class VadFeed(Protocol):
@@ -171,7 +174,9 @@ class LiveSession:
         else:
             await self._detect_turns(samples)
         if self._turn_start is not None:
-            await self._send_until(self._samples if self._turns is None else self._heard_until())
+            await self._send_until(
+                self._samples if self._turns is None else self._heard_until(self._samples, PHRASE_CUT_MIN_MS)
+            )
         self._trim_recent()
 
     async def _detect_turns(self, samples: np.ndarray) -> None:
@@ -191,9 +196,11 @@ class LiveSession:
                     start = max(self._uncommitted_from, self._sample_at(change.audio_start_ms))
                     await self._start_turn(start)
                 elif isinstance(change, TurnEnded) and self._turn_start is not None:
-                    await self._send_until(self._heard_until())
+                    await self._send_until(self._heard_until(window_end, TRAILING_PAD_MS))
                     self._emit(SpeechStopped(change.audio_end_ms / 1000))
-                    await self._end_turn()
+                    # What follows the judged window may open the next turn (its prefix padding): where that
+                    # may start depends on the audio, not on how much of it the chunk held.
+                    await self._end_turn(heard_until=window_end)
 
     def _is_phrase_pause(self, window_end: int) -> bool:
         paused_ms = self._ms(window_end - self._speech_until)
@@ -217,12 +224,13 @@ class LiveSession:
         feed.turns.append(Turn(offset_s=current.offset_s, text=TurnText(current.text)))
         await feed.finalize()
 
-    def _heard_until(self) -> int:
-        """Where the audio worth sending to the engine ends: the last speech plus a little silence."""
+    def _heard_until(self, judged_until: int, pad_ms: int) -> int:
+        """Where the audio worth sending to the engine ends: the last speech plus `pad_ms` of silence, within
+        the audio the VAD has judged (up to sample `judged_until`)."""
         if self._speech_until <= self._phrase_start:
             # Nothing heard since the last phrase was cut: more of the pause would be a phrase of silence.
             return self._sent_until
-        return min(self._samples, self._speech_until + self._sample_at(TRAILING_PAD_MS))
+        return min(judged_until, self._speech_until + self._sample_at(pad_ms))
 
     def _restart_turn_detection(self) -> None:
         """Turns start afresh from the VAD's next window (after a commit or clear)."""
@@ -244,9 +252,9 @@ class LiveSession:
         self._sent_until = end_sample
         await self._feed.send(chunk)
 
-    async def _end_turn(self, discard: bool = False) -> None:
+    async def _end_turn(self, discard: bool = False, heard_until: int | None = None) -> None:
         self._turn_start = None
-        self._uncommitted_from = self._samples
+        self._uncommitted_from = self._samples if heard_until is None else heard_until
         feed = self._feed
         if feed is None:
             return
@@ -354,7 +362,12 @@ class LiveSession:
 
     def _trim_recent(self) -> None:
         keep_ms = (self.config.vad.prefix_padding_ms if self.config.vad else 0) + LOOKBACK_SLACK_MS
-        keep_from = self._samples - self._sample_at(keep_ms)
+        # Kept back from what the VAD has judged, not from what arrived: a turn found in the next chunk
+        # reaches back the same way however long this chunk was.
+        judged = (
+            self._samples if self._vad is None else self._vad_origin + self._vad.windows_seen * WINDOW_SAMPLES
+        )
+        keep_from = judged - self._sample_at(keep_ms)
         if self._turn_start is not None:
             keep_from = min(keep_from, self._sent_until)
         while self._recent and self._recent[0][0] + len(self._recent[0][1]) <= keep_from:

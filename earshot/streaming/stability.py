@@ -40,6 +40,9 @@ class TurnText:
         if isinstance(result, Final):
             return self._on_final(result, offset_s)
         hypothesis = result.text.split()
+        if result.draft:
+            # The engine decodes this audio again in full; that decode's words are the final ones.
+            return self._tentative_partial(hypothesis, start_s, end_s)
         self._history.append((end_s, [_normalised(word) for word in hypothesis]))
         while len(self._history) > 1 and self._history[1][0] <= end_s - STABLE_S:
             self._history.popleft()
@@ -53,11 +56,14 @@ class TurnText:
             events.append(_final([Word(word, start_s, end_s) for word in settled], start_s, end_s))
             rest = rest[len(settled) :]
             start_s = self._early_end_s = end_s
-        tentative = " ".join(rest)
-        if tentative != self._tentative:
-            self._tentative = tentative
-            events.append(Partial(tentative, start_s, end_s))
-        return events
+        return events + self._tentative_partial(rest, start_s, end_s)
+
+    def _tentative_partial(self, words: list[str], start_s: float, end_s: float) -> list[Partial | Final]:
+        tentative = " ".join(words)
+        if tentative == self._tentative:
+            return []
+        self._tentative = tentative
+        return [Partial(tentative, start_s, end_s)]
 
     def _settled_count(self, end_s: float) -> int:
         """How many words after the early ones every hypothesis of the last STABLE_S seconds agrees on."""

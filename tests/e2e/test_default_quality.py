@@ -31,14 +31,10 @@ from tests.e2e.wer import (
 )
 
 MAX_POINTS_OVER_OFFLINE = 1.0
-# /v1/realtime comes out 0.7 to 1.7 points over the offline decode from run to run (15.10 to 15.77 against
-# 14.09 to 14.43, itself not the same each run): its phrase cuts follow the VAD, whose windows are batched
-# across sessions by arrival, so a probability near the threshold can fall either way and move a cut. Held to
-# 2 points, as Deepgram live is, until cuts are independent of timing (issue 12).
-REALTIME_MAX_POINTS_OVER_OFFLINE = 2.0
-# Deepgram live is held to a looser bound for now: it comes out 1.7 points over the offline decode of the same
-# audio, all of it on a handful of sub-second isolated digits where tiny.en is near chance and any change in
-# the silence around a word flips its text ("three" -> "three three"). Tracked in issue 12's closing note.
+# Deepgram live is held to a looser bound for now. Its finals are the same phrase decodes as /v1/realtime's
+# (which comes out 0.3 points over), but of 16 kHz audio where realtime's is resampled from 24 kHz, and tiny.en
+# turns on such small differences in a handful of sub-second isolated digits and one phrase cut ("my fellow"
+# heard as "am I fellow"): 1.7 points over the offline decode of the same audio. Tracked in issue 12.
 DEEPGRAM_MAX_POINTS_OVER_OFFLINE = 2.0
 
 
@@ -171,7 +167,6 @@ async def test_realtime(default_server: RunningServer, offline_live_wer: float) 
         "/v1/realtime",
         await transcribe_all_live(url, ENGLISH_CLIPS, of_clip(realtime_session)),
         offline_live_wer,
-        REALTIME_MAX_POINTS_OVER_OFFLINE,
     )
 
 

@@ -37,3 +37,16 @@ def test_early_finals_cover_consecutive_stretches_of_the_turn() -> None:
     assert partials[-1].start == finals[-1].end, "the tentative rest starts after the finalized words"
     said = " ".join(final.text for final in finals).split()
     assert said == SAID.split()[: len(said)]
+
+
+def test_drafts_are_never_finalized_early_and_the_full_decode_is_the_final_text() -> None:
+    # Drafts of a phrase that is decoded again in full at its end: however long they stay the same, none of
+    # their words is final before that decode, whose words alone are the final text.
+    turn = TurnText()
+    drafts = [Partial(p.text, p.start, p.end, draft=True) for p in hypotheses(SAID, 0.5, 8.0)]
+    events = [event for draft in drafts for event in turn.on_result(draft, offset_s=0.0)]
+    assert not any(isinstance(event, Final) for event in events)
+    assert events and isinstance(events[-1], Partial) and events[-1].text == SAID
+    full = "Go forward ten metres, then turn left now, please."
+    finals = turn.on_result(Final(full, 0.0, 8.0), offset_s=0.0)
+    assert [final.text for final in finals] == [full]
