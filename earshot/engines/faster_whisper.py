@@ -10,6 +10,7 @@ buffer (`streaming/agreement.py`).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import time
@@ -317,15 +318,67 @@ def decode_audio(decode: WhisperDecode, samples: np.ndarray, offset_s: float = 0
     """Transcribe 16 kHz float32 samples: segments in order, times inside the audio, then `offset_s` later."""
     model = load_model(decode.load)
     duration_s = len(samples) / model.feature_extractor.sampling_rate
+    kwargs = dict(decode.kwargs)
+    # Asked of faster-whisper, word times change the text: after each window it seeks back to the last word's
+    # end and decodes the rest again, which repeats short phrases ("three. three."). The text is decoded
+    # without them, and the words are aligned to it afterwards (`aligned_words`). Only the hallucination
+    # check, which needs words while decoding, keeps faster-whisper's own way.
+    align_after = (
+        bool(kwargs.get("word_timestamps")) and kwargs.get("hallucination_silence_threshold") is None
+    )
+    if align_after:
+        kwargs["word_timestamps"] = False
     # The temperature fallback samples; a fixed seed makes the same audio give the same text every time.
     ctranslate2.set_random_seed(SAMPLING_SEED)
     try:
-        pieces, _info = model.transcribe(samples, **dict(decode.kwargs))
-        segments = sane_segments([_segment(piece) for piece in pieces], duration_s)
+        pieces, info = model.transcribe(samples, **kwargs)
+        pieces = list(pieces)
+        words = (
+            aligned_words(model, samples, pieces, info.language, kwargs.get("chunk_length"))
+            if align_after
+            else [_words(piece.words) for piece in pieces]
+        )
+        segments = sane_segments([_segment(p, w) for p, w in zip(pieces, words, strict=True)], duration_s)
     except (RuntimeError, ValueError) as e:
         log.debug("faster-whisper failed: %s", e)
         raise EngineError("the engine could not transcribe this audio") from None
     return [shifted(segment, offset_s) for segment in segments] if offset_s else segments
+
+
+def aligned_words(
+    model: Any, samples: np.ndarray, pieces: list[Any], language: str, chunk_length: int | None
+) -> list[tuple[Word, ...]]:
+    """Each decoded segment's words, timed by aligning its tokens to the audio of the window it came from
+    (faster-whisper's own alignment, run after decoding instead of during it)."""
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.tokenizer import Tokenizer
+
+    if not pieces:
+        return []
+    features = model.feature_extractor(samples, chunk_length=chunk_length)
+    content_frames = features.shape[-1] - 1
+    tokenizer = Tokenizer(
+        model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
+    )
+    # What faster-whisper's transcribe attaches to a word by default (quotes, brackets, closing marks).
+    defaults = inspect.signature(model.transcribe).parameters
+    prepend = defaults["prepend_punctuations"].default
+    append = defaults["append_punctuations"].default
+    segments = [
+        {"seek": piece.seek, "start": piece.start, "end": piece.end, "tokens": list(piece.tokens)}
+        for piece in pieces
+    ]
+    windows: dict[int, list[dict[str, Any]]] = {}
+    for segment in segments:
+        windows.setdefault(segment["seek"], []).append(segment)
+    last_speech_s = 0.0
+    for seek, window in sorted(windows.items()):
+        frames = min(model.feature_extractor.nb_max_frames, content_frames - seek)
+        encoder_output = model.encode(pad_or_trim(features[:, seek : seek + frames]))
+        last_speech_s = model.add_word_timestamps(
+            [window], tokenizer, encoder_output, frames, prepend, append, last_speech_timestamp=last_speech_s
+        )
+    return [_words(segment.get("words")) for segment in segments]
 
 
 def shifted(segment: Segment, offset_s: float) -> Segment:
@@ -339,12 +392,25 @@ def shifted(segment: Segment, offset_s: float) -> Segment:
     )
 
 
-def _segment(piece: Any) -> Segment:
-    words = tuple(
-        Word(word.word.strip(), float(word.start), float(word.end), round(float(word.probability), 4))
-        for word in piece.words or ()
-        if word.word.strip()
-    )
+def _words(words: Any) -> tuple[Word, ...]:
+    """faster-whisper's words (objects or dicts) as ours, blank ones dropped."""
+    result = []
+    for word in words or ():
+        fields = word if isinstance(word, dict) else {name: getattr(word, name) for name in _WORD_FIELDS}
+        text = fields["word"].strip()
+        if text:
+            result.append(
+                Word(
+                    text, float(fields["start"]), float(fields["end"]), round(float(fields["probability"]), 4)
+                )
+            )
+    return tuple(result)
+
+
+_WORD_FIELDS = ("word", "start", "end", "probability")
+
+
+def _segment(piece: Any, words: tuple[Word, ...]) -> Segment:
     return Segment(
         start=float(piece.start),
         end=float(piece.end),
