@@ -7,9 +7,12 @@ its decoder state inside one worker and sends every call there (`run_on`).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import logging
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -147,7 +150,38 @@ class _Slots:
 
 
 def _call(fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
-    return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _give_back_freed_memory()
+
+
+# glibc keeps what a decode freed in its per-thread arenas, so a worker's RSS climbs to the largest mix of
+# buffers it ever held; trimming hands the free pages back. At most once a second: a live stream's calls are
+# many and small.
+TRIM_INTERVAL_S = 1.0
+_last_trim_s = 0.0
+
+
+def _give_back_freed_memory() -> None:
+    global _last_trim_s
+    now = time.monotonic()
+    if now - _last_trim_s < TRIM_INTERVAL_S:
+        return
+    _last_trim_s = now
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(None)
+        return libc.malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
 
 
 def _rss_mb(executor: ProcessPoolExecutor) -> float | None:
