@@ -10,11 +10,12 @@ buffer (`streaming/agreement.py`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -330,6 +331,8 @@ def decode_audio(decode: WhisperDecode, samples: np.ndarray, offset_s: float = 0
         kwargs["word_timestamps"] = False
     # The temperature fallback samples; a fixed seed makes the same audio give the same text every time.
     ctranslate2.set_random_seed(SAMPLING_SEED)
+    encoded = _encoder_outputs(model)
+    encoded.keep = align_after
     try:
         pieces, info = model.transcribe(samples, **kwargs)
         pieces = list(pieces)
@@ -342,6 +345,8 @@ def decode_audio(decode: WhisperDecode, samples: np.ndarray, offset_s: float = 0
     except (RuntimeError, ValueError) as e:
         log.debug("faster-whisper failed: %s", e)
         raise EngineError("the engine could not transcribe this audio") from None
+    finally:
+        encoded.forget()
     return [shifted(segment, offset_s) for segment in segments] if offset_s else segments
 
 
@@ -372,9 +377,11 @@ def aligned_words(
     for segment in segments:
         windows.setdefault(segment["seek"], []).append(segment)
     last_speech_s = 0.0
+    encoded = _encoder_outputs(model)
     for seek, window in sorted(windows.items()):
         frames = min(model.feature_extractor.nb_max_frames, content_frames - seek)
-        encoder_output = model.encode(pad_or_trim(features[:, seek : seek + frames]))
+        window_features = pad_or_trim(features[:, seek : seek + frames])
+        encoder_output = encoded.recall(window_features) or model.encode(window_features)
         last_speech_s = model.add_word_timestamps(
             [window], tokenizer, encoder_output, frames, prepend, append, last_speech_timestamp=last_speech_s
         )
@@ -390,6 +397,41 @@ def shifted(segment: Segment, offset_s: float) -> Segment:
     return replace(
         segment, start=round(segment.start + offset_s, 3), end=round(segment.end + offset_s, 3), words=words
     )
+
+
+class EncoderOutputs:
+    """A model's `encode`, remembering what it encoded during one decode (while `keep` is set), so words are
+    aligned to a window without encoding it again (the encoder is most of a tiny model's decode time)."""
+
+    def __init__(self, encode: Callable[[np.ndarray], Any]) -> None:
+        self._encode = encode
+        self._outputs: dict[bytes, Any] = {}
+        self.keep = False
+
+    def __call__(self, features: np.ndarray) -> Any:
+        output = self._encode(features)
+        if self.keep:
+            self._outputs[_fingerprint(features)] = output
+        return output
+
+    def recall(self, features: np.ndarray) -> Any | None:
+        """What these window features were encoded to during this decode, if they were."""
+        return self._outputs.get(_fingerprint(features))
+
+    def forget(self) -> None:
+        self._outputs.clear()
+        self.keep = False
+
+
+def _fingerprint(features: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest()
+
+
+def _encoder_outputs(model: Any) -> EncoderOutputs:
+    """The model's remembering encoder, put in place of its `encode` on first use."""
+    if not isinstance(model.encode, EncoderOutputs):
+        model.encode = EncoderOutputs(model.encode)
+    return model.encode  # type: ignore[no-any-return]
 
 
 def _words(words: Any) -> tuple[Word, ...]:

@@ -41,9 +41,6 @@ from earshot.streaming.events import EngineResult, Final, Flushed, Partial, Word
 log = logging.getLogger(__name__)
 
 REPEAT_TOLERANCE_S = 0.05
-# Each decode is prompted with the end of the stream's final text, as a whole-file decode conditions each
-# window on the text before it: a phrase cut at a pause is heard in its context.
-CONTEXT_WORDS = 48
 # Enough to recognise a restated buffer of any sensible length; older committed words are forgotten.
 COMMITTED_TAIL_WORDS = 256
 
@@ -162,7 +159,6 @@ class AgreementStream:
         self._received = 0
         self._decoded_until = 0
         self._last_partial = ""
-        self._context: list[str] = []
         self._results = ResultQueue()
         self._decoding = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -249,17 +245,10 @@ class AgreementStream:
             self._chunks = [self._buffer()[cut:]]
             self._start += cut
 
-    def _in_context(self, options: TranscribeOptions) -> TranscribeOptions:
-        """`options` with the caller's prompt followed by the stream's latest final words."""
-        if not self._context:
-            return options
-        prompt = " ".join(([options.prompt] if options.prompt else []) + self._context)
-        return replace(options, prompt=prompt)
-
     async def _transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcript | None:
         """The engine's transcript of `samples`, or None once a failure has ended the stream."""
         try:
-            return await transcribe(self._engine, Audio(samples), self._in_context(options))
+            return await transcribe(self._engine, Audio(samples), options)
         except EngineError as e:
             self._results.fail(e)
         except Exception as e:
@@ -328,7 +317,6 @@ class AgreementStream:
         else:
             start_s, end_s = start / ENGINE_RATE_HZ, end / ENGINE_RATE_HZ
         text = " ".join(word.word.strip() for word in words)
-        self._context = (self._context + text.split())[-CONTEXT_WORDS:]
         self._results.put(Final(text=text, start=start_s, end=end_s, words=tuple(words)))
         self._last_partial = ""
 
