@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from earshot.engines.base import Segment, TranscribeOptions
-from earshot.engines.faster_whisper import DEFAULT_TEMPERATURES, FasterWhisperEngine, sane_segments
+from earshot.engines.faster_whisper import DEFAULT_TEMPERATURES, FasterWhisperEngine
+from earshot.engines.whisper_decode import sane_segments
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import CatalogError, ModelSpec
 from earshot.routing.router import build_engine
