@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import uuid
+from functools import partial
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ from earshot.api.deepgram import check_language
 from earshot.api.deepgram_params import DeepgramError, ListenParams, choose_model
 from earshot.api.deepgram_results import ModelInfo, prerecorded
 from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, decode_upload, read_body
-from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio, decode_pcm16_async
+from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio, encoded_audio_async, pcm16_blocks
 from earshot.audio.pcm import Audio, alaw_to_pcm16, ulaw_to_pcm16
 from earshot.engines.base import EngineError, TranscribeOptions, transcribe
 from earshot.routing.catalog import ModelNotFound
@@ -175,13 +176,14 @@ async def _decode(data: bytes, content_type: str | None, params: ListenParams, g
                 pcm16 = ulaw_to_pcm16(data)
             elif params.encoding == "alaw":
                 pcm16 = alaw_to_pcm16(data)
-            return await decode_pcm16_async(
+            read = partial(
+                pcm16_blocks,
                 pcm16,
                 sample_rate=params.input_rate_hz,
                 channels=params.channels,
                 max_seconds=limit_s,
-                limiter=limiter,
             )
+            return await encoded_audio_async(read, limiter=limiter)
         return await decode_upload(data, content_type, limit_s, limiter)
     except AudioTooLong as e:
         raise DeepgramError.bad_request(f"The audio is longer than the {limit_s:g} s limit.") from e

@@ -7,13 +7,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from functools import partial
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from earshot.api.context import Gateway
-from earshot.audio.decode import decode_audio_async, decode_pcm16_async, parse_raw_pcm_content_type
+from earshot.audio.decode import (
+    container_blocks,
+    encoded_audio_async,
+    parse_raw_pcm_content_type,
+    pcm16_blocks,
+)
 from earshot.audio.pcm import Audio
 
 MAX_FORM_FIELDS = 64
@@ -149,12 +155,15 @@ async def decode_upload(
 ) -> Audio:
     """Uploaded audio: raw PCM16 where the content type says so (`audio/L16; rate=...`), else any container.
 
-    Raises the decoder's AudioTooLong, EmptyAudio or AudioDecodeError for the route to answer in its shape.
+    It is kept encoded (decoded once to count it, then again by whoever reads it), so a long upload is never
+    held whole as samples. Raises the decoder's AudioTooLong, EmptyAudio or AudioDecodeError for the route to
+    answer in its shape.
     """
     raw_format = parse_raw_pcm_content_type(content_type)
     if raw_format is not None:
         rate, channels = raw_format
-        return await decode_pcm16_async(
-            data, sample_rate=rate, channels=channels, max_seconds=max_seconds, limiter=limiter
-        )
-    return await decode_audio_async(data, max_seconds=max_seconds, limiter=limiter)
+        read = partial(pcm16_blocks, data, sample_rate=rate, channels=channels, max_seconds=max_seconds)
+        return await encoded_audio_async(read, limiter=limiter)
+    return await encoded_audio_async(
+        partial(container_blocks, data, max_seconds=max_seconds), limiter=limiter
+    )

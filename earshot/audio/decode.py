@@ -7,16 +7,21 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import TypeVar
 
 import av
 import numpy as np
 
-from earshot.audio.pcm import Audio, StreamResampler, float_to_pcm16, pcm16_to_float, to_engine_rate
+from earshot.audio.encoded import EncodedAudio
+from earshot.audio.pcm import Audio, StreamResampler, float_to_pcm16, pcm16_to_float
 
+AudioT = TypeVar("AudioT", bound=Audio)
 RAW_PCM_TYPES = frozenset({"audio/pcm", "audio/l16", "audio/x-raw", "audio/raw"})
 DEFAULT_RAW_RATE_HZ = 16_000
 MIN_RAW_RATE_HZ, MAX_RAW_RATE_HZ = 8_000, 192_000
 MAX_RAW_CHANNELS = 8
+# Raw PCM is resampled a block at a time (a minute at 48 kHz), so no copy of the whole is made to read it.
+RAW_BLOCK_FRAMES = 48_000 * 60
 _SAMPLE_DTYPES = {"u8": "u1", "s16": "i2", "s32": "i4", "s64": "i8", "flt": "f4", "dbl": "f8"}
 
 
@@ -62,23 +67,22 @@ class _Resampler:
     """Incremental resampling to ENGINE_RATE_HZ that follows input rate changes."""
 
     def __init__(self) -> None:
-        self.chunks: list[np.ndarray] = []
         self._stream: StreamResampler | None = None
 
-    def feed(self, samples: np.ndarray, rate_hz: int) -> None:
-        """Resample one chunk at `rate_hz` and keep the output."""
+    def feed(self, samples: np.ndarray, rate_hz: int) -> list[np.ndarray]:
+        """The engine-rate samples of one chunk at `rate_hz` (after the old rate's tail, when it changes)."""
+        out = []
         if self._stream is None or rate_hz != self._stream.rate_hz:
-            self.flush()
+            out = self.flush()
             self._stream = StreamResampler(rate_hz)
-        self.chunks.append(self._stream.feed(samples))
+        out.append(self._stream.feed(samples))
+        return out
 
-    def flush(self) -> None:
+    def flush(self) -> list[np.ndarray]:
         """Drain the resampler's tail."""
-        if self._stream is not None:
-            tail = self._stream.flush()
-            if len(tail):
-                self.chunks.append(tail)
-            self._stream = None
+        tail = self._stream.flush() if self._stream is not None else np.zeros(0, np.float32)
+        self._stream = None
+        return [tail] if len(tail) else []
 
 
 def _frames(container: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:
@@ -102,11 +106,11 @@ def declared_duration_s(container: av.container.InputContainer, stream: av.Audio
     return None
 
 
-def decode_audio(data: bytes, *, max_seconds: float | None = None) -> Audio:
-    """Decode the first audio stream of a file to engine Audio.
+def container_blocks(data: bytes, *, max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """The first audio stream of a file, decoded to engine-rate samples in the order the decoder gives them.
 
     A file cut short gives the audio before the cut (its last, partial frame is dropped); any other
-    demuxer or decoder error raises AudioDecodeError, and a file with no samples raises EmptyAudio.
+    demuxer or decoder error raises AudioDecodeError.
     """
     if not data:
         raise EmptyAudio()
@@ -125,20 +129,22 @@ def decode_audio(data: bytes, *, max_seconds: float | None = None) -> Audio:
                 decoded_s += frame.samples / frame.sample_rate
                 if max_seconds is not None and decoded_s > max_seconds:
                     raise AudioTooLong(max_seconds)
-                resampler.feed(_frame_to_mono(frame), frame.sample_rate)
+                yield from resampler.feed(_frame_to_mono(frame), frame.sample_rate)
     except av.FFmpegError as e:
         raise AudioDecodeError() from e
-    resampler.flush()
-    samples = np.concatenate(resampler.chunks) if resampler.chunks else np.zeros(0, np.float32)
-    if len(samples) == 0:
-        raise EmptyAudio("could not decode audio: the file holds no samples")
-    return Audio(samples.astype(np.float32, copy=False))
+    yield from resampler.flush()
 
 
-def decode_pcm16(
+def decode_audio(data: bytes, *, max_seconds: float | None = None) -> Audio:
+    """Decode the first audio stream of a file to engine Audio (see `container_blocks`); a file with no
+    samples raises EmptyAudio."""
+    return _joined(container_blocks(data, max_seconds=max_seconds))
+
+
+def pcm16_blocks(
     data: bytes, *, sample_rate: int, channels: int = 1, max_seconds: float | None = None
-) -> Audio:
-    """Decode raw little-endian interleaved PCM16 to engine Audio."""
+) -> Iterator[np.ndarray]:
+    """Raw little-endian interleaved PCM16, as engine-rate samples a block at a time."""
     if not MIN_RAW_RATE_HZ <= sample_rate <= MAX_RAW_RATE_HZ:
         raise AudioDecodeError(
             f"raw PCM sample rate must be {MIN_RAW_RATE_HZ}..{MAX_RAW_RATE_HZ} Hz, got {sample_rate}"
@@ -150,7 +156,25 @@ def decode_pcm16(
         raise EmptyAudio()
     if max_seconds is not None and frames / sample_rate > max_seconds:
         raise AudioTooLong(max_seconds)
-    return Audio(to_engine_rate(pcm16_to_float(data, channels), sample_rate))
+    resampler = StreamResampler(sample_rate)
+    block_bytes = RAW_BLOCK_FRAMES * 2 * channels
+    for start in range(0, frames * 2 * channels, block_bytes):
+        yield resampler.feed(pcm16_to_float(data[start : start + block_bytes], channels))
+    yield resampler.flush()
+
+
+def decode_pcm16(
+    data: bytes, *, sample_rate: int, channels: int = 1, max_seconds: float | None = None
+) -> Audio:
+    """Decode raw little-endian interleaved PCM16 to engine Audio."""
+    return _joined(pcm16_blocks(data, sample_rate=sample_rate, channels=channels, max_seconds=max_seconds))
+
+
+def _joined(blocks: Iterator[np.ndarray]) -> Audio:
+    chunks = [block for block in blocks if len(block)]
+    if not chunks:
+        raise EmptyAudio("could not decode audio: the file holds no samples")
+    return Audio(np.concatenate(chunks).astype(np.float32, copy=False))
 
 
 def parse_raw_pcm_content_type(content_type: str | None) -> tuple[int, int] | None:
@@ -222,6 +246,7 @@ class ContainerStream:
     def __init__(self, on_error: Callable[[AudioDecodeError], None] | None = None) -> None:
         self._pipe = _BytePipe()
         self._resampler = _Resampler()
+        self._decoded: list[np.ndarray] = []
         self._lock = threading.Lock()
         self._error: AudioDecodeError | None = None
         self._on_error = on_error
@@ -238,7 +263,7 @@ class ContainerStream:
                 for frame in _frames(container, container.streams.audio[0]):
                     with self._lock:
                         self._frames_decoded += 1
-                        self._resampler.feed(_frame_to_mono(frame), frame.sample_rate)
+                        self._decoded += self._resampler.feed(_frame_to_mono(frame), frame.sample_rate)
         except av.FFmpegError as e:
             self._fail(AudioDecodeError("could not decode audio: unsupported or corrupt stream"), e)
         except AudioDecodeError as e:
@@ -257,8 +282,8 @@ class ContainerStream:
     def _take(self, flush: bool = False) -> bytes:
         with self._lock:
             if flush:
-                self._resampler.flush()
-            chunks, self._resampler.chunks = self._resampler.chunks, []
+                self._decoded += self._resampler.flush()
+            chunks, self._decoded = self._decoded, []
         if self._error is not None and not chunks:
             raise self._error
         return float_to_pcm16(np.concatenate(chunks)) if chunks else b""
@@ -297,12 +322,24 @@ class ContainerStream:
         self._pipe.close()
 
 
-async def _in_thread(decode: Callable[[], Audio], limiter: asyncio.Semaphore | None) -> Audio:
+async def _in_thread(decode: Callable[[], AudioT], limiter: asyncio.Semaphore | None) -> AudioT:
     """Run a decode in a worker thread, holding `limiter` while it runs."""
     if limiter is None:
         return await asyncio.to_thread(decode)
     async with limiter:
         return await asyncio.to_thread(decode)
+
+
+async def encoded_audio_async(
+    read: Callable[[], Iterator[np.ndarray]], *, limiter: asyncio.Semaphore | None = None
+) -> EncodedAudio:
+    """Audio kept encoded, read by `read` (e.g. `partial(container_blocks, data)`): decoded once now, in a
+    worker thread, to count it and to raise what the decoder raises; its samples are decoded again when
+    read."""
+    audio = await _in_thread(partial(EncodedAudio.counted, read), limiter)
+    if audio.duration_s <= 0:
+        raise EmptyAudio("could not decode audio: the file holds no samples")
+    return audio
 
 
 async def decode_audio_async(

@@ -8,6 +8,7 @@ at once. Spans are found with the same hysteresis as live turn detection: speech
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +36,24 @@ class SpanParams:
 
 def speech_probabilities(samples: np.ndarray, model: SileroModel | None = None) -> np.ndarray:
     """Silero's speech probability for every 32 ms window of 16 kHz mono samples."""
+    return block_probabilities(
+        (samples[i : i + BLOCK_SAMPLES] for i in range(0, len(samples), BLOCK_SAMPLES)), model
+    )
+
+
+def block_probabilities(blocks: Iterable[np.ndarray], model: SileroModel | None = None) -> np.ndarray:
+    """`speech_probabilities` of the samples these blocks hold one after another (the same whatever their
+    sizes: the VAD's windows run across block edges)."""
     stream = (model or SileroModel.shared()).stream()
-    blocks = [stream.feed(samples[i : i + BLOCK_SAMPLES]) for i in range(0, len(samples), BLOCK_SAMPLES)]
+    found = []
+    count = 0
+    for block in blocks:
+        count += len(block)
+        found.append(stream.feed(block))
     # A last partial window counts as a window of its own, padded with silence.
-    if len(samples) % WINDOW_SAMPLES:
-        blocks.append(stream.feed(np.zeros(WINDOW_SAMPLES - len(samples) % WINDOW_SAMPLES, np.float32)))
-    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    if count % WINDOW_SAMPLES:
+        found.append(stream.feed(np.zeros(WINDOW_SAMPLES - count % WINDOW_SAMPLES, np.float32)))
+    return np.concatenate(found) if found else np.zeros(0, np.float32)
 
 
 def spans_from_probabilities(
@@ -110,8 +123,13 @@ class Piece:
 
 def speech_pieces(samples: np.ndarray, params: SpanParams = SpanParams()) -> list[Piece]:
     """The pieces of a 16 kHz recording worth decoding; empty when it holds no speech."""
-    duration_s = len(samples) / ENGINE_RATE_HZ
-    probabilities = speech_probabilities(samples)
+    return pieces_from_probabilities(speech_probabilities(samples), len(samples) / ENGINE_RATE_HZ, params)
+
+
+def pieces_from_probabilities(
+    probabilities: np.ndarray, duration_s: float, params: SpanParams = SpanParams()
+) -> list[Piece]:
+    """The pieces worth decoding of a recording of `duration_s` whose window probabilities these are."""
     window_s = WINDOW_SAMPLES / ENGINE_RATE_HZ
     pieces = []
     for start, end in pack_spans(spans_from_probabilities(probabilities, duration_s, params), params):

@@ -162,7 +162,11 @@ class Engine(Protocol):
         """Release what `start` took."""
 
     def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
-        """Recognise a whole buffer, yielding segments in order as soon as each is decoded."""
+        """Recognise a whole buffer, yielding segments in order as soon as each is decoded.
+
+        An engine with a true `reads_encoded_audio` attribute may be handed an `EncodedAudio` (an upload kept
+        encoded) and reads it block by block; every other engine is given decoded samples.
+        """
         ...
 
     def open_stream(self, options: TranscribeOptions) -> EngineStream:

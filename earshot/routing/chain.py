@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
+from earshot.audio.encoded import EncodedAudio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError, languages_of
 from earshot.routing.failover import FailoverStream
@@ -47,14 +48,20 @@ class FallbackEngine:
     async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
         """Segments from the first provider that succeeds; raises the last failure when none does."""
         failure: Exception | None = None
+        whole: Audio | None = None
         for index, provider in enumerate(self.providers):
+            given = audio
+            if isinstance(audio, EncodedAudio) and not getattr(provider.engine, "reads_encoded_audio", False):
+                # An engine that reads every sample (more than once, maybe) gets them decoded once.
+                whole = whole or Audio(audio.samples)
+                given = whole
             if not provider.breaker.try_acquire(self.clock()):
                 failure = circuit_open_error(provider, self.clock())
                 continue
             yielded = False
             try:
                 async with provider.gate.slot():
-                    async for segment in provider.engine.transcribe_segments(audio, options):
+                    async for segment in provider.engine.transcribe_segments(given, options):
                         yielded = True
                         yield segment
             except ServerBusy as e:
