@@ -364,6 +364,12 @@ def report(
             spread = (max(values) - min(values)) / statistics.mean(values) * 100
             low, high = min(values), max(values)
             print(f"{name} RSS after the first minute: {low:.0f}-{high:.0f} MB (spread {spread:.1f} %)")
+            # A sample taken mid-decode holds that decode's buffers; a leak moves the level between decodes.
+            halves = steady[: len(steady) // 2], steady[len(steady) // 2 :]
+            first, second = (min(sample[column] for sample in half) for half in halves)
+            print(
+                f"{name} RSS at rest (lowest sample): first half {first:.0f} MB, second half {second:.0f} MB"
+            )
 
 
 def min_billed_ms(session: Session, outcome: str | None) -> int:
