@@ -3,11 +3,9 @@ default model, while the server's peak memory grows by far less than the hour's 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import ENGINE_RATE_HZ, float_to_pcm16
 from tests.conftest import RunningServer, shared_audio, start_server, stop_server
+from tests.e2e.flac import flac_of
 
 HOUR_S = 3600
 # Where the two sentences start, in seconds.
@@ -34,25 +33,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 def hour_with_speech_flac(sentence: np.ndarray) -> bytes:
     """An hour of FLAC, silent but for `sentence` at each of SPEECH_AT_S."""
-    out = io.BytesIO()
-    with av.open(out, "w", format="flac") as container:
-        stream = container.add_stream("flac", rate=ENGINE_RATE_HZ, layout="mono")
-        speech = {at: np.frombuffer(float_to_pcm16(sentence), "<i2") for at in SPEECH_AT_S}
+    speech = {at: np.frombuffer(float_to_pcm16(sentence), "<i2") for at in SPEECH_AT_S}
+
+    def seconds() -> Iterator[np.ndarray]:
         for second in range(HOUR_S):
             block = np.zeros(ENGINE_RATE_HZ, dtype=np.int16)
             for at, pcm in speech.items():
-                offset = (second - at) * ENGINE_RATE_HZ
-                if 0 <= offset < len(pcm):
-                    part = pcm[offset : offset + ENGINE_RATE_HZ]
+                if second >= at:
+                    part = pcm[(second - at) * ENGINE_RATE_HZ :][:ENGINE_RATE_HZ]
                     block[: len(part)] = part
-            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate = ENGINE_RATE_HZ
-            frame.pts = second * ENGINE_RATE_HZ
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
+            yield block
+
+    return flac_of(seconds())
 
 
 def peak_rss_mb(pid: int) -> float:

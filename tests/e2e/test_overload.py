@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import json
 import signal
 import socket
@@ -19,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import numpy as np
 import psutil
@@ -31,6 +29,7 @@ from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16
 from earshot.engines.provider_io import wav_bytes
 from tests.conftest import ADMIN_TOKEN, Admin, RunningServer, start_server, stop_server, usage_records
 from tests.e2e.catalogs import write_catalog
+from tests.e2e.flac import flac_of
 from tests.e2e.realtime_client import chunks, pcm24, silence, speech
 from tests.e2e.session_end import the_record, until_closed
 
@@ -252,19 +251,7 @@ def test_an_hour_of_compressed_silence_is_refused_before_it_is_decoded(
 
 
 def hour_of_silence_flac() -> bytes:
-    out = io.BytesIO()
-    with av.open(out, "w", format="flac") as container:
-        stream = container.add_stream("flac", rate=ENGINE_RATE_HZ, layout="mono")
-        second = np.zeros((1, ENGINE_RATE_HZ), dtype=np.int16)
-        for index in range(3600):
-            frame = av.AudioFrame.from_ndarray(second, format="s16", layout="mono")
-            frame.sample_rate = ENGINE_RATE_HZ
-            frame.pts = index * ENGINE_RATE_HZ
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
+    return flac_of(np.zeros(ENGINE_RATE_HZ, dtype=np.int16) for _ in range(3600))
 
 
 async def test_a_revoked_key_is_cut_off_within_a_second_while_the_model_is_full(
