@@ -8,6 +8,7 @@ block being read, however long the recording.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -56,7 +57,10 @@ async def read_pieces(audio: Audio, pieces: list[Piece]) -> AsyncIterator[tuple[
             held, held_from = [joined[rest:]], held_from + min(rest, len(joined))
             yield piece, cut
     finally:
-        blocks.close()
+        # Cancelled while a thread is inside `next`, the generator still runs there: it is left to finish and
+        # be collected rather than closed under it.
+        with contextlib.suppress(ValueError):
+            blocks.close()
 
 
 def _sample(at_s: float) -> int:
