@@ -37,7 +37,7 @@ class EncodedAudio(Audio):
     @property  # type: ignore[misc]
     def samples(self) -> np.ndarray:  # type: ignore[override]
         """Every sample, decoded now (for engines that need the whole recording at once)."""
-        chunks = list(self.blocks())
+        chunks = [chunk for chunk in self._read() if len(chunk)]
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     @property
