@@ -359,17 +359,30 @@ def report(
         print(f"| {at_s / 60:.1f} | {server_mb:.0f} | {workers_mb:.0f} |")
     steady = [sample for sample in samples if sample[0] > 60]
     if len(steady) >= 2:
+        print("\n| process | level (each minute's lowest) | level within | every sample | peak over level |")
+        print("|---|---:|---:|---:|---:|")
         for name, column in (("server", 1), ("workers", 2)):
+            levels = minute_levels(steady, column)
+            median = statistics.median(levels)
+            deviation = max(abs(level - median) for level in levels) / median * 100
             values = [sample[column] for sample in steady]
-            spread = (max(values) - min(values)) / statistics.mean(values) * 100
-            low, high = min(values), max(values)
-            print(f"{name} RSS after the first minute: {low:.0f}-{high:.0f} MB (spread {spread:.1f} %)")
-            # A sample taken mid-decode holds that decode's buffers; a leak moves the level between decodes.
-            halves = steady[: len(steady) // 2], steady[len(steady) // 2 :]
-            first, second = (min(sample[column] for sample in half) for half in halves)
             print(
-                f"{name} RSS at rest (lowest sample): first half {first:.0f} MB, second half {second:.0f} MB"
+                f"| {name} | {min(levels):.0f}-{max(levels):.0f} MB | ±{deviation:.1f} % of {median:.0f} MB "
+                f"| {min(values):.0f}-{max(values):.0f} MB | {(max(values) / median - 1) * 100:.1f} % |"
             )
+
+
+def minute_levels(samples: list[tuple[float, float, float]], column: int) -> list[float]:
+    """Each minute's lowest RSS sample: the level between decodes.
+
+    A sample taken mid-decode also holds that decode's working set (Whisper's attention buffers), which is
+    freed when it ends; a leak shows as a level that climbs from minute to minute.
+    """
+    by_minute: dict[int, float] = {}
+    for at_s, *values in samples:
+        minute = int(at_s // 60)
+        by_minute[minute] = min(by_minute.get(minute, values[column - 1]), values[column - 1])
+    return [by_minute[minute] for minute in sorted(by_minute)]
 
 
 def min_billed_ms(session: Session, outcome: str | None) -> int:
