@@ -18,23 +18,18 @@ from earshot.accounts.limits import MemorySessionGate, RateLimiter, RedisSession
 from earshot.accounts.metering import Meter
 from earshot.accounts.posture import check_anonymous_posture
 from earshot.accounts.revocation import RevocationFeed
-from earshot.api import (
-    admin,
-    deepgram,
-    deepgram_prerecorded,
-    health,
-    managed,
-    metrics,
-    openai_realtime,
-    openai_rest,
-    usage,
-)
+from earshot.api import admin, health, metrics, usage
 from earshot.api.access_log import AccessLogMiddleware
 from earshot.api.admission import Accounts
 from earshot.api.context import Gateway
 from earshot.api.credentials import redact_server_logs
-from earshot.api.errors import install_error_handlers
+from earshot.api.deepgram import live as deepgram_live
+from earshot.api.deepgram import prerecorded as deepgram_prerecorded
+from earshot.api.managed import endpoint as managed
 from earshot.api.metrics import Metrics
+from earshot.api.openai import rest as openai_rest
+from earshot.api.openai.errors import install_error_handlers
+from earshot.api.realtime import endpoint as openai_realtime
 from earshot.audio.vad import SileroModel
 from earshot.audio.vad_runner import VadRunner
 from earshot.dials import DialBoard, Dials
@@ -114,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLogMiddleware, metrics=app_metrics)
     if settings.cors_origins:
         _add_cors(app, settings.cors_origins)
-    routers = (health, metrics, openai_rest, openai_realtime, managed, deepgram, deepgram_prerecorded)
+    routers = (health, metrics, openai_rest, openai_realtime, managed, deepgram_live, deepgram_prerecorded)
     for module in (*routers, usage, admin):
         app.include_router(module.router)
     return app

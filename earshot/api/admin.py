@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from earshot.accounts.keys import UNSET, ApiKey, KeyChanges
 from earshot.api.context import Gateway, get_gateway
-from earshot.api.errors import OpenAIError
+from earshot.api.openai.errors import OpenAIError
 from earshot.dials import MAX_RATE, MAX_SESSIONS, DialError
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.smoke import check_model

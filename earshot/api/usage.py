@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from earshot.api.admin import is_admin
 from earshot.api.context import Gateway, get_gateway
-from earshot.api.errors import OpenAIError
+from earshot.api.openai.errors import OpenAIError
 from earshot.store.records import UsageTotal
 
 router = APIRouter()

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from earshot.accounts.keys import UNSET, ApiKey, KeyChanges, KeyRing
 from earshot.accounts.revocation import RevocationFeed
-from earshot.api.errors import OpenAIError
+from earshot.api.openai.errors import OpenAIError
 from earshot.api.usage import parse_instant, total_json, usage_window
 from earshot.cli.main import err
 from earshot.dials import DialBoard, DialError, Dials

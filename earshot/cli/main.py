@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from earshot.accounts.posture import StartupRefused, check_anonymous_posture
-from earshot.api.formats import ResponseFormat, render
+from earshot.api.openai.formats import ResponseFormat, render
 from earshot.audio.decode import AudioDecodeError, decode_audio
 from earshot.engines.base import EngineError, Segment, TranscribeOptions, Transcript
 from earshot.engines.workers import WorkerPool

@@ -310,7 +310,7 @@ def test_admin_model_checks_leak_nothing(probe: Probe, model: str) -> None:
     assert_clean(f"admin test {model}", http_seen(response))
 
 
-DEEPGRAM_API = importlib.util.find_spec("earshot.api.deepgram") is not None
+DEEPGRAM_API = importlib.util.find_spec("earshot.api.deepgram.live") is not None
 
 
 @pytest.mark.skipif(not DEEPGRAM_API, reason="the Deepgram-compatible routes (api/deepgram.py) are absent")

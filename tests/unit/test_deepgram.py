@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from earshot.api.deepgram import DeepgramLiveProtocol
-from earshot.api.deepgram_params import DeepgramError, ListenParams, choose_model
-from earshot.api.deepgram_results import ModelInfo
-from earshot.api.live import (
+from earshot.api.deepgram.live import DeepgramLiveProtocol
+from earshot.api.deepgram.params import DeepgramError, ListenParams, choose_model
+from earshot.api.deepgram.results import ModelInfo
+from earshot.api.live.actions import (
     Action,
     AppendAudio,
     AppendEncoded,
@@ -377,7 +377,7 @@ def test_engine_options_follow_the_parameters() -> None:
 
 
 def test_words_an_engine_punctuates_are_plain_in_word_and_as_written_in_punctuated_word() -> None:
-    from earshot.api.deepgram_results import words_json
+    from earshot.api.deepgram.results import words_json
 
     whisper_words = [
         Word("Go", 0.0, 0.3),

@@ -6,7 +6,7 @@ import pytest
 from openai.types.audio import Transcription, TranscriptionVerbose
 from openai.types.audio.transcription import UsageDuration
 
-from earshot.api.formats import (
+from earshot.api.openai.formats import (
     ResponseFormat,
     json_body,
     render,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from earshot.api import managed_wire as wire
-from earshot.api.live import Action, AppendAudio, CloseSocket, Commit, EndStream, Send
-from earshot.api.managed import ManagedProtocol
+from earshot.api.live.actions import Action, AppendAudio, CloseSocket, Commit, EndStream, Send
+from earshot.api.managed import wire
+from earshot.api.managed.endpoint import ManagedProtocol
 from earshot.streaming.events import Closed, Error, Final, Partial, SpeechStarted, UtteranceEnd, Word
 from earshot.streaming.session import LiveConfig
 

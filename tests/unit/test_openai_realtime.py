@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from earshot.api.live import (
+from earshot.api.live.actions import (
     Action,
     AppendAudio,
     Clear,
@@ -21,8 +21,8 @@ from earshot.api.live import (
     ModelRefused,
     Send,
 )
-from earshot.api.openai_realtime import RealtimeProtocol
-from earshot.api.realtime_session import Dialect, RealtimeSettings
+from earshot.api.realtime.endpoint import RealtimeProtocol
+from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16
 from earshot.audio.vad import VadParams
 from earshot.streaming.events import Error, Final, SpeechStarted, SpeechStopped, UtteranceEnd

@@ -11,15 +11,15 @@ from typing import Any, get_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from earshot.api import managed_wire as wire
-from earshot.api.deepgram import DeepgramLiveProtocol
-from earshot.api.deepgram_params import ListenParams
-from earshot.api.deepgram_results import ModelInfo
-from earshot.api.live import EndReason, ModelRefused
-from earshot.api.managed import ManagedProtocol
-from earshot.api.openai_realtime import RealtimeProtocol
-from earshot.api.realtime_relay import RealtimeRelay
-from earshot.api.realtime_session import RealtimeSettings
+from earshot.api.deepgram.live import DeepgramLiveProtocol
+from earshot.api.deepgram.params import ListenParams
+from earshot.api.deepgram.results import ModelInfo
+from earshot.api.live.actions import EndReason, ModelRefused
+from earshot.api.managed import wire
+from earshot.api.managed.endpoint import ManagedProtocol
+from earshot.api.realtime.endpoint import RealtimeProtocol
+from earshot.api.realtime.relay import RealtimeRelay
+from earshot.api.realtime.session import RealtimeSettings
 from earshot.engines.realtime_upstream import RealtimeTarget
 from earshot.streaming.events import Error, Final, Partial, SpeechStarted, SpeechStopped, UtteranceEnd, Word
 from earshot.streaming.session import LiveConfig

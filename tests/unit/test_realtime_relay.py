@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from earshot.api.live import CloseSocket, ModelRefused, Send
-from earshot.api.realtime_relay import Metered, RealtimeRelay, RelayAction, ToUpstream
-from earshot.api.realtime_session import Dialect, RealtimeSettings
+from earshot.api.live.actions import CloseSocket, ModelRefused, Send
+from earshot.api.realtime.relay import Metered, RealtimeRelay, RelayAction, ToUpstream
+from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.engines.openai_wire import RealtimeDialect, RealtimeTarget
 from earshot.routing.catalog import ModelNotFound
 

@@ -5,8 +5,8 @@ Shared by the local session and the relay, so both end a session in the same wor
 
 from __future__ import annotations
 
-from earshot.api import realtime_events as events
-from earshot.api.live import Action, CloseSocket, EndReason, Send
+from earshot.api.live.actions import Action, CloseSocket, EndReason, Send
+from earshot.api.realtime import server_events as events
 
 CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
     "idle_timeout": (1000, "session_idle_timeout"),

@@ -18,12 +18,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from earshot.accounts.errors import AccessDenied
 from earshot.api.admission import Admission
-from earshot.api.client_socket import SOCKET_GONE_ERRORS
 from earshot.api.context import Gateway
-from earshot.api.errors import OpenAIError
-from earshot.api.live import Action, CloseSocket, LiveProtocol, ModelRefused, RefuseHandshake, Send
-from earshot.api.live_models import ModelChooser as ModelChooser
-from earshot.api.live_socket import LiveSocket
+from earshot.api.live.actions import Action, CloseSocket, LiveProtocol, ModelRefused, RefuseHandshake, Send
+from earshot.api.live.client_socket import SOCKET_GONE_ERRORS
+from earshot.api.live.models import ModelChooser as ModelChooser
+from earshot.api.live.shell import LiveSocket
+from earshot.api.openai.errors import OpenAIError
 from earshot.routing.capacity import live_busy_message
 from earshot.store.records import Outcome
 from earshot.streaming.session import LiveConfig

@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from earshot.api import realtime_events as events
 from earshot.api.json_messages import BadJSON, load_message
-from earshot.api.live import Send
-from earshot.api.realtime_session import BetaSessionIn, Dialect, GASessionIn, RealtimeSettings
+from earshot.api.live.actions import Send
+from earshot.api.realtime import server_events as events
+from earshot.api.realtime.session import BetaSessionIn, Dialect, GASessionIn, RealtimeSettings
 
 
 class InvalidEvent(Exception):

@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, WebSocket
 
-from earshot.api import deepgram_results as messages
-from earshot.api.deepgram_params import DeepgramError, ListenParams, choose_model
-from earshot.api.deepgram_results import ModelInfo, spread_words
+from earshot.api.deepgram import results as messages
+from earshot.api.deepgram.params import DeepgramError, ListenParams, choose_model
+from earshot.api.deepgram.results import ModelInfo, spread_words
 from earshot.api.json_messages import BadJSON, load_message
-from earshot.api.live import (
+from earshot.api.live.actions import (
     TRY_AGAIN_LATER_CLOSE,
     Action,
     AppendAudio,
@@ -31,7 +31,7 @@ from earshot.api.live import (
     RefuseHandshake,
     Send,
 )
-from earshot.api.live_admission import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.api.live.admission import LiveRoute, ModelChooser, refuse, serve_live
 from earshot.audio.pcm import alaw_to_pcm16, float_to_pcm16, pcm16_to_float, ulaw_to_pcm16
 from earshot.engines.base import TranscribeOptions, supports_language
 from earshot.routing.catalog import ModelNotFound

@@ -16,8 +16,7 @@ from dataclasses import replace
 import numpy as np
 from fastapi import APIRouter, WebSocket
 
-from earshot.api import managed_wire as wire
-from earshot.api.live import (
+from earshot.api.live.actions import (
     TRY_AGAIN_LATER_CLOSE,
     Action,
     AppendAudio,
@@ -27,7 +26,8 @@ from earshot.api.live import (
     EndStream,
     Send,
 )
-from earshot.api.live_admission import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.api.live.admission import LiveRoute, ModelChooser, refuse, serve_live
+from earshot.api.managed import wire
 from earshot.audio.vad import VadParams
 from earshot.engines.base import TranscribeOptions
 from earshot.streaming.events import Error, Final, Partial, SessionEvent, UtteranceEnd

@@ -15,15 +15,15 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from earshot.api import realtime_events as events
 from earshot.api.admission import Admission
-from earshot.api.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
 from earshot.api.context import Gateway
-from earshot.api.live import OUTCOME_OF_END, CloseSocket, EndReason, Send
-from earshot.api.live_models import ModelChooser
-from earshot.api.live_watch import SessionWatch
-from earshot.api.realtime_relay import Metered, RealtimeRelay, RelayAction, ToUpstream
-from earshot.api.realtime_session import Dialect, RealtimeSettings
+from earshot.api.live.actions import OUTCOME_OF_END, CloseSocket, EndReason, Send
+from earshot.api.live.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
+from earshot.api.live.models import ModelChooser
+from earshot.api.live.watch import SessionWatch
+from earshot.api.realtime import server_events as events
+from earshot.api.realtime.relay import Metered, RealtimeRelay, RelayAction, ToUpstream
+from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.engines.base import UpstreamError
 from earshot.engines.openai_wire import upstream_realtime_target
 from earshot.engines.realtime_upstream import connect

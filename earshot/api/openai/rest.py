@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
-from earshot.api.errors import OpenAIError
-from earshot.api.formats import ResponseFormat, render
 from earshot.api.metrics import Metrics
+from earshot.api.openai.errors import OpenAIError
+from earshot.api.openai.formats import ResponseFormat, render
 from earshot.api.uploads import (
     BadUpload,
     BodyPace,

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-from earshot.api.realtime_session import Dialect, RealtimeSettings
+from earshot.api.realtime.session import Dialect, RealtimeSettings
 
 
 def new_item_id() -> str:

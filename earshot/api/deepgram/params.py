@@ -23,7 +23,7 @@ from earshot.accounts.errors import (
     RateLimited,
     ServerDraining,
 )
-from earshot.api.errors import OpenAIError
+from earshot.api.openai.errors import OpenAIError
 from earshot.audio.vad import VadParams
 from earshot.engines.base import EngineError
 from earshot.routing.capacity import LIVE_RETRY_AFTER_S

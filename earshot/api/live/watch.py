@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway
-from earshot.api.live import EndReason
+from earshot.api.live.actions import EndReason
 from earshot.streaming.session import Expiry
 
 WATCH_INTERVAL_S = 0.2

@@ -16,9 +16,8 @@ from collections.abc import Awaitable
 from starlette.websockets import WebSocket
 
 from earshot.api.admission import Admission
-from earshot.api.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
 from earshot.api.context import Gateway
-from earshot.api.live import (
+from earshot.api.live.actions import (
     OUTCOME_OF_END,
     Action,
     AppendAudio,
@@ -33,8 +32,9 @@ from earshot.api.live import (
     Send,
     WarnsOfLowCredit,
 )
-from earshot.api.live_models import ModelChooser as ModelChooser
-from earshot.api.live_watch import SessionWatch
+from earshot.api.live.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE_ERRORS, ClientSocket
+from earshot.api.live.models import ModelChooser as ModelChooser
+from earshot.api.live.watch import SessionWatch
 from earshot.audio.decode import AudioDecodeError, ContainerStream
 from earshot.engines.base import EngineError, TranscribeOptions
 from earshot.store.records import Outcome

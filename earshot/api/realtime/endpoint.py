@@ -13,9 +13,8 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from earshot.api import realtime_events as events
 from earshot.api.admission import Admission
-from earshot.api.live import (
+from earshot.api.live.actions import (
     TRY_AGAIN_LATER_CLOSE,
     Action,
     AppendAudio,
@@ -27,8 +26,9 @@ from earshot.api.live import (
     ModelRefused,
     Send,
 )
-from earshot.api.live_admission import LiveRoute, LiveRunner, ModelChooser, refuse, serve_live
-from earshot.api.realtime_client_events import (
+from earshot.api.live.admission import LiveRoute, LiveRunner, ModelChooser, refuse, serve_live
+from earshot.api.realtime import server_events as events
+from earshot.api.realtime.client_events import (
     InvalidEvent,
     appended_audio,
     binary_not_supported,
@@ -38,9 +38,9 @@ from earshot.api.realtime_client_events import (
     update_dialect,
     updated_settings,
 )
-from earshot.api.realtime_endings import ending_actions
-from earshot.api.realtime_relay_socket import relay_for
-from earshot.api.realtime_session import Dialect, RealtimeSettings
+from earshot.api.realtime.endings import ending_actions
+from earshot.api.realtime.relay_socket import relay_for
+from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.pcm import alaw_to_pcm16, ulaw_to_pcm16
 from earshot.engines.base import TranscribeOptions
 from earshot.streaming.events import Error, Final, SessionEvent, SpeechStarted, SpeechStopped, UtteranceEnd

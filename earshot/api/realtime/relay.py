@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import soxr
 
-from earshot.api import realtime_events as events
-from earshot.api.live import CloseSocket, EndReason, ModelRefused, Send
-from earshot.api.realtime_client_events import (
+from earshot.api.live.actions import CloseSocket, EndReason, ModelRefused, Send
+from earshot.api.realtime import server_events as events
+from earshot.api.realtime.client_events import (
     InvalidEvent,
     appended_audio,
     binary_not_supported,
@@ -30,8 +30,8 @@ from earshot.api.realtime_client_events import (
     update_dialect,
     updated_settings,
 )
-from earshot.api.realtime_endings import ending_actions
-from earshot.api.realtime_session import Dialect, RealtimeSettings
+from earshot.api.realtime.endings import ending_actions
+from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16, pcm16_to_float
 from earshot.engines.openai_wire import RealtimeTarget
 from earshot.engines.realtime_upstream import UPSTREAM_RATE_HZ, session_update

@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from earshot.accounts.errors import InsufficientCredits
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway
-from earshot.api.live import EndReason
+from earshot.api.live.actions import EndReason
 
 # Close codes a client uses when it ends a session on purpose; anything else is a dropped connection.
 NORMAL_CLOSE_CODES = frozenset({1000, 1001})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from earshot.accounts.errors import ModelNotAllowed
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway
-from earshot.api.live import ModelRefused
+from earshot.api.live.actions import ModelRefused
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.router import Route
 
