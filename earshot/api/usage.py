@@ -19,6 +19,14 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
+class BadInstant(ValueError):
+    """A usage bound that is not a date or time earshot can query."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def parse_instant(value: str | None, param: str) -> datetime | None:
     """An ISO date, ISO datetime (UTC unless zoned) or unix seconds; None if absent."""
     if value is None or not value.strip():
@@ -33,16 +41,9 @@ def parse_instant(value: str | None, param: str) -> datetime | None:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
             parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError, OSError) as e:
-        raise OpenAIError(
-            400, f"invalid {param}: {value!r} is not a date or time", code="invalid_value", param=param
-        ) from e
+        raise BadInstant(param, f"invalid {param}: {value!r} is not a date or time") from e
     if not EARLIEST <= parsed <= LATEST:
-        raise OpenAIError(
-            400,
-            f"invalid {param}: {value!r} is outside {EARLIEST.year}-{LATEST.year}",
-            code="invalid_value",
-            param=param,
-        )
+        raise BadInstant(param, f"invalid {param}: {value!r} is outside {EARLIEST.year}-{LATEST.year}")
     return parsed
 
 
@@ -51,7 +52,7 @@ def usage_window(start: str | None, end: str | None) -> tuple[datetime, datetime
     end_at = parse_instant(end, "end") or datetime.now(UTC)
     start_at = parse_instant(start, "start") or max(EARLIEST, end_at - DEFAULT_WINDOW)
     if start_at >= end_at:
-        raise OpenAIError(400, "start must be before end", code="invalid_value", param="start")
+        raise BadInstant("start", "start must be before end")
     return start_at, end_at
 
 
@@ -74,7 +75,10 @@ async def get_usage(
     key_id: Annotated[str | None, Query(description="admin only: one key's usage")] = None,
 ) -> dict[str, Any]:
     """Usage in [start, end): a key sees its own, the admin token sees every key's."""
-    start_at, end_at = usage_window(start, end)
+    try:
+        start_at, end_at = usage_window(start, end)
+    except BadInstant as e:
+        raise OpenAIError(400, str(e), code="invalid_value", param=e.param) from e
     scope: dict[str, Any] = {}
     caller: dict[str, Any] | None = None
     if is_admin(request, gateway):

@@ -14,8 +14,7 @@ from rich.table import Table
 
 from earshot.accounts.keys import UNSET, ApiKey, KeyChanges, KeyRing
 from earshot.accounts.revocation import RevocationFeed
-from earshot.api.openai.errors import OpenAIError
-from earshot.api.usage import parse_instant, total_json, usage_window
+from earshot.api.usage import BadInstant, parse_instant, total_json, usage_window
 from earshot.cli.main import err
 from earshot.dials import DialBoard, DialError, Dials
 from earshot.settings import Settings
@@ -58,7 +57,7 @@ def _expiry(value: str | None) -> datetime | None:
         return None
     try:
         return parse_instant(value, "expires")
-    except OpenAIError as e:
+    except BadInstant as e:
         raise _fail(f"--expires: {value!r} is not an ISO date or time", 2) from e
 
 
@@ -187,8 +186,8 @@ def usage(
         raise _fail("--group-by must be model, day or key", 2)
     try:
         start_at, end_at = usage_window(start, end)
-    except OpenAIError as e:
-        raise _fail(e.message, 2) from e
+    except BadInstant as e:
+        raise _fail(str(e), 2) from e
     totals = _run(
         lambda db: UsageRepository(db).totals(
             start=start_at,

@@ -17,13 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from earshot.accounts.errors import (
     AccessDenied,
-    InsufficientCredits,
-    InvalidKey,
-    ModelNotAllowed,
-    RateLimited,
-    ServerDraining,
 )
-from earshot.api.openai.errors import OpenAIError
+from earshot.api.failures import Failure, of_denial, of_engine
 from earshot.audio.vad import VadParams
 from earshot.engines.base import EngineError
 from earshot.routing.capacity import LIVE_RETRY_AFTER_S
@@ -62,49 +57,45 @@ class DeepgramError(Exception):
         return cls(400, "Bad Request", message)
 
     @classmethod
+    def of(cls, failure: Failure) -> DeepgramError:
+        """A refusal or failure in Deepgram's shape."""
+        headers = {"Retry-After": str(failure.retry_after_s)} if failure.retry_after_s is not None else {}
+        if failure.code == "invalid_api_key":
+            return cls(401, "INVALID_AUTH", f"Invalid credentials: {failure.message}")
+        err_code, status = _DEEPGRAM_CODES.get(failure.code, (None, failure.status))
+        if err_code is None:
+            other = "UPSTREAM_ERROR" if failure.code == "upstream_error" else "INTERNAL_SERVER_ERROR"
+            err_code = {400: "Bad Request", 429: "TOO_MANY_REQUESTS"}.get(status, other)
+        return cls(status, err_code, failure.message, headers)
+
+    @classmethod
     def refused(cls, code: str, message: str) -> DeepgramError:
-        """The error for a caller refused by admission or model choice (earshot's refusal codes)."""
-        if code == "invalid_api_key":
-            return cls(401, "INVALID_AUTH", f"Invalid credentials: {message}")
-        if code == "model_not_allowed":
-            return cls(403, "INSUFFICIENT_PERMISSIONS", message)
-        if code in ("rate_limit_exceeded", "concurrency_limit_exceeded"):
-            return cls(429, "TOO_MANY_REQUESTS", message)
-        if code == "insufficient_quota":
-            return cls(402, "INSUFFICIENT_CREDITS", message)
-        if code == "server_busy":
-            return cls(429, "TOO_MANY_REQUESTS", message, {"Retry-After": str(LIVE_RETRY_AFTER_S)})
-        if code == "server_shutting_down":
-            return cls(503, "SERVICE_UNAVAILABLE", message, {"Retry-After": str(LIVE_RETRY_AFTER_S)})
-        return cls(400, "Bad Request", message)
+        """The error for a live connection refused by admission or model choice (earshot's refusal codes)."""
+        waits = code in ("server_busy", "server_shutting_down")
+        return cls.of(Failure(400, code, message, retry_after_s=LIVE_RETRY_AFTER_S if waits else None))
 
     @classmethod
     def from_engine(cls, failure: EngineError | ServerBusy) -> DeepgramError:
         """The error for a failed engine or provider, with the statuses the OpenAI routes use."""
-        mapped = OpenAIError.from_engine(failure)
-        if isinstance(failure, ServerBusy):
-            # Deepgram answers a full server as it answers too many concurrent requests.
-            return cls(429, "TOO_MANY_REQUESTS", mapped.message, mapped.headers)
-        codes = {400: "Bad Request", 429: "TOO_MANY_REQUESTS"}
-        err_code = codes.get(
-            mapped.status, "UPSTREAM_ERROR" if mapped.code == "upstream_error" else "INTERNAL_SERVER_ERROR"
-        )
-        return cls(mapped.status, err_code, mapped.message, mapped.headers)
+        return cls.of(of_engine(failure))
 
     @classmethod
     def denied(cls, denial: AccessDenied) -> DeepgramError:
         """The error for an AccessDenied raised by the accounts layer."""
-        if isinstance(denial, InvalidKey):
-            return cls.refused("invalid_api_key", str(denial))
-        if isinstance(denial, ModelNotAllowed):
-            return cls.refused("model_not_allowed", str(denial))
-        if isinstance(denial, RateLimited):
-            return cls.refused("rate_limit_exceeded", str(denial))
-        if isinstance(denial, InsufficientCredits):
-            return cls.refused("insufficient_quota", str(denial))
-        if isinstance(denial, ServerDraining):
-            return cls.refused("server_shutting_down", str(denial))
-        return cls(403, "FORBIDDEN", str(denial))
+        return cls.of(of_denial(denial))
+
+
+# Deepgram's err_code, and the status it answers with, for earshot's refusal codes.
+_DEEPGRAM_CODES: dict[str, tuple[str, int]] = {
+    "model_not_allowed": ("INSUFFICIENT_PERMISSIONS", 403),
+    "rate_limit_exceeded": ("TOO_MANY_REQUESTS", 429),
+    "concurrency_limit_exceeded": ("TOO_MANY_REQUESTS", 429),
+    "insufficient_quota": ("INSUFFICIENT_CREDITS", 402),
+    # Deepgram answers a full server as it answers too many concurrent requests.
+    "server_busy": ("TOO_MANY_REQUESTS", 429),
+    "server_shutting_down": ("SERVICE_UNAVAILABLE", 503),
+    "forbidden": ("FORBIDDEN", 403),
+}
 
 
 def _flag(value: Any) -> Any:

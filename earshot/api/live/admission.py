@@ -19,11 +19,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from earshot.accounts.errors import AccessDenied
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway
+from earshot.api.failures import of_denial
 from earshot.api.live.actions import Action, CloseSocket, LiveProtocol, ModelRefused, RefuseHandshake, Send
 from earshot.api.live.client_socket import SOCKET_GONE_ERRORS
 from earshot.api.live.models import ModelChooser as ModelChooser
 from earshot.api.live.shell import LiveSocket
-from earshot.api.openai.errors import OpenAIError
 from earshot.routing.capacity import live_busy_message
 from earshot.store.records import Outcome
 from earshot.streaming.session import LiveConfig
@@ -162,4 +162,4 @@ async def _admit_with(
 
 
 def _denial_code(denial: AccessDenied) -> str:
-    return OpenAIError.denied(denial).code or "forbidden"
+    return of_denial(denial).code

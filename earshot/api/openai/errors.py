@@ -11,20 +11,23 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from earshot.accounts.errors import (
-    AccessDenied,
-    InsufficientCredits,
-    InvalidKey,
-    ModelNotAllowed,
-    RateLimited,
-    ServerDraining,
-)
-from earshot.engines.base import EngineError, UpstreamError
+from earshot.accounts.errors import AccessDenied, ModelNotAllowed
+from earshot.api.failures import Failure, of_denial, of_engine
+from earshot.engines.base import EngineError
 from earshot.routing.gate import ServerBusy
 
 log = logging.getLogger(__name__)
 
 _TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+# The error types OpenAI gives these codes where the status alone would say otherwise.
+_TYPE_BY_CODE = {
+    "invalid_api_key": "invalid_request_error",
+    "insufficient_quota": "insufficient_quota",
+    "rate_limit_exceeded": "requests",
+    "concurrency_limit_exceeded": "requests",
+    "server_shutting_down": "server_error",
+    "server_busy": "server_error",
+}
 
 
 class OpenAIError(Exception):
@@ -66,62 +69,32 @@ class OpenAIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
     @classmethod
+    def of(cls, failure: Failure, param: str | None = None) -> OpenAIError:
+        """A refusal or failure in OpenAI's shape, with Retry-After where waiting helps."""
+        headers = {}
+        if failure.retry_after_s is not None:
+            headers["Retry-After"] = str(failure.retry_after_s)
+        if failure.final:
+            # The openai SDK retries 429s unless told not to.
+            headers["x-should-retry"] = "false"
+        return cls(
+            failure.status,
+            failure.message,
+            code=failure.code,
+            param=param,
+            type_=_TYPE_BY_CODE.get(failure.code),
+            headers=headers,
+        )
+
+    @classmethod
     def denied(cls, denial: AccessDenied) -> OpenAIError:
-        """The OpenAI error for a refused caller, with Retry-After where waiting helps."""
-        message = str(denial)
-        if isinstance(denial, InvalidKey):
-            return cls(401, message, code="invalid_api_key", type_="invalid_request_error")
-        if isinstance(denial, ModelNotAllowed):
-            return cls(403, message, code="model_not_allowed", param="model")
-        if isinstance(denial, InsufficientCredits):
-            # The openai SDK retries 429s unless told not to; more credit won't appear by retrying.
-            return cls(
-                429,
-                message,
-                code="insufficient_quota",
-                type_="insufficient_quota",
-                headers={"x-should-retry": "false"},
-            )
-        if isinstance(denial, ServerDraining):
-            return cls(
-                503,
-                message,
-                code="server_shutting_down",
-                type_="server_error",
-                headers={"Retry-After": str(denial.retry_after_s)},
-            )
-        if isinstance(denial, RateLimited):
-            code = "concurrency_limit_exceeded" if denial.concurrency else "rate_limit_exceeded"
-            return cls(
-                429, message, code=code, type_="requests", headers={"Retry-After": str(denial.retry_after_s)}
-            )
-        return cls(403, message, code="forbidden")
+        """The OpenAI error for a refused caller."""
+        return cls.of(of_denial(denial), param="model" if isinstance(denial, ModelNotAllowed) else None)
 
     @classmethod
     def from_engine(cls, failure: EngineError | ServerBusy) -> OpenAIError:
         """The OpenAI error for a failed engine or provider; its message is already safe to show."""
-        if isinstance(failure, ServerBusy):
-            # The server is full, not the caller over its limits: 503, which the SDKs retry after the hint.
-            return cls(
-                503,
-                str(failure),
-                code="server_busy",
-                type_="server_error",
-                headers={"Retry-After": str(max(1, round(failure.retry_after_s)))},
-            )
-        if not isinstance(failure, UpstreamError):
-            return cls(500, f"the engine failed: {failure}", code="engine_error")
-        status = failure.status or 502
-        if not failure.transient and 400 <= status < 500 and status not in (401, 403):
-            caller_status = 400
-        elif status in (503, 504):
-            caller_status = status
-        else:
-            caller_status = 502
-        headers = {}
-        if failure.retry_after_s is not None and caller_status == 503:
-            headers["Retry-After"] = str(max(1, round(failure.retry_after_s)))
-        return cls(caller_status, str(failure), code="upstream_error", headers=headers)
+        return cls.of(of_engine(failure))
 
 
 def install_error_handlers(app: FastAPI) -> None:
