@@ -32,7 +32,7 @@ from earshot.api.live.actions import (
     Send,
 )
 from earshot.api.live.admission import LiveRoute, ModelChooser, refuse, serve_live
-from earshot.audio.pcm import alaw_to_pcm16, float_to_pcm16, pcm16_to_float, ulaw_to_pcm16
+from earshot.audio.raw import RawAudioReader
 from earshot.engines.base import TranscribeOptions, supports_language
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.router import Route
@@ -83,8 +83,8 @@ class DeepgramLiveProtocol:
         self.request_id = request_id
         self._live_defaults = live_defaults
         self._sha256 = hashlib.sha256()
-        self._raw_bytes = 0
-        self._carry = b""  # the start of a sample frame split across messages
+        raw_format = params.raw_format
+        self._raw = RawAudioReader(raw_format) if raw_format is not None else None
         self._in_turn = False
         self._ends: deque[_TurnEnd] = deque()
         self._clock_s = 0.0
@@ -115,23 +115,10 @@ class DeepgramLiveProtocol:
         if not data:
             return self._close_stream()
         self._sha256.update(data)
-        self._raw_bytes += len(data)
-        encoding = self.params.encoding
-        if encoding is None:
+        if self._raw is None:
             return [AppendEncoded(data)]
-        frame_bytes = (2 if encoding == "linear16" else 1) * self.params.channels
-        data = self._carry + data
-        usable = len(data) - len(data) % frame_bytes
-        chunk, self._carry = data[:usable], data[usable:]
-        if not chunk:
-            return []
-        if encoding == "mulaw":
-            chunk = ulaw_to_pcm16(chunk)
-        elif encoding == "alaw":
-            chunk = alaw_to_pcm16(chunk)
-        if self.params.channels > 1:
-            chunk = float_to_pcm16(pcm16_to_float(chunk, self.params.channels))
-        return [AppendAudio(chunk)]
+        pcm16 = self._raw.read(data)
+        return [AppendAudio(pcm16)] if pcm16 else []
 
     def receive_text(self, text: str) -> list[Action]:
         """KeepAlive, Finalize or CloseStream; anything else gets an Error message and the stream goes on."""
@@ -262,13 +249,9 @@ class DeepgramLiveProtocol:
     @property
     def duration_s(self) -> float:
         """Seconds of audio received (for containers, as far as the results reached)."""
-        encoding = self.params.encoding
-        if encoding is None:
+        if self._raw is None:
             return self._clock_s
-        bytes_per_second = (
-            (2 if encoding == "linear16" else 1) * self.params.channels * self.params.input_rate_hz
-        )
-        return self._raw_bytes / bytes_per_second
+        return self._raw.ms_read / 1000
 
     def ending(self, reason: EndReason, message: str) -> list[Action]:
         """Metadata and the close; when the server ends the stream, an Error message saying why first."""

@@ -19,6 +19,8 @@ from earshot.accounts.errors import (
     AccessDenied,
 )
 from earshot.api.failures import Failure, of_denial, of_engine
+from earshot.audio.raw import RawEncoding as RawAudioEncoding
+from earshot.audio.raw import RawFormat
 from earshot.audio.vad import VadParams
 from earshot.engines.base import EngineError
 from earshot.routing.capacity import LIVE_RETRY_AFTER_S
@@ -180,6 +182,14 @@ class ListenParams(BaseModel):
             message = str(first["msg"]).removeprefix("Value error, ")
             text = f"Invalid query parameter {where}: {message}" if where else message
             raise DeepgramError.bad_request(text) from e
+
+    @property
+    def raw_format(self) -> RawFormat | None:
+        """How raw frames are laid out; None when the audio comes in a container."""
+        if self.encoding is None:
+            return None
+        encoding: RawAudioEncoding = "pcm16" if self.encoding == "linear16" else self.encoding
+        return RawFormat(rate_hz=self.input_rate_hz, encoding=encoding, channels=self.channels)
 
     @property
     def input_rate_hz(self) -> int:

@@ -27,7 +27,8 @@ from earshot.api.deepgram.params import DeepgramError, ListenParams, choose_mode
 from earshot.api.deepgram.results import ModelInfo, prerecorded
 from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, decode_upload, read_body
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio, encoded_audio_async, pcm16_blocks
-from earshot.audio.pcm import Audio, alaw_to_pcm16, ulaw_to_pcm16
+from earshot.audio.pcm import Audio
+from earshot.audio.raw import RawAudioReader
 from earshot.engines.base import EngineError, TranscribeOptions, transcribe
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.gate import ServerBusy
@@ -170,19 +171,10 @@ async def _decode(data: bytes, content_type: str | None, params: ListenParams, g
     limit_s = gateway.settings.max_audio_seconds
     limiter = gateway.decode_limiter
     try:
-        if params.encoding is not None:
-            pcm16 = data
-            if params.encoding == "mulaw":
-                pcm16 = ulaw_to_pcm16(data)
-            elif params.encoding == "alaw":
-                pcm16 = alaw_to_pcm16(data)
-            read = partial(
-                pcm16_blocks,
-                pcm16,
-                sample_rate=params.input_rate_hz,
-                channels=params.channels,
-                max_seconds=limit_s,
-            )
+        raw_format = params.raw_format
+        if raw_format is not None:
+            pcm16 = RawAudioReader(raw_format).read(data)
+            read = partial(pcm16_blocks, pcm16, sample_rate=raw_format.rate_hz, max_seconds=limit_s)
             return await encoded_audio_async(read, limiter=limiter)
         return await decode_upload(data, content_type, limit_s, limiter)
     except AudioTooLong as e:

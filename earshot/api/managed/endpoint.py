@@ -13,7 +13,6 @@ import logging
 import uuid
 from dataclasses import replace
 
-import numpy as np
 from fastapi import APIRouter, WebSocket
 
 from earshot.api.live.actions import (
@@ -28,6 +27,7 @@ from earshot.api.live.actions import (
 )
 from earshot.api.live.admission import LiveRoute, ModelChooser, refuse, serve_live
 from earshot.api.managed import wire
+from earshot.audio.raw import RawAudioReader, RawFormat
 from earshot.audio.vad import VadParams
 from earshot.engines.base import TranscribeOptions
 from earshot.streaming.events import Error, Final, Partial, SessionEvent, UtteranceEnd
@@ -70,16 +70,13 @@ class ManagedProtocol:
         self.model_id = model_id
         self.session_id = f"sess_{uuid.uuid4().hex[:22]}"
         self._live_defaults = live_defaults
-        self._frame_bytes = 2 * config.channels
-        # The bytes of a sample frame split across two messages wait here for the rest of it.
-        self._partial_frame = b""
-        self._frames = 0
+        self._raw = RawAudioReader(RawFormat(rate_hz=config.sample_rate, channels=config.channels))
         self._unflushed = False
 
     @property
     def seconds_used(self) -> float:
         """Seconds of audio the client has sent (whole sample frames)."""
-        return self._frames / self.config.sample_rate
+        return self._raw.ms_read / 1000
 
     def live_config(self) -> LiveConfig:
         """Server VAD at the client's sample rate, with the server's limits."""
@@ -95,14 +92,11 @@ class ManagedProtocol:
 
     def receive_bytes(self, data: bytes) -> list[Action]:
         """Audio: PCM16 little-endian, interleaved when there are several channels (mixed down to mono)."""
-        data = self._partial_frame + data
-        whole = len(data) - len(data) % self._frame_bytes
-        self._partial_frame = data[whole:]
-        if not whole:
+        pcm16 = self._raw.read(data)
+        if not pcm16:
             return []
-        self._frames += whole // self._frame_bytes
         self._unflushed = True
-        return [AppendAudio(_mono(data[:whole], self.config.channels))]
+        return [AppendAudio(pcm16)]
 
     def receive_text(self, text: str) -> list[Action]:
         """Controls: `keepalive`, `finalize` (flush into finals, stay open), `close` (flush, then end)."""
@@ -168,14 +162,6 @@ def _close_of(code: wire.ErrorCode) -> int:
     if code in ("SERVER_BUSY", "SERVER_SHUTDOWN"):
         return TRY_AGAIN_LATER_CLOSE
     return BAD_REQUEST_CLOSE if code == "BAD_REQUEST" else POLICY_CLOSE
-
-
-def _mono(pcm16: bytes, channels: int) -> bytes:
-    if channels == 1:
-        return pcm16
-    frames = np.frombuffer(pcm16, dtype="<i2").reshape(-1, channels)
-    mixed: bytes = frames.mean(axis=1, dtype=np.float32).round().astype("<i2").tobytes()
-    return mixed
 
 
 MANAGED_ROUTE = LiveRoute(path="/ws/transcribe", bucket="managed")

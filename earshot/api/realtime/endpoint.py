@@ -41,7 +41,7 @@ from earshot.api.realtime.client_events import (
 from earshot.api.realtime.endings import ending_actions
 from earshot.api.realtime.relay_socket import relay_for
 from earshot.api.realtime.session import Dialect, RealtimeSettings
-from earshot.audio.pcm import alaw_to_pcm16, ulaw_to_pcm16
+from earshot.audio.raw import RawAudioReader
 from earshot.engines.base import TranscribeOptions
 from earshot.streaming.events import Error, Final, SessionEvent, SpeechStarted, SpeechStopped, UtteranceEnd
 from earshot.streaming.session import LiveConfig
@@ -49,7 +49,6 @@ from earshot.streaming.session import LiveConfig
 router = APIRouter()
 
 MIN_COMMIT_MS = 100
-_DECODERS: dict[str, Callable[[bytes], bytes]] = {"g711_ulaw": ulaw_to_pcm16, "g711_alaw": alaw_to_pcm16}
 
 
 @dataclass(slots=True)
@@ -81,8 +80,14 @@ class RealtimeProtocol:
         self._items: deque[_Item] = deque()
         self._open: _Item | None = None
         self._previous_item_id: str | None = None
+        self._raw = RawAudioReader(settings.raw_format)
         self._buffered_ms = 0.0
         self._appended_ms = 0.0
+
+    @property
+    def appended_ms(self) -> float:
+        """Milliseconds of audio the client has appended (whole sample frames)."""
+        return self._appended_ms
 
     # --- client messages ---
 
@@ -108,11 +113,11 @@ class RealtimeProtocol:
 
     def _append(self, message: dict[str, Any], event_id: str | None) -> list[Action]:
         _, raw = appended_audio(message, event_id)
-        decode = _DECODERS.get(self.settings.encoding)
-        pcm16 = decode(raw) if decode is not None else raw[: len(raw) - len(raw) % 2]
+        ms_before = self._raw.ms_read
+        pcm16 = self._raw.read(raw)
         if not pcm16:
             return []
-        added_ms = len(pcm16) / 2 / self.settings.input_rate_hz * 1000
+        added_ms = self._raw.ms_read - ms_before
         self._buffered_ms += added_ms
         self._appended_ms += added_ms
         if self._open is None and self.settings.vad is None:
@@ -160,6 +165,8 @@ class RealtimeProtocol:
                 actions.extend(self._commit(message, event_id))
             else:
                 actions.extend(self._clear(message, event_id)[:1])
+        if updated.raw_format != self.settings.raw_format:
+            self._raw = RawAudioReader(updated.raw_format)
         self.settings = updated
         actions.append(Configure(self.model_id, self.live_config(), self.transcribe_options()))
         actions.append(Send(events.session(self.dialect, "updated", self.settings)))

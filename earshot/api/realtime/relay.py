@@ -33,6 +33,7 @@ from earshot.api.realtime.client_events import (
 from earshot.api.realtime.endings import ending_actions
 from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16, pcm16_to_float
+from earshot.audio.raw import RawAudioReader
 from earshot.engines.openai_wire import RealtimeTarget
 from earshot.engines.realtime_upstream import UPSTREAM_RATE_HZ, session_update
 from earshot.engines.upstream import reference
@@ -40,7 +41,6 @@ from earshot.routing.catalog import ModelNotFound
 
 log = logging.getLogger(__name__)
 
-G711_BYTES_PER_MS = 8
 # Upstream error types that are about what the client sent: their text is passed on (scrubbed).
 CLIENT_ERROR_TYPES = frozenset({"invalid_request_error"})
 
@@ -81,6 +81,7 @@ class RealtimeRelay:
         self._canonical = canonical
         self._choose = choose
         self._resampler: Any = None
+        self._raw = RawAudioReader(self.settings.raw_format)
         self._own_updates = 0
 
     def upstream_opened(self) -> list[RelayAction]:
@@ -158,16 +159,17 @@ class RealtimeRelay:
 
     def _append(self, message: dict[str, Any], passed: dict[str, Any]) -> list[RelayAction]:
         audio, raw = appended_audio(message, passed.get("event_id"))
-        if self.settings.encoding != "pcm16":
-            return [Metered(len(raw) / G711_BYTES_PER_MS), ToUpstream(json.dumps({**passed, "audio": audio}))]
+        ms_before = self._raw.ms_read
+        pcm16 = self._raw.read(raw)
+        audio_ms = self._raw.ms_read - ms_before
         rate_hz = self.settings.pcm_rate_hz
-        audio_ms = (len(raw) // 2) / rate_hz * 1000
-        if rate_hz != UPSTREAM_RATE_HZ:
+        if self.settings.encoding == "pcm16" and rate_hz != UPSTREAM_RATE_HZ:
             # The provider takes 24 kHz only; earshot takes any rate, so the relay converts.
             if self._resampler is None:
                 self._resampler = soxr.ResampleStream(rate_hz, UPSTREAM_RATE_HZ, 1, dtype="float32")
-            resampled = np.asarray(self._resampler.resample_chunk(pcm16_to_float(raw)), dtype=np.float32)
+            resampled = np.asarray(self._resampler.resample_chunk(pcm16_to_float(pcm16)), dtype=np.float32)
             audio = binascii.b2a_base64(float_to_pcm16(resampled), newline=False).decode()
+        # Otherwise the provider takes the client's bytes as they are, and joins split frames itself.
         return [Metered(audio_ms), ToUpstream(json.dumps({**passed, "audio": audio}))]
 
     def _update(self, kind: str, session: object, event_id: str | None) -> list[RelayAction]:
@@ -177,8 +179,9 @@ class RealtimeRelay:
             refused = self._refuse_model(updated.model)
             if refused is not None:
                 raise InvalidEvent(refused.code, refused.message, event_id, model_param(self.dialect))
-        if (updated.encoding, updated.pcm_rate_hz) != (self.settings.encoding, self.settings.pcm_rate_hz):
+        if updated.raw_format != self.settings.raw_format:
             self._resampler = None
+            self._raw = RawAudioReader(updated.raw_format)
         self.settings = updated
         return [ToUpstream(self._upstream_update())]
 

@@ -12,10 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from earshot.audio.raw import RawEncoding, RawFormat
 from earshot.audio.vad import VadParams
 
 Dialect = Literal["beta", "ga"]
 AudioEncoding = Literal["pcm16", "g711_ulaw", "g711_alaw"]
+_RAW_ENCODINGS: dict[str, RawEncoding] = {"pcm16": "pcm16", "g711_ulaw": "mulaw", "g711_alaw": "alaw"}
 
 OPENAI_PCM_RATE_HZ = 24_000
 G711_RATE_HZ = 8_000
@@ -105,6 +107,11 @@ class RealtimeSettings:
     def input_rate_hz(self) -> int:
         """Sample rate of the PCM16 the client's audio decodes to."""
         return self.pcm_rate_hz if self.encoding == "pcm16" else G711_RATE_HZ
+
+    @property
+    def raw_format(self) -> RawFormat:
+        """How the appended audio's bytes are laid out."""
+        return RawFormat(rate_hz=self.input_rate_hz, encoding=_RAW_ENCODINGS[self.encoding])
 
     @property
     def turn_detection(self) -> dict[str, Any] | None:
