@@ -24,7 +24,7 @@ from earshot.audio.pcm import Audio  # noqa: E402
 from earshot.engines import sarvam, whisperlivekit  # noqa: E402
 from earshot.engines.base import TranscribeOptions, transcribe  # noqa: E402
 from earshot.engines.sarvam_pieces import pieces_at_pauses, speech_probabilities  # noqa: E402
-from earshot.routing.catalog import ModelSpec  # noqa: E402
+from earshot.engines.spec import ModelSpec  # noqa: E402
 from tests.fakes.sarvam import SarvamFake  # noqa: E402
 from tests.fakes.server import serving  # noqa: E402
 from tests.fakes.whisperlivekit import WhisperLiveKitFake  # noqa: E402

@@ -19,10 +19,10 @@ sys.path.insert(0, str(REPO))
 from earshot.audio.decode import decode_audio  # noqa: E402
 from earshot.audio.pcm import Audio  # noqa: E402
 from earshot.engines.base import Engine, TranscribeOptions  # noqa: E402
+from earshot.engines.results import Final, Partial  # noqa: E402
+from earshot.engines.spec import ModelSpec  # noqa: E402
 from earshot.engines.workers import WorkerPool  # noqa: E402
-from earshot.routing.catalog import ModelSpec  # noqa: E402
 from earshot.routing.router import build_engine  # noqa: E402
-from earshot.streaming.events import Final, Partial  # noqa: E402
 
 CLIPS = (
     "pocketsphinx-testdata/librivox/sense_and_sensibility_01_austen_64kb-0880.wav",

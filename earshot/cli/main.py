@@ -62,6 +62,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the HTTP API (migrating the database first)."""
+    # Imported here so that the other commands start without loading the web server and the app.
     import uvicorn
 
     from earshot.app import create_app

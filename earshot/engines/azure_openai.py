@@ -6,15 +6,15 @@ from urllib.parse import quote, urlencode
 
 from earshot.engines.openai_wire import (
     OpenAIWireEngine,
-    RealtimeTarget,
     RestTarget,
     option_str,
     realtime_dialect,
     wire_engine,
 )
 from earshot.engines.provider_io import websocket_url
+from earshot.engines.realtime_upstream import RealtimeTarget
+from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import CatalogError, ModelSpec
 
 PROVIDER = "azure_openai"
 DEFAULT_API_VERSION = "2024-06-01"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from earshot.audio.pcm import Audio
-from earshot.streaming.events import EngineResult, Word
+from earshot.engines.results import EngineResult, Word
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ from earshot.engines.base import Segment, TranscribeOptions, base_language
 from earshot.engines.deepgram_live import DeepgramStream
 from earshot.engines.deepgram_wire import PROVIDER, DeepgramConfig, segments_of
 from earshot.engines.provider_io import HttpProviderEngine, unreadable_reply, wav_bytes
+from earshot.engines.spec import ModelSpec
 from earshot.engines.upstream import status_error, transport_error
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import ModelSpec
 
 
 class DeepgramEngine(HttpProviderEngine):

@@ -28,8 +28,8 @@ from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.engines.deepgram_wire import PROVIDER, DeepgramConfig, parse_message, words_of
 from earshot.engines.provider_io import connection_lost, open_socket
 from earshot.engines.result_queue import ResultQueue
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
 from earshot.engines.upstream import closed_error
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from earshot.engines.base import Segment, TranscribeOptions
 from earshot.engines.provider_io import websocket_url
-from earshot.routing.catalog import ModelSpec
-from earshot.streaming.events import Word
+from earshot.engines.results import Word
+from earshot.engines.spec import ModelSpec
 
 PROVIDER = "deepgram"
 DEFAULT_BASE_URL = "https://api.deepgram.com"

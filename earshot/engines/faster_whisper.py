@@ -4,7 +4,7 @@ A catalog entry names its weights as a folder, an installed package or a hub nam
 each is resolved to a local folder at start-up. One-shot audio is cut into speech pieces by Silero VAD
 (`audio/speech_spans.py`): silence and noise never reach the decoder, where Whisper would invent words, and
 the pieces of a long recording decode on every worker at once. Live streams re-decode the current phrase's
-buffer (`streaming/agreement.py`).
+buffer (`agreement.py`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from earshot.audio.pcm import Audio
 from earshot.audio.speech_reader import find_pieces, read_pieces
 from earshot.audio.speech_spans import Piece
+from earshot.engines.agreement import AgreementStream
 from earshot.engines.base import Segment, TranscribeOptions, base_language, live_sessions_for
+from earshot.engines.spec import ModelSpec
 from earshot.engines.whisper_decode import WhisperDecode, WhisperLoad, decode_audio, time_decode, warm_up
 from earshot.engines.whisper_models import is_english_only, resolve_model_folder
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import ModelSpec
-from earshot.streaming.agreement import AgreementStream
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from earshot.audio.pcm import Audio
 from earshot.engines.base import Segment, TranscribeOptions
 from earshot.engines.result_queue import ResultQueue
-from earshot.streaming.events import EngineResult, Flushed
+from earshot.engines.results import EngineResult, Flushed
 
 
 class NullEngine:

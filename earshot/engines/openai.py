@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from earshot.engines.openai_wire import (
     OpenAIWireEngine,
-    RealtimeTarget,
     RestTarget,
     realtime_dialect,
     wire_engine,
 )
 from earshot.engines.provider_io import websocket_url
+from earshot.engines.realtime_upstream import RealtimeTarget
+from earshot.engines.spec import ModelSpec
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import ModelSpec
 
 PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

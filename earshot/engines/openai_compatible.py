@@ -6,8 +6,8 @@ Streaming re-decodes the growing buffer through LocalAgreement-2, since such ser
 from __future__ import annotations
 
 from earshot.engines.openai_wire import OpenAIWireEngine, RestTarget, wire_engine
+from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import CatalogError, ModelSpec
 
 PROVIDER = "openai_compatible"
 

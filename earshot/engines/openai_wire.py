@@ -9,21 +9,24 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
 from earshot.audio.pcm import Audio
+from earshot.engines.agreement import AgreementStream
 from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError, base_language
 from earshot.engines.provider_io import HttpProviderEngine, wav_bytes
+from earshot.engines.realtime_upstream import RealtimeDialect, RealtimeUpstreamStream
+
+# Re-exported: the `/v1/realtime` relay takes the upstream socket's description from here.
+from earshot.engines.realtime_upstream import RealtimeTarget as RealtimeTarget
+from earshot.engines.results import Word
+from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.upstream import reference, status_error, transport_error
-from earshot.routing.catalog import CatalogError, ModelSpec
-from earshot.streaming.agreement import AgreementStream
-from earshot.streaming.events import Word
 
 log = logging.getLogger(__name__)
 
-RealtimeDialect = Literal["beta", "ga"]
 REPLY_FORMATS = ("verbose_json", "json")
 
 
@@ -35,19 +38,6 @@ class RestTarget:
     headers: dict[str, str]
     # The form's `model` field; None where the URL names the model (Azure deployments).
     model: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RealtimeTarget:
-    """A provider's Realtime transcription socket: URL, headers, dialect and the model name it knows."""
-
-    provider: str
-    url: str
-    headers: dict[str, str]
-    dialect: RealtimeDialect
-    model: str
-    connect_timeout_s: float
-    timeout_s: float
 
 
 def option_str(spec: ModelSpec, model_id: str, name: str, default: str | None = None) -> str | None:
@@ -199,8 +189,6 @@ class OpenAIWireEngine(HttpProviderEngine):
     def open_stream(self, options: TranscribeOptions) -> EngineStream:
         """The upstream Realtime socket where there is one, else re-decodes made stable by LocalAgreement."""
         if self._realtime is not None:
-            from earshot.engines.realtime_upstream import RealtimeUpstreamStream
-
             return RealtimeUpstreamStream(self._realtime(), options)
         return AgreementStream(self, options)
 

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError
 from earshot.engines.result_queue import ResultQueue
+from earshot.engines.results import EngineResult, Flushed
 from earshot.engines.workers import WorkerPool
-from earshot.streaming.events import EngineResult, Flushed
 
 
 class PinnedStream(ABC):

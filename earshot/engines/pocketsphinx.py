@@ -2,47 +2,27 @@
 
 One-shot audio is split at pauses by pocketsphinx's endpointer, and each speech region is decoded as its own
 utterance in a worker process, so regions decode on every core at once and come back in order. Live streams
-(`pocketsphinx_live.py`) decode each utterance the same way.
+(`pocketsphinx_live.py`) decode each utterance the same way, with the decoders of `pocketsphinx_decode.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines.base import EngineError, Segment, TranscribeOptions, live_sessions_for
+from earshot.engines.base import Segment, TranscribeOptions, live_sessions_for
+from earshot.engines.pocketsphinx_decode import MAX_REGION_S, PocketsphinxConfig, decode_region, warm_up
+from earshot.engines.pocketsphinx_live import PocketsphinxStream, UtteranceStream
 from earshot.engines.workers import WorkerPool
-from earshot.streaming.events import Word
-
-if TYPE_CHECKING:
-    from earshot.engines.pocketsphinx_live import PocketsphinxStream, UtteranceStream
 
 # Speech regions: the endpointer decides on a short window so a single spoken word counts; regions are
 # padded so that word edges reach the decoder whole.
 REGION_PAD_S = 0.25
 ENDPOINTER_WINDOW_S = 0.15
 ENDPOINTER_RATIO = 0.8
-MAX_REGION_S = 30.0
 LIVE_COST_MARGIN = 3.0
-
-
-@dataclass(frozen=True, slots=True)
-class PocketsphinxConfig:
-    """Decoder settings; empty means the model shipped in the wheel. Keys are pocketsphinx config names."""
-
-    settings: tuple[tuple[str, str | int | float | bool], ...] = ()
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> PocketsphinxConfig:
-        """Build from a catalog entry's `options` mapping (e.g. hmm, lm, dict, beam)."""
-        return cls(tuple(sorted(options.items())))
 
 
 class PocketsphinxEngine:
@@ -90,9 +70,6 @@ class PocketsphinxEngine:
 
     def open_stream(self, options: TranscribeOptions) -> PocketsphinxStream | UtteranceStream:
         """Start an incremental decode pinned to one worker, or, without interim results, whole utterances."""
-        # Imported here: the live streams are built on this module's decoders.
-        from earshot.engines.pocketsphinx_live import PocketsphinxStream, UtteranceStream
-
         if options.interim_results:
             return PocketsphinxStream(self._config, self._pool)
         return UtteranceStream(self._config, self._pool)
@@ -102,6 +79,7 @@ def speech_regions(
     audio: Audio, window_s: float = ENDPOINTER_WINDOW_S, ratio: float = ENDPOINTER_RATIO
 ) -> list[tuple[float, float]]:
     """Start and end times of the speech in `audio`, padded, merged where they touch, split when too long."""
+    # Imported where used, as in pocketsphinx_decode.py: importing this module loads no C extension.
     from pocketsphinx import Endpointer
 
     endpointer = Endpointer(window_s, ratio, 0, ENGINE_RATE_HZ)
@@ -136,72 +114,3 @@ def _pad_and_split(raw: list[tuple[float, float]], duration_s: float) -> list[tu
         step = (end - start) / pieces
         regions.extend((start + i * step, start + (i + 1) * step) for i in range(pieces))
     return regions
-
-
-# --- worker-process side: decoders are cached per process, keyed by their config ---
-
-_decoders: dict[PocketsphinxConfig, Any] = {}
-
-
-def warm_up(config: PocketsphinxConfig) -> float:
-    """Load this worker's decoder now rather than on the first request; its real-time factor on a clip."""
-    load_decoder(config)
-    rng = np.random.default_rng(0)
-    clip_s = 2.0
-    noise = (rng.normal(0, 300, round(clip_s * ENGINE_RATE_HZ))).astype(np.int16).tobytes()
-    started = time.perf_counter()
-    decode_region(config, noise, 0.0)
-    return (time.perf_counter() - started) / clip_s
-
-
-def load_decoder(config: PocketsphinxConfig) -> Any:
-    """This worker's decoder for `config`, created on first use."""
-    decoder = _decoders.get(config)
-    if decoder is None:
-        decoder = new_decoder(config)
-        _decoders[config] = decoder
-    return decoder
-
-
-def new_decoder(config: PocketsphinxConfig) -> Any:
-    from pocketsphinx import Decoder
-
-    try:
-        return Decoder(loglevel="FATAL", **dict(config.settings))
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise EngineError(f"pocketsphinx could not load its model: {e}") from None
-
-
-def decode_region(config: PocketsphinxConfig, pcm16: bytes, offset_s: float) -> Segment:
-    """Decode one speech region as a whole utterance, independent of what this decoder saw before."""
-    decoder = load_decoder(config)
-    # The front end adapts its normalisation across utterances; resetting it makes a region's text the same
-    # whichever worker decodes it and whatever it decoded before.
-    decoder.reinit_feat()
-    decoder.start_utt()
-    if pcm16:
-        decoder.process_raw(pcm16, False, True)
-    decoder.end_utt()
-    words = decoded_words(decoder, offset_s)
-    text = " ".join(word.word for word in words)
-    end_s = offset_s + len(pcm16) / 2 / ENGINE_RATE_HZ
-    avg_logprob = float(np.mean([math.log(max(w.confidence, 1e-6)) for w in words])) if words else 0.0
-    return Segment(start=offset_s, end=end_s, text=text, words=tuple(words), avg_logprob=avg_logprob)
-
-
-def decoded_words(decoder: Any, offset_s: float) -> list[Word]:
-    frame_rate = int(decoder.config["frate"])
-    words = []
-    for seg in decoder.seg() or ():
-        token: str = seg.word
-        if token.startswith(("<", "[", "+")):
-            continue
-        words.append(
-            Word(
-                word=token.split("(", 1)[0],
-                start=round(offset_s + seg.start_frame / frame_rate, 3),
-                end=round(offset_s + (seg.end_frame + 1) / frame_rate, 3),
-                confidence=round(min(1.0, max(0.0, float(seg.prob))), 4),
-            )
-        )
-    return words

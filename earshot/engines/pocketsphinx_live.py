@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines import pocketsphinx as offline
+from earshot.engines import pocketsphinx_decode as decoding
 from earshot.engines.base import EngineError
 from earshot.engines.pinned_stream import PinnedStream
-from earshot.engines.pocketsphinx import (
+from earshot.engines.pocketsphinx_decode import (
     PocketsphinxConfig,
     decode_region,
     load_decoder,
     new_decoder,
 )
 from earshot.engines.result_queue import ResultQueue
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
 from earshot.engines.workers import WorkerPool
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 
 # A live utterance starts decoding once this much is in, so its features are normalised by its own audio.
 PRIME_S = 0.5
@@ -131,7 +131,7 @@ def decode_utterance(
 
 def _too_long(utterance: bytearray, pcm16: bytes) -> bool:
     """Whether `pcm16` takes an utterance past what one pass decodes well: unpaused speech is cut there."""
-    return len(utterance) + len(pcm16) > offline.MAX_REGION_S * ENGINE_RATE_HZ * 2
+    return len(utterance) + len(pcm16) > decoding.MAX_REGION_S * ENGINE_RATE_HZ * 2
 
 
 def _audible(pcm16: bytes) -> bool:

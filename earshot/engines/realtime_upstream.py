@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import soxr
@@ -23,11 +23,10 @@ from websockets.exceptions import ConnectionClosed
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16
 from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError, base_language
-from earshot.engines.openai_wire import RealtimeDialect, RealtimeTarget
 from earshot.engines.provider_io import open_socket
 from earshot.engines.result_queue import ResultQueue
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
 from earshot.engines.upstream import closed_error, reference, transport_error
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,21 @@ UPSTREAM_RATE_HZ = 24_000
 MIN_COMMIT_S = 0.1
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 GA_FORMAT_TYPES = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+
+RealtimeDialect = Literal["beta", "ga"]
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeTarget:
+    """A provider's Realtime transcription socket: URL, headers, dialect and the model name it knows."""
+
+    provider: str
+    url: str
+    headers: dict[str, str]
+    dialect: RealtimeDialect
+    model: str
+    connect_timeout_s: float
+    timeout_s: float
 
 
 def session_update(

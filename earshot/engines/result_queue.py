@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 from earshot.engines.base import EngineError
-from earshot.streaming.events import EngineResult
+from earshot.engines.results import EngineResult
 
 
 class ResultQueue:

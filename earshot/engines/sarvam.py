@@ -20,15 +20,15 @@ import httpx
 import numpy as np
 
 from earshot.audio.pcm import Audio
+from earshot.engines.agreement import AgreementStream
 from earshot.engines.base import EngineError, EngineStream, Segment, TranscribeOptions
 from earshot.engines.provider_io import HttpProviderEngine, unreadable_reply, wav_bytes
 from earshot.engines.result_queue import ResultQueue
+from earshot.engines.results import EngineResult, Final, Flushed, Word
 from earshot.engines.sarvam_pieces import has_speech, pieces_at_pauses, speech_probabilities
+from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.upstream import status_error, transport_error
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import CatalogError, ModelSpec
-from earshot.streaming.agreement import AgreementStream
-from earshot.streaming.events import EngineResult, Final, Flushed, Word
 
 log = logging.getLogger(__name__)
 

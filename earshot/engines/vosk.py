@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, Segment, TranscribeOptions
 from earshot.engines.pinned_stream import PinnedStream
+from earshot.engines.results import EngineResult, Final
+from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.vosk_results import RecognizerFeed, segment_of
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import CatalogError, ModelSpec
-from earshot.streaming.events import EngineResult, Final
 
 # One-shot audio reaches the recognizer in pieces this long, as a live stream's would.
 ONE_SHOT_CHUNK_SAMPLES = ENGINE_RATE_HZ // 4

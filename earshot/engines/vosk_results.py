@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from earshot.audio.pcm import ENGINE_RATE_HZ
 from earshot.engines.base import Segment
-from earshot.streaming.events import EngineResult, Final, Partial, Word
+from earshot.engines.results import EngineResult, Final, Partial, Word
 
 
 class Recognizer(Protocol):

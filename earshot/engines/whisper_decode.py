@@ -18,7 +18,7 @@ import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ
 from earshot.engines.base import EngineError, Segment
-from earshot.streaming.events import Word
+from earshot.engines.results import Word
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def load_model(load: WhisperLoad) -> Any:
     """This worker's model for `load`, created on first use."""
     model = _models.get(load)
     if model is None:
+        # Imported in the worker that loads a model: faster-whisper (CTranslate2) takes about 0.4 s to import,
+        # and the server process, which never decodes, need not pay it.
         from faster_whisper import WhisperModel
 
         try:
@@ -126,6 +128,7 @@ def aligned_words(
 ) -> list[tuple[Word, ...]]:
     """Each decoded segment's words, timed by aligning its tokens to the audio of the window it came from
     (faster-whisper's own alignment, run after decoding instead of during it)."""
+    # In the worker, like `load_model`'s import.
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.tokenizer import Tokenizer
 

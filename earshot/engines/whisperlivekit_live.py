@@ -14,7 +14,7 @@ import logging
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -23,12 +23,10 @@ from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.engines.provider_io import connection_lost, open_socket, unreadable_reply
 from earshot.engines.result_queue import ResultQueue
+from earshot.engines.results import EngineResult, Flushed
 from earshot.engines.upstream import closed_error
+from earshot.engines.whisperlivekit_server import StreamGate, WhisperLiveKitConfig
 from earshot.engines.whisperlivekit_wire import Line, WhisperLiveKitProtocol
-from earshot.streaming.events import EngineResult, Flushed
-
-if TYPE_CHECKING:
-    from earshot.engines.whisperlivekit import StreamGate, WhisperLiveKitConfig
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
 
 # Reported progress within this of the target counts as reaching it (remaining time is rounded to 0.1 s).
 PROGRESS_TOLERANCE_S = 0.15

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, EngineStream, TranscribeOptions, UpstreamError, abort_stream
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
 from earshot.routing.gate import ServerBusy
 from earshot.routing.provider import Provider, circuit_open_error
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 
 log = logging.getLogger(__name__)
 

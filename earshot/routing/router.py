@@ -10,11 +10,13 @@ from functools import partial
 
 from earshot.engines.base import Engine
 from earshot.engines.null import NullEngine
-from earshot.engines.pocketsphinx import PocketsphinxConfig, PocketsphinxEngine
+from earshot.engines.pocketsphinx import PocketsphinxEngine
+from earshot.engines.pocketsphinx_decode import PocketsphinxConfig
+from earshot.engines.spec import PLUGGED_ENGINES, WORKER_ENGINES, CatalogError, ModelSpec
 from earshot.engines.workers import WorkerPool
 from earshot.routing.breaker import CircuitBreaker
 from earshot.routing.capacity import LIVE_PLACE_WAIT_S, LiveCapacity, measured_live_sessions
-from earshot.routing.catalog import PLUGGED_ENGINES, WORKER_ENGINES, Catalog, CatalogError, ModelSpec
+from earshot.routing.catalog import Catalog
 from earshot.routing.chain import FallbackEngine
 from earshot.routing.gate import ConcurrencyGate
 from earshot.routing.provider import Provider

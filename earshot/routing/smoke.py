@@ -23,9 +23,9 @@ from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, float_to_pcm16
 from earshot.engines.base import Engine, EngineError, TranscribeOptions, UpstreamError, transcribe
 from earshot.engines.openai_wire import upstream_realtime_target
 from earshot.engines.realtime_upstream import connect, error_event_failure, session_update
+from earshot.engines.results import Flushed
+from earshot.engines.spec import Capability, ModelSpec
 from earshot.engines.upstream import closed_error
-from earshot.routing.catalog import Capability, ModelSpec
-from earshot.streaming.events import Flushed
 
 CHECK_AUDIO_S = 1.0
 REALTIME_APPEND_S = 0.1

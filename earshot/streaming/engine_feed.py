@@ -19,7 +19,8 @@ import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, EngineStream, UpstreamError, abort_stream
-from earshot.streaming.events import Error, Flushed, SessionEvent, UtteranceEnd
+from earshot.engines.results import Flushed
+from earshot.streaming.events import Error, SessionEvent, UtteranceEnd
 from earshot.streaming.stability import TurnText
 
 log = logging.getLogger(__name__)

@@ -1,21 +1,29 @@
 """The internal live model: every protocol's conversation, as frozen dataclasses.
 
-Times are seconds on the session's audio clock (0 = first sample received).
+Times are seconds on the session's audio clock (0 = first sample received). The engine results (`Word`,
+`Partial`, `Final`, `Flushed`) live in `engines/results.py` and are re-exported here: a session passes its
+engine's `Partial` and `Final` on unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from earshot.engines.results import EngineResult, Final, Flushed, Partial, Word
 
-@dataclass(frozen=True, slots=True)
-class Word:
-    """One recognised word with its time span and confidence (0..1)."""
-
-    word: str
-    start: float
-    end: float
-    confidence: float = 1.0
+__all__ = [
+    "Closed",
+    "EngineResult",
+    "Error",
+    "Final",
+    "Flushed",
+    "Partial",
+    "SessionEvent",
+    "SpeechStarted",
+    "SpeechStopped",
+    "UtteranceEnd",
+    "Word",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,31 +38,6 @@ class SpeechStopped:
     """Voice activity ended at `t`."""
 
     t: float
-
-
-@dataclass(frozen=True, slots=True)
-class Partial:
-    """Text of the current turn so far; a later Partial or Final may revise it.
-
-    A `draft` is a quick decode of audio the engine will decode again in full: its words are never made final
-    early, so a stretch's final text is the full decode's alone.
-    """
-
-    text: str
-    start: float
-    end: float
-    draft: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Final:
-    """Text of a finished stretch of audio; never revised."""
-
-    text: str
-    start: float
-    end: float
-    words: tuple[Word, ...] = field(default_factory=tuple)
-    speaker: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +56,8 @@ class Error:
 
 
 @dataclass(frozen=True, slots=True)
-class Flushed:
-    """From an engine stream: every result for the audio sent before the last `finalize` has been given."""
-
-
-@dataclass(frozen=True, slots=True)
 class Closed:
     """The session ended; nothing follows."""
 
 
-EngineResult = Partial | Final | Flushed
 SessionEvent = SpeechStarted | SpeechStopped | Partial | Final | UtteranceEnd | Error | Closed

@@ -22,7 +22,7 @@ import websockets
 from openai import AsyncOpenAI
 
 from earshot.audio.pcm import ENGINE_RATE_HZ
-from earshot.engines.pocketsphinx import PocketsphinxConfig, decode_region
+from earshot.engines.pocketsphinx_decode import PocketsphinxConfig, decode_region
 from tests.conftest import (
     ADMIN_TOKEN,
     Admin,

@@ -19,8 +19,8 @@ from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineStream, TranscribeOptions, UpstreamError, transcribe
 from earshot.engines.deepgram import DeepgramEngine, build
-from earshot.routing.catalog import ModelSpec
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
+from earshot.engines.spec import ModelSpec
 from tests.conftest import free_port, shared_audio
 from tests.fakes.deepgram import DeepgramFake
 from tests.fakes.server import FakeServer, serving

@@ -18,10 +18,10 @@ from openai import AsyncOpenAI
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import Engine, Segment, TranscribeOptions
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
+from earshot.engines.spec import ModelSpec
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import ModelSpec
 from earshot.routing.router import build_engine
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 from tests.conftest import RunningServer, shared_audio, start_server, stop_server
 from tests.e2e.realtime_client import EventLog, chunks, collect, commit_manually, pcm24, speech
 from tests.tiny_whisper import tiny_whisper_model

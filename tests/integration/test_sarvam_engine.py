@@ -15,9 +15,9 @@ from earshot.api.credentials import redact_server_logs
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import TranscribeOptions, UpstreamError, transcribe
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
 from earshot.engines.sarvam import SarvamEngine, build
-from earshot.routing.catalog import ModelSpec
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
+from earshot.engines.spec import ModelSpec
 from tests.conftest import ENGLISH_CLIPS, SHARED_AUDIO, free_port, shared_audio
 from tests.fakes.sarvam import SarvamFake
 from tests.fakes.server import FakeServer, serving

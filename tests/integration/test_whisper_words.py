@@ -14,7 +14,7 @@ import pytest
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import Engine, TranscribeOptions, transcribe
-from earshot.streaming.events import Word
+from earshot.engines.results import Word
 from tests.conftest import ENGLISH_CLIPS
 
 # Short isolated words, where the repeat showed, and a few sentences.

@@ -12,9 +12,9 @@ import pytest
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import TranscribeOptions, UpstreamError, transcribe
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
+from earshot.engines.spec import ModelSpec
 from earshot.engines.whisperlivekit import WhisperLiveKitEngine, build
-from earshot.routing.catalog import ModelSpec
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 from tests.conftest import shared_audio
 from tests.fakes.server import FakeServer, serving
 from tests.fakes.whisperlivekit import WhisperLiveKitFake

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
+from earshot.engines.agreement import AgreementStream, LocalAgreement
 from earshot.engines.base import EngineError, EngineStream, Segment, TranscribeOptions
-from earshot.streaming.agreement import AgreementStream, LocalAgreement
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial, Word
+from earshot.engines.results import EngineResult, Final, Flushed, Partial, Word
 
 # --- the policy ---
 

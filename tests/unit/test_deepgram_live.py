@@ -9,8 +9,8 @@ import pytest
 from earshot.engines.base import TranscribeOptions
 from earshot.engines.deepgram_live import DeepgramLive
 from earshot.engines.deepgram_wire import DeepgramConfig
-from earshot.routing.catalog import ModelSpec
-from earshot.streaming.events import Final, Flushed, Partial, Word
+from earshot.engines.results import Final, Flushed, Partial, Word
+from earshot.engines.spec import ModelSpec
 
 
 def results(start: float, duration: float, text: str, **flags: Any) -> dict[str, Any]:

@@ -10,11 +10,11 @@ import pytest
 
 from earshot.engines.base import Segment, TranscribeOptions
 from earshot.engines.faster_whisper import DEFAULT_TEMPERATURES, FasterWhisperEngine
+from earshot.engines.results import Word
+from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.whisper_decode import sane_segments
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import CatalogError, ModelSpec
 from earshot.routing.router import build_engine
-from earshot.streaming.events import Word
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import Audio, float_to_pcm16
 from earshot.audio.vad import SileroModel
 from earshot.engines.base import Segment, TranscribeOptions
-from earshot.streaming.events import EngineResult, Flushed
+from earshot.engines.results import EngineResult, Flushed
 from earshot.streaming.session import LiveConfig, LiveSession
 from tests.conftest import shared_audio
 

@@ -20,9 +20,9 @@ from earshot.engines.base import (
     transcribe,
 )
 from earshot.engines.openai_wire import OpenAIWireEngine, upstream_realtime_target
+from earshot.engines.results import EngineResult, Final, Flushed, Partial
+from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import CatalogError, ModelSpec
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial
 from tests.conftest import free_port
 from tests.fakes.openai import AZURE_DEPLOYMENT, AZURE_KEY, OPENAI_KEY, SECRET_MARKER, FakeOpenAI
 from tests.fakes.server import FakeServer, serving

@@ -9,10 +9,11 @@ import pytest
 
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines import pocketsphinx, pocketsphinx_live
+from earshot.engines import pocketsphinx_decode, pocketsphinx_live
 from earshot.engines.base import Engine, TranscribeOptions, transcribe
-from earshot.engines.pocketsphinx import MAX_REGION_S, speech_regions
-from earshot.streaming.events import Final, Partial
+from earshot.engines.pocketsphinx import speech_regions
+from earshot.engines.pocketsphinx_decode import MAX_REGION_S
+from earshot.engines.results import Final, Partial
 from tests.conftest import shared_audio
 
 
@@ -66,10 +67,10 @@ def test_a_live_utterance_longer_than_one_pass_is_cut_and_keeps_all_its_words(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The worker-side functions, run in this process with a 3 s limit instead of 30 s.
-    monkeypatch.setattr(pocketsphinx, "MAX_REGION_S", 3.0)
+    monkeypatch.setattr(pocketsphinx_decode, "MAX_REGION_S", 3.0)
     audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
     pcm = Audio(np.tile(audio.samples, 3)).pcm16()
-    config = pocketsphinx.PocketsphinxConfig()
+    config = pocketsphinx_decode.PocketsphinxConfig()
     pocketsphinx_live.stream_open(config, "long")
     try:
         results = []
@@ -88,7 +89,7 @@ def test_a_live_utterance_longer_than_one_pass_is_cut_and_keeps_all_its_words(
 async def test_without_interim_results_each_utterance_is_decoded_whole_and_long_ones_in_pieces(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pocketsphinx, "MAX_REGION_S", 3.0)
+    monkeypatch.setattr(pocketsphinx_decode, "MAX_REGION_S", 3.0)
     audio = decode_audio(shared_audio("pocketsphinx-testdata/goforward.wav").read_bytes())
     stream = engine.open_stream(TranscribeOptions(interim_results=False))
     long = np.tile(audio.samples, 3)

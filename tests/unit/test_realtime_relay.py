@@ -11,7 +11,7 @@ import pytest
 from earshot.api.live.actions import CloseSocket, ModelRefused, Send
 from earshot.api.realtime.relay import Metered, RealtimeRelay, RelayAction, ToUpstream
 from earshot.api.realtime.session import Dialect, RealtimeSettings
-from earshot.engines.openai_wire import RealtimeDialect, RealtimeTarget
+from earshot.engines.realtime_upstream import RealtimeDialect, RealtimeTarget
 from earshot.routing.catalog import ModelNotFound
 
 UPSTREAM_MODEL = "gpt-4o-transcribe"

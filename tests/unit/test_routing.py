@@ -10,12 +10,12 @@ import pytest
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import Segment, TranscribeOptions, UpstreamError, transcribe
+from earshot.engines.results import EngineResult, Final, Flushed, Word
 from earshot.routing.breaker import BreakerState, CircuitBreaker
 from earshot.routing.chain import FallbackEngine
 from earshot.routing.failover import ReplayLog
 from earshot.routing.gate import ConcurrencyGate, ServerBusy
 from earshot.routing.provider import Provider
-from earshot.streaming.events import EngineResult, Final, Flushed, Word
 
 OPTIONS = TranscribeOptions()
 

@@ -16,6 +16,8 @@ import pytest
 
 from earshot.audio.decode import decode_audio
 from earshot.engines.base import Engine, TranscribeOptions
+from earshot.engines.results import Final, Flushed, Partial, Word
+from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.vosk_results import (
     RecognizerFeed,
     final_from_json,
@@ -23,9 +25,7 @@ from earshot.engines.vosk_results import (
     segment_of,
 )
 from earshot.engines.workers import WorkerPool
-from earshot.routing.catalog import CatalogError, ModelSpec
 from earshot.routing.router import build_engine
-from earshot.streaming.events import Final, Flushed, Partial, Word
 from tests.conftest import shared_audio
 
 RESULT = json.dumps(

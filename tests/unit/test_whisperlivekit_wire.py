@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from earshot.engines.results import Final, Flushed, Partial
 from earshot.engines.whisperlivekit_wire import WhisperLiveKitProtocol, seconds_of
-from earshot.streaming.events import Final, Flushed, Partial
 
 
 def state(lines: list[tuple[str, str, str]], buffer: str, remaining: float) -> dict[str, Any]:

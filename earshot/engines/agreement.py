@@ -36,7 +36,7 @@ import numpy as np
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import Engine, EngineError, TranscribeOptions, Transcript, transcribe
 from earshot.engines.result_queue import ResultQueue
-from earshot.streaming.events import EngineResult, Final, Flushed, Partial, Word
+from earshot.engines.results import EngineResult, Final, Flushed, Partial, Word
 
 log = logging.getLogger(__name__)
 
