@@ -17,10 +17,9 @@ from earshot.audio.pcm import Audio
 from earshot.engines.agreement import AgreementStream
 from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError, base_language
 from earshot.engines.provider_io import HttpProviderEngine, wav_bytes
-from earshot.engines.realtime_upstream import RealtimeDialect, RealtimeUpstreamStream
 
 # Re-exported: the `/v1/realtime` relay takes the upstream socket's description from here.
-from earshot.engines.realtime_upstream import RealtimeTarget as RealtimeTarget
+from earshot.engines.realtime_upstream import RealtimeDialect, RealtimeTarget, RealtimeUpstreamStream
 from earshot.engines.results import Word
 from earshot.engines.spec import CatalogError, ModelSpec
 from earshot.engines.upstream import reference, status_error, transport_error

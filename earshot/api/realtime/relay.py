@@ -34,8 +34,7 @@ from earshot.api.realtime.endings import ending_actions
 from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16, pcm16_to_float
 from earshot.audio.raw import RawAudioReader
-from earshot.engines.openai_wire import RealtimeTarget
-from earshot.engines.realtime_upstream import UPSTREAM_RATE_HZ, session_update
+from earshot.engines.realtime_upstream import UPSTREAM_RATE_HZ, RealtimeTarget, session_update
 from earshot.engines.upstream import reference
 from earshot.routing.catalog import ModelNotFound
 
