@@ -4,14 +4,18 @@ Run as `.venv/bin/python bench/soak.py [--minutes 10] [--model whisper-tiny.en] 
 [--restarts 1] [--server-logs DIR]`.
 
 One `earshot serve` (default catalog, SQLite, an admin token, a 3 s idle timeout) is read for the model's live
-capacity (`/metrics`); then `--load` times that many clients each run sessions back to back on /v1/realtime,
-streaming a loop of real English speech (../shared/audio) at real-time pace. Each session has its own key and
-picks how it ends at random:
+capacity (`/metrics`); then `--load` times that many clients each run sessions back to back on /v1/realtime
+(and Deepgram's /v1/listen for the idle ending: a Realtime session has no idle timeout), streaming a loop of
+real English speech (../shared/audio) at real-time pace. Each session has its own key and picks how it ends at
+random:
 
   close     the client closes with 1000 after 3-12 s                      outcome ok
   drop      the client's TCP connection is cut after 3-12 s               outcome client_closed
   revoke    the key is revoked through the admin API after 3-12 s         outcome revoked
-  idle      the client stops sending after 2-6 s and waits                outcome timeout
+  pause     the client talks, is quiet for twice the idle timeout, talks
+            again and closes (a quiet Realtime session is kept open)      outcome ok
+  idle      on Deepgram's /v1/listen: the client stops sending after
+            2-6 s and waits for the idle timeout (NET-0001)               outcome timeout
   credit    the key has 4 s of credit and the client keeps talking        outcome insufficient_credits
 
 and `--restarts` times during the run the server is stopped with SIGTERM and started again on the same
@@ -53,15 +57,17 @@ from earshot.audio.pcm import ENGINE_RATE_HZ, float_to_pcm16
 
 ADMIN_TOKEN = "soak-admin-token"
 CHUNK_MS = 100
-ENDINGS = ("close", "drop", "revoke", "idle", "credit")
+ENDINGS = ("close", "drop", "revoke", "pause", "idle", "credit")
 EXPECTED_OUTCOME = {
     "close": "ok",
     "drop": "client_closed",
     "revoke": "revoked",
+    "pause": "ok",
     "idle": "timeout",
     "credit": "insufficient_credits",
 }
 IDLE_TIMEOUT_S = 3.0
+PAUSE_S = 2 * IDLE_TIMEOUT_S
 CREDIT_S = 4
 RSS_SAMPLE_S = 15.0
 
@@ -98,6 +104,12 @@ class Soak:
             + f"/v1/realtime?intent=transcription&model={self.model}"
         )
 
+    @property
+    def listen_url(self) -> str:
+        """Deepgram's live endpoint, which (unlike Realtime) closes a stream that sends nothing."""
+        query = f"model={self.model}&encoding=linear16&sample_rate=24000&channels=1"
+        return self.base_url.replace("http://", "ws://") + f"/v1/listen?{query}"
+
 
 def payloads_of_loop() -> list[str]:
     loop = load_loop(CHUNK_MS)
@@ -133,13 +145,19 @@ async def run_client(soak: Soak, http: httpx.AsyncClient) -> None:
 
 async def run_session(soak: Soak, http: httpx.AsyncClient, session: Session, key: str) -> float:
     """One session; the seconds to wait before the next when it was refused."""
+    deepgram = session.ending == "idle"
+    url, scheme = (soak.listen_url, "Token") if deepgram else (soak.ws_url, "Bearer")
     try:
-        ws = await websockets.connect(soak.ws_url, additional_headers={"Authorization": f"Bearer {key}"})
+        ws = await websockets.connect(url, additional_headers={"Authorization": f"{scheme} {key}"})
+    except websockets.InvalidStatus as e:  # Deepgram refuses at the handshake
+        session.refused = True
+        soak.refusals += 1
+        return float(e.response.headers.get("Retry-After") or 1)
     except (OSError, websockets.WebSocketException):
         session.refused = True
         return 1.0
-    first = json.loads(await ws.recv())
-    if first["type"] == "error":
+    first = None if deepgram else json.loads(await ws.recv())  # Deepgram sends nothing on open
+    if first is not None and first["type"] == "error":
         session.refused = True
         soak.refusals += 1
         match = re.search(r"try again in (\d+)", first["error"]["message"])
@@ -157,21 +175,29 @@ async def run_session(soak: Soak, http: httpx.AsyncClient, session: Session, key
                 turn_sent_at.append(time.monotonic())
             elif event["type"] == "conversation.item.input_audio_transcription.completed" and turn_sent_at:
                 session.lags_s.append(time.monotonic() - turn_sent_at.pop(0))
-            elif event["type"] == "error" and event["error"]["code"] == "server_shutting_down":
+            elif shutting_down(event):
                 session.shut_down = True
 
     reader = asyncio.create_task(read())
     started = time.monotonic()
     offset = soak.rng.randrange(len(soak.payloads))
+    quiet_s = 0.0  # how long a pausing client was quiet
     try:
         index = 0
-        while time.monotonic() - started < talk_s:
+        while time.monotonic() - started - quiet_s < talk_s:
+            if session.ending == "pause" and not quiet_s and index * CHUNK_MS / 1000 >= talk_s / 2:
+                quiet_from = time.monotonic()
+                await asyncio.sleep(PAUSE_S)  # not even a keepalive
+                quiet_s = time.monotonic() - quiet_from
             payload = soak.payloads[(offset + index) % len(soak.payloads)]
-            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": payload}))
+            if deepgram:
+                await ws.send(base64.b64decode(payload))
+            else:
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": payload}))
             session.sent_ms += CHUNK_MS
             index += 1
-            await asyncio.sleep(max(0.0, started + index * CHUNK_MS / 1000 - time.monotonic()))
-        if session.ending == "close":
+            await asyncio.sleep(max(0.0, started + quiet_s + index * CHUNK_MS / 1000 - time.monotonic()))
+        if session.ending in ("close", "pause"):
             await ws.close()
         elif session.ending == "drop":
             ws.transport.abort()
@@ -187,6 +213,14 @@ async def run_session(soak: Soak, http: httpx.AsyncClient, session: Session, key
             await reader
         ws.transport.abort()
     return 0.0
+
+
+def shutting_down(event: dict[str, object]) -> bool:
+    """A Realtime `error` or a Deepgram `Error` saying the server is shutting down."""
+    if event["type"] == "error":
+        details = event["error"]
+        return isinstance(details, dict) and details.get("code") == "server_shutting_down"
+    return event["type"] == "Error" and "shutting down" in str(event.get("description", ""))
 
 
 def read_records(db_path: Path) -> dict[str, list[tuple[int, str | None]]]:

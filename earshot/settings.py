@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest WebSocket message; bigger ones close with 1009"
     )
+    ws_ping_interval_s: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="How often the server pings each WebSocket client to find dead peers (0: never)",
+    )
+    ws_ping_timeout_s: float = Field(
+        default=20.0, gt=0, le=3600, description="How long a ping may go unanswered before the socket closes"
+    )
     ws_auth_timeout_s: float = Field(
         default=10.0, gt=0, description="How long /ws/transcribe waits for its first (auth) message"
     )

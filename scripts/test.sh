@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev,clients]'
 .venv/bin/ruff check earshot tests bench
 .venv/bin/ruff format --check earshot tests bench
 .venv/bin/mypy

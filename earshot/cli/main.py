@@ -87,6 +87,9 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         ws_max_size=settings.ws_max_message_bytes,
+        # Dead peers are found by pings on every WebSocket (a quiet /v1/realtime session is kept open).
+        ws_ping_interval=settings.ws_ping_interval_s or None,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
         http=with_header_timeout(settings.header_timeout_s),
     )

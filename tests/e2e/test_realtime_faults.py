@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +27,15 @@ from tests.conftest import (
     stop_server,
     usage_records,
 )
-from tests.e2e.realtime_client import chunks, pcm24, speech
+from tests.e2e.realtime_client import chunks, pcm24, silence, speech
 from tests.e2e.session_end import the_record, until_closed
 
 CHUNK_MS = 100
 IDLE_TIMEOUT_S = 1.5
+QUIET_S = 3 * IDLE_TIMEOUT_S
+PING_INTERVAL_S = 1.0
+PING_TIMEOUT_S = 1.0
+GOFORWARD = "pocketsphinx-testdata/goforward.wav"
 # Real speech, looped, as 100 ms appends of 24 kHz PCM16: every append is exactly 100 ms of metered audio.
 SPEECH = chunks(pcm24(np.tile(speech("pocketsphinx-testdata/goforward.wav"), 4)), 48_000, CHUNK_MS)
 
@@ -38,13 +44,15 @@ SPEECH = chunks(pcm24(np.tile(speech("pocketsphinx-testdata/goforward.wav"), 4))
 def keyed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningServer, str]]:
-    """A server with an admin token and a short idle timeout, and its database URL."""
+    """A server with an admin token, a short keepalive and quick pings, and its database URL."""
     tmp = tmp_path_factory.mktemp(f"realtime-{request.param}")
     with fresh_database(request.param, tmp) as url:
         env = {
             "EARSHOT_ADMIN_TOKEN": ADMIN_TOKEN,
             "EARSHOT_DATABASE_URL": url,
             "EARSHOT_KEEPALIVE_S": str(IDLE_TIMEOUT_S),
+            "EARSHOT_WS_PING_INTERVAL_S": str(PING_INTERVAL_S),
+            "EARSHOT_WS_PING_TIMEOUT_S": str(PING_TIMEOUT_S),
         }
         server = start_server(tmp, env)
         try:
@@ -106,17 +114,81 @@ async def test_a_client_vanishing_mid_turn_leaves_one_client_closed_record(
     assert (record.outcome, record.audio_ms) == ("client_closed", sent_ms)
 
 
-async def test_an_idle_session_is_closed_after_the_keepalive(keyed: tuple[RunningServer, str]) -> None:
+async def test_a_quiet_session_outlives_the_keepalive_and_still_transcribes(
+    keyed: tuple[RunningServer, str],
+) -> None:
+    # OpenAI keeps a quiet session open (client-side VAD, push-to-talk), and its clients take any error as
+    # fatal: here too nothing but the maximum duration ends it, whatever the keepalive (Deepgram's rule).
     server, url = keyed
     key_id, key = Admin(server).create_key()
     ws = await connect(server, key)
     sent_ms = await stream(ws, 0.5)
+    quiet = asyncio.create_task(ws.recv())
+    await asyncio.sleep(QUIET_S)
+    assert not quiet.done(), "nothing is sent to a quiet session"
+    quiet.cancel()
+    turn = chunks(pcm24(np.concatenate([speech(GOFORWARD), silence(1.5)])), 48_000, CHUNK_MS)
     started = time.monotonic()
-    events, code = await until_closed(ws)
-    assert IDLE_TIMEOUT_S - 0.2 <= time.monotonic() - started <= IDLE_TIMEOUT_S + 1.5
-    assert errors(events) == ["session_idle_timeout"] and code == 1000
+    for index, payload in enumerate(turn):
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": payload}))
+        await asyncio.sleep(max(0.0, started + (index + 1) * CHUNK_MS / 1000 - time.monotonic()))
+    sent_ms += len(turn) * CHUNK_MS
+    completed: list[str] = []
+    while not completed:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert event["type"] != "error", event
+        if event["type"] == "conversation.item.input_audio_transcription.completed":
+            completed.append(event["transcript"])
+    assert "forward" in completed[0].lower()
+    await ws.close()
     record = await the_record(url, key_id)
-    assert (record.outcome, record.audio_ms) == ("timeout", sent_ms)
+    assert record.outcome == "ok" and abs(record.audio_ms - sent_ms) <= CHUNK_MS
+
+
+async def test_a_peer_that_stops_answering_pings_is_dropped(keyed: tuple[RunningServer, str]) -> None:
+    # A client whose machine vanished without a FIN: it holds the connection open but never answers.
+    server, url = keyed
+    key_id, key = Admin(server).create_key()
+    port = int(server.base_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            "GET /v1/realtime?intent=transcription HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {key}\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    record = await the_record(url, key_id, timeout_s=PING_INTERVAL_S + PING_TIMEOUT_S + 10)
+    assert (record.outcome, record.audio_ms) == ("client_closed", 0)
+    opcodes, close_code = server_frames(await asyncio.wait_for(reader.read(), 10))
+    writer.close()
+    assert opcodes[0] == TEXT_OPCODE and PING_OPCODE in opcodes, "session.created, then a ping"
+    assert close_code == 1011, "closed for the unanswered ping"
+
+
+TEXT_OPCODE, CLOSE_OPCODE, PING_OPCODE = 0x1, 0x8, 0x9
+
+
+def server_frames(data: bytes) -> tuple[list[int], int | None]:
+    """The opcodes of the (unmasked) frames a server sent, and the code of its close frame."""
+    opcodes: list[int] = []
+    close_code = None
+    at = 0
+    while at + 2 <= len(data):
+        opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
+        at += 2
+        if length == 126:
+            length, at = int.from_bytes(data[at : at + 2], "big"), at + 2
+        elif length == 127:
+            length, at = int.from_bytes(data[at : at + 8], "big"), at + 8
+        if opcode == CLOSE_OPCODE and length >= 2:
+            close_code = int.from_bytes(data[at : at + 2], "big")
+        opcodes.append(opcode)
+        at += length
+    return opcodes, close_code
 
 
 async def test_running_out_of_credit_ends_the_session_with_insufficient_quota(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import warnings
 from typing import Any
 
@@ -170,14 +171,15 @@ def test_beta_transcription_session_created_on_connect_shows_the_beta_session() 
     assert "audio" not in session
 
 
-def test_the_model_is_resolved_once_on_connect_and_the_server_limits_apply() -> None:
+def test_the_model_is_resolved_once_on_connect_and_the_server_limits_apply_but_no_idle_timeout() -> None:
     models = Models()
     protocol = new_protocol(models=models)
     assert models.asked == ["whisper-1"]
     assert protocol.model_id == "pocketsphinx-en"
     config = protocol.live_config()
     assert config.input_rate_hz == 24_000 and config.vad == VadParams()
-    assert (config.idle_timeout_s, config.max_duration_s) == (7.0, 600.0)
+    # A quiet Realtime session stays open until its maximum duration, as OpenAI's does.
+    assert (config.idle_timeout_s, config.max_duration_s) == (math.inf, 600.0)
     assert protocol.transcribe_options().interim_results is False
 
 

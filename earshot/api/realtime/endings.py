@@ -5,8 +5,12 @@ Shared by the local session and the relay, so both end a session in the same wor
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 from earshot.api.live.actions import Action, CloseSocket, EndReason, Send
 from earshot.api.realtime import server_events as events
+from earshot.streaming.session import LiveConfig
 
 CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
     "idle_timeout": (1000, "session_idle_timeout"),
@@ -19,6 +23,16 @@ CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
     "finished": (1000, "client_closed"),
     "bad_audio": (1007, "invalid_audio"),
 }
+
+
+def realtime_limits(defaults: LiveConfig) -> LiveConfig:
+    """The server's live limits as a Realtime session has them: its maximum duration, but no idle timeout.
+
+    OpenAI keeps a quiet session (client-side VAD, push-to-talk, a muted microphone) until its maximum
+    duration, and clients treat any `error` as fatal, so a quiet session is never closed; a dead peer is found
+    by the server's WebSocket pings instead.
+    """
+    return replace(defaults, idle_timeout_s=math.inf)
 
 
 def ending_actions(reason: EndReason, message: str) -> list[Action]:

@@ -38,7 +38,7 @@ from earshot.api.realtime.client_events import (
     update_dialect,
     updated_settings,
 )
-from earshot.api.realtime.endings import ending_actions
+from earshot.api.realtime.endings import ending_actions, realtime_limits
 from earshot.api.realtime.relay_socket import relay_for
 from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.raw import RawAudioReader
@@ -76,7 +76,7 @@ class RealtimeProtocol:
         self.model_id = resolve_model(settings.model)
         self.dialect = dialect
         self._resolve_model = resolve_model
-        self._live_defaults = live_defaults
+        self._live_defaults = realtime_limits(live_defaults)
         self._items: deque[_Item] = deque()
         self._open: _Item | None = None
         self._previous_item_id: str | None = None

@@ -22,6 +22,7 @@ from earshot.api.live.client_socket import MESSAGE_FINISH_TIMEOUT_S, SOCKET_GONE
 from earshot.api.live.models import ModelChooser
 from earshot.api.live.watch import SessionWatch
 from earshot.api.realtime import server_events as events
+from earshot.api.realtime.endings import realtime_limits
 from earshot.api.realtime.relay import Metered, RealtimeRelay, RelayAction, ToUpstream
 from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.engines.base import UpstreamError
@@ -68,7 +69,7 @@ class RelaySocket(ClientSocket):
     ) -> None:
         super().__init__(websocket, gateway, admission)
         self.relay = relay
-        self._defaults = defaults
+        self._limits = realtime_limits(defaults)
         self._upstream: ClientConnection | None = None
         # The provider failed (unreachable, refused us, closed the socket): recorded as upstream_error.
         self._provider_failed = False
@@ -107,7 +108,7 @@ class RelaySocket(ClientSocket):
         return OUTCOME_OF_END[reason]
 
     def _expired(self) -> Expiry | None:
-        return self._session_clock.expired(self._defaults)
+        return self._session_clock.expired(self._limits)
 
     async def _stop(self, pumps: list[asyncio.Task[None]]) -> None:
         if pumps and not self._awaiting_client:
