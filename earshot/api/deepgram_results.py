@@ -1,9 +1,10 @@
 """Deepgram's response shapes: live messages (Results, SpeechStarted, UtteranceEnd, Metadata, Error) and the
 prerecorded response, built from earshot's words.
 
-earshot's engines give lowercase words without punctuation; with `punctuate` or `smart_format` a stretch of
-text (one Results message, one utterance) starts with a capital and ends with a period, and "i" is "I". That
-is all the punctuation there is.
+Engines that punctuate (Whisper) give each word as their decoder wrote it in the context of its phrase, and it
+is shown so. For engines with lowercase words and no punctuation (pocketsphinx), `punctuate` or
+`smart_format` capitalise the first word of an utterance, end the utterance with a period and write "i" as
+"I"; that is all the punctuation there is, and a Results message that does not end its utterance gets none.
 """
 
 from __future__ import annotations
@@ -65,23 +66,25 @@ def plain_word(word: str) -> str:
     return _EDGE_PUNCTUATION.sub("", word).lower() or word
 
 
-def _punctuated(words: Sequence[Word], closing: bool) -> list[str]:
-    if any(word.word != plain_word(word.word) for word in words):
+def _punctuated(words: Sequence[Word], opening: bool, closing: bool) -> list[str]:
+    if any(word.word.strip() != plain_word(word.word) for word in words):
         # The engine punctuates and cases its own words (Whisper): they are shown as it wrote them.
-        return [word.word for word in words]
+        return [word.word.strip() for word in words]
     shown = ["I" if word.word == "i" else word.word for word in words]
     if shown:
-        shown[0] = shown[0][:1].upper() + shown[0][1:]
+        if opening:
+            shown[0] = shown[0][:1].upper() + shown[0][1:]
         if closing and shown[-1][-1:].isalnum():
             shown[-1] += "."
     return shown
 
 
 def words_json(
-    words: Sequence[Word], *, punctuate: bool, diarize: bool, closing: bool = True
+    words: Sequence[Word], *, punctuate: bool, diarize: bool, opening: bool = True, closing: bool = True
 ) -> tuple[list[dict[str, Any]], str, float]:
-    """(Deepgram word objects, the transcript, the mean confidence) for words on the session clock."""
-    punctuated = _punctuated(words, closing) if punctuate else []
+    """(Deepgram word objects, the transcript, the mean confidence) for words on the session clock; `opening`
+    and `closing` say whether they start and end an utterance (for engines that do not punctuate)."""
+    punctuated = _punctuated(words, opening, closing) if punctuate else []
     out: list[dict[str, Any]] = []
     for index, word in enumerate(words):
         item: dict[str, Any] = {
@@ -112,9 +115,14 @@ def results(
     diarize: bool,
     request_id: str,
     model: ModelInfo,
+    opening: bool = True,
+    closing: bool = True,
 ) -> str:
-    """A `Results` message for one stretch of words (interim when not `is_final`)."""
-    items, transcript, confidence = words_json(words, punctuate=punctuate, diarize=diarize, closing=is_final)
+    """A `Results` message for one stretch of words (interim when not `is_final`); `opening` and `closing`
+    say whether the stretch starts and ends its utterance."""
+    items, transcript, confidence = words_json(
+        words, punctuate=punctuate, diarize=diarize, opening=opening, closing=closing
+    )
     message: dict[str, Any] = {
         "type": "Results",
         "channel_index": CHANNEL,

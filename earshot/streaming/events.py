@@ -65,6 +65,13 @@ class UtteranceEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class PhraseEnd:
+    """A phrase inside a turn ended at `t` (the session cut it at a pause): its Finals have all been given."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """Something went wrong in the session; `code` is stable, `message` is for people."""
 
@@ -83,4 +90,4 @@ class Closed:
 
 
 EngineResult = Partial | Final | Flushed
-SessionEvent = SpeechStarted | SpeechStopped | Partial | Final | UtteranceEnd | Error | Closed
+SessionEvent = SpeechStarted | SpeechStopped | Partial | Final | PhraseEnd | UtteranceEnd | Error | Closed
