@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from earshot.api.deepgram import MAX_STRETCH_S, DeepgramLiveProtocol
-from earshot.api.deepgram_params import DeepgramError, ListenParams, choose_model
+from earshot.api.deepgram_params import (
+    ACCEPTED_AND_IGNORED,
+    REFUSED,
+    DeepgramError,
+    ListenParams,
+    choose_model,
+)
 from earshot.api.deepgram_results import ModelInfo
 from earshot.api.live import (
     Action,
@@ -453,3 +460,37 @@ def test_words_an_engine_punctuates_are_plain_in_word_and_as_written_in_punctuat
     # Words of an engine that does not punctuate get Deepgram's own capital and closing period.
     _, transcript, _ = words_json([Word("i", 0, 1), Word("agree", 1, 2)], punctuate=True, diarize=False)
     assert transcript == "I agree."
+
+
+def test_every_refused_or_ignored_parameter_is_named_in_the_docs() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    section = docs[docs.index("## Deepgram") : docs.index("### WS /v1/listen (live)")]
+    missing = [name for name in (*REFUSED, *ACCEPTED_AND_IGNORED) if f"`{name}`" not in section]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_refused_parameter_is_a_400_unless_it_is_false(name: str) -> None:
+    assert params(**{name: "false"})
+    error = refused_with(**{name: "true"})
+    assert error.status == 400 and name in error.err_msg and "not supported" in error.err_msg
+
+
+def test_pipecats_default_query_is_accepted() -> None:
+    query = {
+        "detect_entities": "false",
+        "diarize": "false",
+        "dictation": "false",
+        "interim_results": "true",
+        "numerals": "false",
+        "punctuate": "true",
+        "smart_format": "false",
+        "model": "nova-3-general",
+        "language": "en",
+        "encoding": "linear16",
+        "channels": "1",
+        "multichannel": "false",
+        "sample_rate": "16000",
+    }
+    parsed = params(**query)
+    assert parsed.interim_results and parsed.punctuated and parsed.input_rate_hz == 16_000
