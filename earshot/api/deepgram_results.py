@@ -246,8 +246,8 @@ def _utterance(
 
 
 def _paragraphs(segments: Sequence[Sequence[Word]], *, diarize: bool) -> dict[str, Any]:
-    """Deepgram's `paragraphs`: sentences (ended by their punctuation, or by a pause where the engine gave
-    none), grouped into paragraphs at pauses of PARAGRAPH_PAUSE_S."""
+    """Deepgram's `paragraphs`: sentences (ended by their punctuation, or by an utterance's end before a
+    pause), grouped into paragraphs at pauses of PARAGRAPH_PAUSE_S."""
     shown: list[tuple[str, Word]] = []
     sentence_ends: set[int] = set()
     for words in segments:

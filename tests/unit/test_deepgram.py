@@ -17,7 +17,7 @@ from earshot.api.deepgram_params import (
     ListenParams,
     choose_model,
 )
-from earshot.api.deepgram_results import ModelInfo
+from earshot.api.deepgram_results import ModelInfo, prerecorded
 from earshot.api.live import (
     Action,
     AppendAudio,
@@ -28,6 +28,7 @@ from earshot.api.live import (
     RefuseHandshake,
     Send,
 )
+from earshot.engines.base import Segment, Transcript
 from earshot.routing.catalog import Catalog
 from earshot.streaming.events import (
     Closed,
@@ -494,3 +495,27 @@ def test_pipecats_default_query_is_accepted() -> None:
     }
     parsed = params(**query)
     assert parsed.interim_results and parsed.punctuated and parsed.input_rate_hz == 16_000
+
+
+def test_paragraphs_without_engine_punctuation_are_utterance_sentences_split_at_pauses() -> None:
+    segments = tuple(
+        Segment(start, start + 1.0, text, final(text, start, start + 1.0).words)
+        for start, text in ((0.0, "go forward ten meters"), (1.3, "then stop"), (4.0, "i can turn"))
+    )
+    body = prerecorded(
+        Transcript("", "en", 5.0, segments),
+        request_id="req-1",
+        sha256="0",
+        channels=1,
+        model=ModelInfo("pocketsphinx", "pocketsphinx"),
+        punctuate=False,
+        diarize=False,
+        utterances=False,
+        paragraphs=True,
+    )
+    paragraphs = body["results"]["channels"][0]["alternatives"][0]["paragraphs"]
+    first, second = paragraphs["paragraphs"]
+    assert [s["text"] for s in first["sentences"]] == ["Go forward ten meters.", "Then stop."]
+    assert (first["num_words"], first["start"], first["end"]) == (6, 0.0, 2.3) and "speaker" not in first
+    assert second["sentences"] == [{"text": "I can turn.", "start": 4.0, "end": 5.0}]
+    assert paragraphs["transcript"] == "\nGo forward ten meters. Then stop.\n\nI can turn."
