@@ -3,7 +3,7 @@
 The session only enqueues audio and finalize marks; one task carries them out in order, so turn events never
 wait for a decode, and another reads the stream's results. Each finalize ends one `Turn` entry (a phrase or a
 whole turn): its results are shifted onto the session clock, made append-only by its TurnText, and the entry's
-`Flushed` becomes an UtteranceEnd when it ends the turn.
+`Flushed` becomes an UtteranceEnd when it ends the turn (a PhraseEnd when the turn goes on).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
 from earshot.engines.base import EngineError, EngineStream, UpstreamError, abort_stream
 from earshot.engines.results import Flushed
-from earshot.streaming.events import Error, SessionEvent, UtteranceEnd
+from earshot.streaming.events import Error, PhraseEnd, SessionEvent, UtteranceEnd
 from earshot.streaming.stability import TurnText
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ class EngineFeed:
                             self._emit(final)
                         if turn.ends_turn:
                             self._emit(UtteranceEnd(turn.text.end_s))
+                        else:
+                            self._emit(PhraseEnd(turn.text.end_s))
                 elif not turn.discard:
                     for event in turn.text.on_result(result, turn.offset_s):
                         self._emit(event)

@@ -18,6 +18,7 @@ __all__ = [
     "Final",
     "Flushed",
     "Partial",
+    "PhraseEnd",
     "SessionEvent",
     "SpeechStarted",
     "SpeechStopped",
@@ -48,6 +49,13 @@ class UtteranceEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class PhraseEnd:
+    """A phrase inside a turn ended at `t` (the session cut it at a pause): its Finals have all been given."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """Something went wrong in the session; `code` is stable, `message` is for people."""
 
@@ -60,4 +68,4 @@ class Closed:
     """The session ended; nothing follows."""
 
 
-SessionEvent = SpeechStarted | SpeechStopped | Partial | Final | UtteranceEnd | Error | Closed
+SessionEvent = SpeechStarted | SpeechStopped | Partial | Final | PhraseEnd | UtteranceEnd | Error | Closed

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,6 +169,35 @@ def test_prerecorded_with_the_sdk_gives_words_and_utterances(keyed: tuple[Runnin
     assert (record.outcome, record.audio_ms, record.route) == ("ok", 2786, "deepgram.listen")
 
 
+def test_prerecorded_paragraphs_parse_with_the_sdk(keyed: tuple[RunningServer, str]) -> None:
+    server, _ = keyed
+    _, key = Admin(server).create_key()
+    client = DeepgramClient(api_key=key, environment=environment(server))
+    # Two sentences, a pause of two seconds, and a third: two paragraphs.
+    base = "pocketsphinx-testdata/librivox/sense_and_sensibility_01_austen_64kb-"
+    pieces = [pcm16(f"{base}0870.wav", 0.5), pcm16(f"{base}0890.wav", 2.0), pcm16(f"{base}0930.wav")]
+    body = io.BytesIO()
+    with wave.open(body, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE_HZ)
+        wav.writeframes(b"".join(pieces))
+    response = client.listen.v1.media.transcribe_file(
+        request=body.getvalue(), model="nova-3", paragraphs=True, diarize=True
+    )
+    alternative = response.results.channels[0].alternatives[0]
+    paragraphs = alternative.paragraphs
+    assert paragraphs is not None and len(paragraphs.paragraphs) == 2, paragraphs
+    first, second = paragraphs.paragraphs
+    assert [len(p.sentences) for p in paragraphs.paragraphs] == [2, 1]
+    assert words(first.sentences[0].text)[:3] == words("And Mr. John")
+    assert words(second.sentences[0].text)[-2:] == ["amiable", "himself"]
+    assert first.speaker == 0 and first.num_words == len(words(" ".join(s.text for s in first.sentences)))
+    assert 0 <= first.start < first.sentences[1].start < first.end < second.start - 1.5 < second.end
+    assert paragraphs.transcript.startswith("\nSpeaker 0: ") and "\n\nSpeaker 0: " in paragraphs.transcript
+    assert words(paragraphs.transcript.replace("Speaker 0:", "")) == words(alternative.transcript)
+
+
 def test_prerecorded_raw_mulaw_and_bad_audio(keyed: tuple[RunningServer, str]) -> None:
     server, _ = keyed
     _, key = Admin(server).create_key()
@@ -215,9 +246,60 @@ async def test_bad_query_parameters_are_refused_with_400_and_deepgrams_error_bod
             f"{server.base_url}/v1/listen?punctuate=often", content=b"x", headers=headers
         )
     assert response.status_code == 400 and "punctuate" in response.json()["err_msg"]
+    # Options earshot can't honour, where ignoring them would hand back something else than was asked.
+    for query in ("redact=pci", "multichannel=true", "callback=https://example.com/hook", "summarize=v2"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(listen_url(server, query), additional_headers=headers)
+        body = json.loads(refused.value.response.body or b"{}")
+        assert refused.value.response.status_code == 400 and body["err_code"] == "Bad Request"
+        assert "not supported by this server" in body["err_msg"], body
+        async with httpx.AsyncClient() as http:
+            response = await http.post(f"{server.base_url}/v1/listen?{query}", content=b"x", headers=headers)
+        assert response.status_code == 400 and query.split("=")[0] in response.json()["err_msg"]
+    with pytest.raises(ApiError) as sdk_refused:
+        async with client.listen.v1.connect(model="nova-3", redact="pci"):
+            pass
+    assert sdk_refused.value.status_code == 400
     await asyncio.sleep(0.3)
     records = await asyncio.to_thread(usage_records, url)
     assert [r for r in records if r.key_id == key_id] == [], "refused before admission: nothing to meter"
+
+
+@pytest.mark.parametrize("model", ["nova-3", "pocketsphinx"])
+async def test_punctuated_interim_stream_has_no_one_word_finals(
+    keyed: tuple[RunningServer, str], model: str
+) -> None:
+    # pocketsphinx settles words before the pause, Whisper decodes each phrase whole: finals are phrases.
+    server, _ = keyed
+    _, key = Admin(server).create_key()
+    audio = pcm16("pocketsphinx-testdata/librivox/sense_and_sensibility_01_austen_64kb-0870.wav", 1.0)
+    query = f"model={model}&encoding=linear16&sample_rate={RATE_HZ}&interim_results=true&punctuate=true"
+    finals: list[dict[str, Any]] = []
+    interims = 0
+    async with websockets.connect(
+        listen_url(server, query), additional_headers={"Authorization": f"Token {key}"}
+    ) as ws:
+        for start in range(0, len(audio), CHUNK_BYTES):
+            await ws.send(audio[start : start + CHUNK_BYTES])
+            await asyncio.sleep(CHUNK_MS / 1000 / 2)
+        await ws.send(json.dumps({"type": "CloseStream"}))
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] == "Results" and message["is_final"]:
+                finals.append(message)
+            elif message["type"] == "Results":
+                interims += 1
+    texts = [
+        f["channel"]["alternatives"][0]["transcript"]
+        for f in finals
+        if f["channel"]["alternatives"][0]["words"]
+    ]
+    assert interims and texts, finals
+    assert all(len(text.split()) > 1 for text in texts), texts
+    assert words(" ".join(texts))[:4] == words("And Mr. John Dashwood") or model == "pocketsphinx", texts
+    assert finals[-1]["speech_final"] is True, "the utterance's last final ends it"
+    joined = " ".join(texts)
+    assert joined.endswith(".") and joined.count(".") <= 2, "no period after every word"
 
 
 async def test_keys_by_token_header_and_by_subprotocol_and_refusals(keyed: tuple[RunningServer, str]) -> None:

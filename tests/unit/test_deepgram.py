@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from earshot.api.deepgram.live import DeepgramLiveProtocol
-from earshot.api.deepgram.params import DeepgramError, ListenParams, choose_model
-from earshot.api.deepgram.results import ModelInfo
+from earshot.api.deepgram.live import MAX_STRETCH_S, DeepgramLiveProtocol
+from earshot.api.deepgram.params import (
+    ACCEPTED_AND_IGNORED,
+    REFUSED,
+    DeepgramError,
+    ListenParams,
+    choose_model,
+)
+from earshot.api.deepgram.results import ModelInfo, prerecorded
 from earshot.api.live.actions import (
     Action,
     AppendAudio,
@@ -21,12 +28,14 @@ from earshot.api.live.actions import (
     RefuseHandshake,
     Send,
 )
+from earshot.engines.base import Segment, Transcript
 from earshot.routing.catalog import Catalog
 from earshot.streaming.events import (
     Closed,
     Error,
     Final,
     Partial,
+    PhraseEnd,
     SpeechStarted,
     SpeechStopped,
     UtteranceEnd,
@@ -237,7 +246,8 @@ def test_interim_results_only_when_asked() -> None:
 def test_finals_carry_words_with_times_and_confidence_in_deepgrams_shape() -> None:
     p = protocol()
     p.on_event(SpeechStarted(0.1))
-    (message,) = sent(p.on_event(final("go forward ten meters", 0.2, 1.8)))
+    assert p.on_event(final("go forward ten meters", 0.2, 1.8)) == [], "held until its stretch ends"
+    (message,) = sent(p.on_event(UtteranceEnd(1.8)))
     assert message["type"] == "Results" and message["is_final"] is True
     assert message["channel_index"] == [0, 1] and message["start"] == 0.2 and message["duration"] == 1.6
     assert message["from_finalize"] is False and message["speech_final"] is False
@@ -249,9 +259,44 @@ def test_finals_carry_words_with_times_and_confidence_in_deepgrams_shape() -> No
     assert message["metadata"]["model_uuid"]
 
 
+def test_words_settled_one_at_a_time_come_as_one_final_at_the_pause() -> None:
+    p = protocol(interim_results="true", punctuate="true")
+    p.on_event(SpeechStarted(0.0))
+    assert p.on_event(final("and", 0.1, 0.3)) == []
+    (interim,) = sent(p.on_event(Partial("mister john", 0.3, 0.9)))
+    assert interim["is_final"] is False and interim["start"] == 0.1
+    assert interim["channel"]["alternatives"][0]["transcript"] == "And mister john", (
+        "held words, then tentative"
+    )
+    assert p.on_event(final("mister", 0.3, 0.6)) == [] and p.on_event(final("john", 0.6, 0.9)) == []
+    assert p.on_event(PhraseEnd(0.9)) == [], (
+        "the next words or the turn's end decide whether it ends the turn"
+    )
+    phrase, interim = sent(p.on_event(Partial("dashwood", 1.0, 1.3)))
+    assert phrase["is_final"] is True and phrase["speech_final"] is False
+    assert phrase["channel"]["alternatives"][0]["transcript"] == "And mister john", "no period mid-utterance"
+    assert interim["is_final"] is False and interim["channel"]["alternatives"][0]["transcript"] == "dashwood"
+    p.on_event(final("dashwood had", 1.0, 1.6))
+    assert p.on_event(PhraseEnd(1.6)) == []
+    p.on_event(SpeechStopped(2.0))
+    (last,) = sent(p.on_event(UtteranceEnd(1.6)))
+    assert last["speech_final"] is True and last["start"] == 1.0
+    assert last["channel"]["alternatives"][0]["transcript"] == "dashwood had.", "the utterance ends here"
+
+
+def test_a_long_stretch_without_a_pause_is_sent_once_it_spans_max_stretch_s() -> None:
+    p = protocol()
+    p.on_event(SpeechStarted(0.0))
+    assert p.on_event(final("one two three", 0.0, MAX_STRETCH_S / 2)) == []
+    (message,) = sent(p.on_event(final("four five", MAX_STRETCH_S / 2, MAX_STRETCH_S)))
+    assert message["channel"]["alternatives"][0]["transcript"] == "one two three four five"
+    assert message["speech_final"] is False
+
+
 def test_punctuate_and_diarize_decorate_words() -> None:
     p = protocol(punctuate="true", diarize="true")
-    (message,) = sent(p.on_event(final("i can go forward", 0.0, 1.0)))
+    p.on_event(final("i can go forward", 0.0, 1.0))
+    (message,) = sent(p.on_event(UtteranceEnd(1.0)))
     alternative = message["channel"]["alternatives"][0]
     assert alternative["transcript"] == "I can go forward."
     assert [w["punctuated_word"] for w in alternative["words"]] == ["I", "can", "go", "forward."]
@@ -259,15 +304,34 @@ def test_punctuate_and_diarize_decorate_words() -> None:
     assert [w["word"] for w in alternative["words"]] == ["i", "can", "go", "forward"]
 
 
-def test_an_endpoint_gives_speech_final_and_utterance_end() -> None:
+def test_an_engine_that_punctuates_is_shown_as_it_wrote_each_word() -> None:
+    p = protocol(punctuate="true")
+    words = (Word(" Mr.", 0.0, 0.3), Word(" John", 0.3, 0.6), Word(" Dashwood,", 0.6, 1.0))
+    p.on_event(Final("Mr. John Dashwood,", 0.0, 1.0, words))
+    (message,) = sent(p.on_event(UtteranceEnd(1.0)))
+    assert message["channel"]["alternatives"][0]["transcript"] == "Mr. John Dashwood,"
+    assert [w["word"] for w in message["channel"]["alternatives"][0]["words"]] == ["mr", "john", "dashwood"]
+
+
+def test_an_endpoint_gives_speech_final_on_the_last_final_and_utterance_end() -> None:
     p = protocol(interim_results="true", utterance_end_ms="1000", endpointing="300")
     p.on_event(SpeechStarted(0.1))
     assert p.on_event(SpeechStopped(2.0)) == []
-    assert sent(p.on_event(final("go forward", 0.2, 1.2)))[0]["speech_final"] is False
+    assert p.on_event(final("go forward", 0.2, 1.2)) == []
     speech_final, utterance_end = sent(p.on_event(UtteranceEnd(1.2)))
     assert speech_final["type"] == "Results" and speech_final["speech_final"] is True
-    assert speech_final["is_final"] is True and speech_final["channel"]["alternatives"][0]["transcript"] == ""
+    assert speech_final["is_final"] is True
+    assert speech_final["channel"]["alternatives"][0]["transcript"] == "go forward"
     assert utterance_end == {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 1.2}
+
+
+def test_an_endpoint_after_the_last_final_is_an_empty_speech_final() -> None:
+    p = protocol(endpointing="300")
+    p.on_event(SpeechStarted(0.0))
+    assert sent(p.on_event(final("go forward", 0.0, MAX_STRETCH_S)))[0]["speech_final"] is False
+    p.on_event(SpeechStopped(MAX_STRETCH_S + 0.5))
+    (message,) = sent(p.on_event(UtteranceEnd(MAX_STRETCH_S)))
+    assert message["speech_final"] is True and message["channel"]["alternatives"][0]["transcript"] == ""
 
 
 def test_without_endpointing_there_is_no_speech_final() -> None:
@@ -275,23 +339,25 @@ def test_without_endpointing_there_is_no_speech_final() -> None:
     p.on_event(SpeechStarted(0.1))
     p.on_event(SpeechStopped(2.0))
     p.on_event(final("go forward", 0.2, 1.2))
-    assert p.on_event(UtteranceEnd(1.2)) == []
+    (message,) = sent(p.on_event(UtteranceEnd(1.2)))
+    assert message["is_final"] is True and message["speech_final"] is False
 
 
 def test_finalize_mid_turn_flushes_into_from_finalize_finals_and_the_stream_stays_open() -> None:
     p = protocol(interim_results="true")
     p.on_event(SpeechStarted(0.1))
-    early = sent(p.on_event(final("go", 0.2, 0.5)))
-    assert early[0]["from_finalize"] is False, "said before the Finalize"
+    assert p.on_event(final("go", 0.2, 0.5)) == []
     assert p.receive_text('{"type": "Finalize"}') == [Commit()]
-    (flushed,) = sent(p.on_event(final("forward ten", 0.5, 1.3)))
+    assert p.on_event(final("forward ten", 0.5, 1.3)) == []
+    (flushed,) = sent(p.on_event(UtteranceEnd(1.3)))
     assert flushed["is_final"] is True and flushed["from_finalize"] is True
-    assert p.on_event(UtteranceEnd(1.3)) == [], "its finals were from_finalize already"
+    assert flushed["channel"]["alternatives"][0]["transcript"] == "go forward ten"
     # The stream goes on: more audio, another turn, ordinary finals.
     assert p.receive_bytes(b"\x00\x00") == [AppendAudio(b"\x00\x00")]
     p.on_event(SpeechStarted(2.0))
     p.on_event(SpeechStopped(3.0))
-    assert sent(p.on_event(final("meters", 2.1, 2.6)))[0]["from_finalize"] is False
+    p.on_event(final("meters", 2.1, 2.6))
+    assert sent(p.on_event(UtteranceEnd(2.6)))[0]["from_finalize"] is False
 
 
 def test_finalize_with_nothing_heard_answers_with_an_empty_from_finalize_result() -> None:
@@ -305,8 +371,9 @@ def test_finalize_while_a_turns_text_is_pending_marks_that_text() -> None:
     p.on_event(SpeechStarted(0.1))
     p.on_event(SpeechStopped(1.5))
     assert p.receive_text('{"type": "Finalize"}') == []
-    assert sent(p.on_event(final("go forward", 0.2, 1.2)))[0]["from_finalize"] is True
-    assert [m["speech_final"] for m in sent(p.on_event(UtteranceEnd(1.2)))] == [True]
+    p.on_event(final("go forward", 0.2, 1.2))
+    (message,) = sent(p.on_event(UtteranceEnd(1.2)))
+    assert message["from_finalize"] is True and message["speech_final"] is True
 
 
 def test_a_finalized_turn_with_no_words_still_answers() -> None:
@@ -394,3 +461,61 @@ def test_words_an_engine_punctuates_are_plain_in_word_and_as_written_in_punctuat
     # Words of an engine that does not punctuate get Deepgram's own capital and closing period.
     _, transcript, _ = words_json([Word("i", 0, 1), Word("agree", 1, 2)], punctuate=True, diarize=False)
     assert transcript == "I agree."
+
+
+def test_every_refused_or_ignored_parameter_is_named_in_the_docs() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    section = docs[docs.index("## Deepgram") : docs.index("### WS /v1/listen (live)")]
+    missing = [name for name in (*REFUSED, *ACCEPTED_AND_IGNORED) if f"`{name}`" not in section]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_refused_parameter_is_a_400_unless_it_is_false(name: str) -> None:
+    assert params(**{name: "false"})
+    error = refused_with(**{name: "true"})
+    assert error.status == 400 and name in error.err_msg and "not supported" in error.err_msg
+
+
+def test_pipecats_default_query_is_accepted() -> None:
+    query = {
+        "detect_entities": "false",
+        "diarize": "false",
+        "dictation": "false",
+        "interim_results": "true",
+        "numerals": "false",
+        "punctuate": "true",
+        "smart_format": "false",
+        "model": "nova-3-general",
+        "language": "en",
+        "encoding": "linear16",
+        "channels": "1",
+        "multichannel": "false",
+        "sample_rate": "16000",
+    }
+    parsed = params(**query)
+    assert parsed.interim_results and parsed.punctuated and parsed.input_rate_hz == 16_000
+
+
+def test_paragraphs_without_engine_punctuation_are_utterance_sentences_split_at_pauses() -> None:
+    segments = tuple(
+        Segment(start, start + 1.0, text, final(text, start, start + 1.0).words)
+        for start, text in ((0.0, "go forward ten meters"), (1.3, "then stop"), (4.0, "i can turn"))
+    )
+    body = prerecorded(
+        Transcript("", "en", 5.0, segments),
+        request_id="req-1",
+        sha256="0",
+        channels=1,
+        model=ModelInfo("pocketsphinx", "pocketsphinx"),
+        punctuate=False,
+        diarize=False,
+        utterances=False,
+        paragraphs=True,
+    )
+    paragraphs = body["results"]["channels"][0]["alternatives"][0]["paragraphs"]
+    first, second = paragraphs["paragraphs"]
+    assert [s["text"] for s in first["sentences"]] == ["Go forward ten meters.", "Then stop."]
+    assert (first["num_words"], first["start"], first["end"]) == (6, 0.0, 2.3) and "speaker" not in first
+    assert second["sentences"] == [{"text": "I can turn.", "start": 4.0, "end": 5.0}]
+    assert paragraphs["transcript"] == "\nGo forward ten meters. Then stop.\n\nI can turn."

@@ -21,6 +21,7 @@ from earshot.streaming.events import (
     Error,
     Final,
     Flushed,
+    PhraseEnd,
     SessionEvent,
     SpeechStarted,
     SpeechStopped,
@@ -185,8 +186,8 @@ async def close_and_collect(session: LiveSession, flush: bool = True) -> list[Se
 
 
 def kinds(events: list[SessionEvent]) -> list[str]:
-    """The events' class names, in order."""
-    return [type(event).__name__ for event in events]
+    """The events' class names, in order, without the PhraseEnd marks between a turn's phrases."""
+    return [type(event).__name__ for event in events if not isinstance(event, PhraseEnd)]
 
 
 def split_turns(events: list[SessionEvent]) -> list[list[SessionEvent]]:

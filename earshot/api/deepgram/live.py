@@ -3,6 +3,13 @@
 `DeepgramLiveProtocol` is sans-I/O: it is fed the client's frames and the session's events and returns
 actions. The endpoint at the bottom checks the query parameters (a bad one is refused at the handshake with a
 400 and Deepgram's error body) and hands the socket to the shared live socket shell.
+
+Finals come as Deepgram sends them: the session's Finals are held as one stretch until it ends (a phrase cut
+at a pause, the end of a turn, a Finalize, or MAX_STRETCH_S of words), and the whole stretch is one
+`is_final` Result; interim Results show the stretch so far and the tentative words after it. So a final is
+never a lone word that the engine happened to settle early, and `speech_final` rides on the last final of an
+utterance, as it does from Deepgram: a stretch a phrase cut ended is sent when the next words come (the turn
+goes on) or with the turn's end (it ends the utterance).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import hashlib
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from fastapi import APIRouter, WebSocket
 
@@ -40,6 +47,7 @@ from earshot.streaming.events import (
     Error,
     Final,
     Partial,
+    PhraseEnd,
     SessionEvent,
     SpeechStarted,
     SpeechStopped,
@@ -61,6 +69,8 @@ _CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
     "bad_audio": (1008, "DATA-0000"),
 }
 _IDLE_MESSAGE = "did not receive audio data or a text message within the timeout window"
+# A stretch of final words is sent once it spans this long, even before a pause ends it.
+MAX_STRETCH_S = 10.0
 
 
 @dataclass(slots=True)
@@ -70,6 +80,32 @@ class _TurnEnd:
     endpoint: bool = False  # the VAD heard the pause (speech_final)
     finalize: bool = False  # a Finalize ended it, or arrived while its text was pending (from_finalize)
     finals: int = 0
+
+
+@dataclass(slots=True)
+class _Stretch:
+    """Final words not sent yet: the stretch of speech they belong to has not ended."""
+
+    words: list[Word] = field(default_factory=list)
+    start: float = 0.0
+    end: float = 0.0
+    opens_utterance: bool = True  # the first stretch since the last utterance ended
+    # A phrase cut ended it. It is still held: the cut comes at a shorter pause than the turn's end, so the
+    # next words or the turn's end decide whether it ends its utterance.
+    complete: bool = False
+
+    def add(self, event: Final) -> None:
+        words = event.words or spread_words(event.text, event.start, event.end)
+        if not words:
+            return
+        if not self.words:
+            self.start = event.start
+        self.words.extend(words)
+        self.end = max(self.end, event.end)
+
+    @property
+    def span_s(self) -> float:
+        return self.end - self.start if self.words else 0.0
 
 
 class DeepgramLiveProtocol:
@@ -87,6 +123,7 @@ class DeepgramLiveProtocol:
         self._raw = RawAudioReader(raw_format) if raw_format is not None else None
         self._in_turn = False
         self._ends: deque[_TurnEnd] = deque()
+        self._stretch = _Stretch()
         self._clock_s = 0.0
         self._closing = False
 
@@ -182,41 +219,86 @@ class DeepgramLiveProtocol:
             return []
         if isinstance(event, Partial):
             self._clock_s = max(self._clock_s, event.end)
-            if not self.params.interim_results or not event.text:
+            if not event.text:
                 return []
-            words = spread_words(event.text, event.start, event.end)
-            return [Send(self._results(words, event.start, event.end, is_final=False))]
+            actions = self._send_stretch() if self._stretch.complete else []
+            if self.params.interim_results:
+                actions.append(Send(self._interim(event)))
+            return actions
         if isinstance(event, Final):
-            return self._final(event)
+            self._clock_s = max(self._clock_s, event.end)
+            actions = self._send_stretch() if self._stretch.complete and event.text.strip() else []
+            self._stretch.add(event)
+            if self._stretch.span_s >= MAX_STRETCH_S:
+                actions += self._send_stretch()
+            return actions
+        if isinstance(event, PhraseEnd):
+            self._clock_s = max(self._clock_s, event.t)
+            self._stretch.complete = bool(self._stretch.words)
+            return []
         if isinstance(event, UtteranceEnd):
             return self._utterance_end(event)
         if isinstance(event, Error):
             # The engine failed: the turns it had pending are gone, and the stream goes on with a new one.
             self._ends.clear()
             self._in_turn = False
+            self._stretch = _Stretch()
             return [Send(messages.error(event.code, event.message))]
         return []
 
-    def _final(self, event: Final) -> list[Action]:
-        self._clock_s = max(self._clock_s, event.end)
-        words = event.words or spread_words(event.text, event.start, event.end)
-        if not words:
+    def _interim(self, event: Partial) -> str:
+        """The stretch so far and the tentative words after it."""
+        held = self._stretch.words
+        tentative = spread_words(event.text, max(event.start, self._stretch.end if held else 0.0), event.end)
+        start = self._stretch.start if held else event.start
+        return self._results(
+            (*held, *tentative),
+            start,
+            event.end,
+            is_final=False,
+            opening=self._stretch.opens_utterance,
+            closing=False,
+        )
+
+    def _send_stretch(self, *, ends_utterance: bool = False, speech_final: bool = False) -> list[Action]:
+        """The held words as one final (none when nothing is held)."""
+        stretch = self._stretch
+        opens_next = ends_utterance or (stretch.opens_utterance and not stretch.words)
+        self._stretch = _Stretch(opens_utterance=opens_next)
+        if not stretch.words:
             return []
         pending = self._ends[0] if self._ends else None
         if pending is not None:
             pending.finals += 1
         from_finalize = pending is not None and pending.finalize
-        return [Send(self._results(words, event.start, event.end, from_finalize=from_finalize))]
+        return [
+            Send(
+                self._results(
+                    stretch.words,
+                    stretch.start,
+                    stretch.end,
+                    speech_final=speech_final,
+                    from_finalize=from_finalize,
+                    opening=stretch.opens_utterance,
+                    closing=ends_utterance,
+                )
+            )
+        ]
 
     def _utterance_end(self, event: UtteranceEnd) -> list[Action]:
         # A turn flushed because the stream is ending was never registered: it is neither kind.
-        ended = self._ends.popleft() if self._ends else _TurnEnd()
+        ended = self._ends[0] if self._ends else _TurnEnd()
         self._clock_s = max(self._clock_s, event.t)
-        actions: list[Action] = []
+        # The utterance's last stretch ends it: speech_final when the VAD heard its pause.
+        actions = self._send_stretch(ends_utterance=True, speech_final=ended.endpoint)
+        if self._ends:
+            self._ends.popleft()
         if ended.finalize and not ended.finals:
             actions.append(Send(self._results((), event.t, event.t, from_finalize=True)))
         if ended.endpoint:
-            actions.append(Send(self._results((), event.t, event.t, speech_final=True)))
+            if not actions:
+                # Nothing was said since the last final: the utterance's end is an empty final.
+                actions.append(Send(self._results((), event.t, event.t, speech_final=True)))
             if self.params.utterance_end_ms is not None:
                 actions.append(Send(messages.utterance_end(event.t)))
         return actions
@@ -230,6 +312,8 @@ class DeepgramLiveProtocol:
         is_final: bool = True,
         speech_final: bool = False,
         from_finalize: bool = False,
+        opening: bool = True,
+        closing: bool = True,
     ) -> str:
         return messages.results(
             words,
@@ -242,6 +326,8 @@ class DeepgramLiveProtocol:
             diarize=self.params.diarize,
             request_id=self.request_id,
             model=self.model,
+            opening=opening,
+            closing=closing,
         )
 
     # --- the end ---

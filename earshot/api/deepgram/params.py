@@ -1,8 +1,11 @@
 """Deepgram's `/v1/listen` query parameters, validated, and Deepgram's error shape.
 
-Live and prerecorded requests share one parameter model. Unknown parameters are ignored (Deepgram has many
-that earshot has no use for); the ones earshot reads are checked, and a bad one is a 400 with Deepgram's
-error body `{"err_code", "err_msg", "request_id"}`.
+Live and prerecorded requests share one parameter model. Every parameter Deepgram documents is one of three
+kinds: read and honoured (the fields of ListenParams), refused when asked for (REFUSED: honouring it is out of
+earshot's reach, and ignoring it would hand back an answer the caller would take for what it asked), or
+accepted and ignored (ACCEPTED_AND_IGNORED: formatting and bookkeeping whose absence changes no word's
+meaning). A bad or refused one is a 400 with Deepgram's error body `{"err_code", "err_msg", "request_id"}`.
+Names Deepgram does not document are ignored.
 """
 
 from __future__ import annotations
@@ -35,6 +38,44 @@ G711_RATE_HZ = 8_000
 # words, so an endpointing pause is never shorter than this.
 MIN_ENDPOINTING_MS = 300
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+# Deepgram parameters refused when set to anything but false, and why.
+REFUSED: dict[str, str] = {
+    "callback": "results are only given in the response (or on the stream), never posted to a callback",
+    "multichannel": "the channels are mixed and transcribed as one",
+    "redact": "nothing is redacted, so the transcript would hold what was asked to be removed",
+    "replace": "terms are not replaced",
+    "search": "there is no audio search",
+    "detect_language": "the language is not detected: pass language, or leave it out for the model's own",
+    "detect_entities": "entities are not detected",
+    "summarize": "there is no summarization",
+    "topics": "topics are not detected",
+    "custom_topic": "topics are not detected",
+    "intents": "intents are not recognised",
+    "custom_intent": "intents are not recognised",
+    "sentiment": "sentiment is not analysed",
+}
+# Deepgram parameters taken without complaint that change nothing here. Listed in docs/api.md.
+ACCEPTED_AND_IGNORED = frozenset(
+    {
+        "callback_method",  # only means something with callback (refused)
+        "custom_intent_mode",
+        "custom_topic_mode",
+        "diarize_model",
+        "diarize_version",
+        "dictation",
+        "extra",
+        "filler_words",
+        "language_hint",
+        "measurements",
+        "mip_opt_out",
+        "numerals",
+        "profanity_filter",
+        "tag",
+        "utt_split",
+        "version",
+    }
+)
 
 
 class DeepgramError(Exception):
@@ -126,12 +167,20 @@ class ListenParams(BaseModel):
     vad_events: bool = False
     diarize: bool = False
     utterances: bool = False
+    paragraphs: bool = False
     keywords: tuple[str, ...] = ()
     keyterm: tuple[str, ...] = ()
     tag: tuple[str, ...] = ()
 
     @field_validator(
-        "interim_results", "punctuate", "smart_format", "vad_events", "diarize", "utterances", mode="before"
+        "interim_results",
+        "punctuate",
+        "smart_format",
+        "vad_events",
+        "diarize",
+        "utterances",
+        "paragraphs",
+        mode="before",
     )
     @classmethod
     def _booleans(cls, value: Any) -> Any:
@@ -160,6 +209,17 @@ class ListenParams(BaseModel):
             )
         return value.lower() if isinstance(value, str) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nothing_refused(cls, raw: Any) -> Any:
+        if isinstance(raw, Mapping):
+            for name, why in REFUSED.items():
+                value = raw.get(name)
+                values = value if isinstance(value, tuple) else (value,)
+                if any(item not in (None, "") and _flag(item) is not False for item in values):
+                    raise ValueError(f"{name} is not supported by this server: {why}")
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> ListenParams:
         if self.encoding == "linear16" and self.sample_rate is None:
@@ -172,7 +232,7 @@ class ListenParams(BaseModel):
     def from_query(cls, query: Mapping[str, str], lists: Mapping[str, Sequence[str]]) -> ListenParams:
         """Validate a query string (`lists` holds every value of repeated parameters)."""
         raw: dict[str, Any] = {key: value for key, value in query.items() if value != ""}
-        for name in ("keywords", "keyterm", "tag"):
+        for name in ("keywords", "keyterm", "tag", "redact", "replace", "search"):
             raw[name] = tuple(lists.get(name, ()))
         try:
             return cls.model_validate(raw)

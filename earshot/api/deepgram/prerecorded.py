@@ -108,6 +108,7 @@ async def _transcribe(
         punctuate=params.punctuated,
         diarize=params.diarize,
         utterances=params.utterances,
+        paragraphs=params.paragraphs or params.smart_format,
     )
 
 

@@ -1,9 +1,10 @@
 """Deepgram's response shapes: live messages (Results, SpeechStarted, UtteranceEnd, Metadata, Error) and the
 prerecorded response, built from earshot's words.
 
-earshot's engines give lowercase words without punctuation; with `punctuate` or `smart_format` a stretch of
-text (one Results message, one utterance) starts with a capital and ends with a period, and "i" is "I". That
-is all the punctuation there is.
+Engines that punctuate (Whisper) give each word as their decoder wrote it in the context of its phrase, and it
+is shown so. For engines with lowercase words and no punctuation (pocketsphinx), `punctuate` or
+`smart_format` capitalise the first word of an utterance, end the utterance with a period and write "i" as
+"I"; that is all the punctuation there is, and a Results message that does not end its utterance gets none.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from earshot.engines.base import Transcript
 from earshot.streaming.events import Word
 
 CHANNEL = [0, 1]  # channel 0 of 1: earshot transcribes the mix of all channels
+# A pause this long between sentences starts a new paragraph (`paragraphs`).
+PARAGRAPH_PAUSE_S = 1.0
+_SENTENCE_END = re.compile(r"[.?!][\"')\]]*$")
+# Words whose period does not end a sentence.
+_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "prof.", "vs.", "e.g.", "i.e."})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,23 +71,25 @@ def plain_word(word: str) -> str:
     return _EDGE_PUNCTUATION.sub("", word).lower() or word
 
 
-def _punctuated(words: Sequence[Word], closing: bool) -> list[str]:
-    if any(word.word != plain_word(word.word) for word in words):
+def _punctuated(words: Sequence[Word], opening: bool, closing: bool) -> list[str]:
+    if any(word.word.strip() != plain_word(word.word) for word in words):
         # The engine punctuates and cases its own words (Whisper): they are shown as it wrote them.
-        return [word.word for word in words]
+        return [word.word.strip() for word in words]
     shown = ["I" if word.word == "i" else word.word for word in words]
     if shown:
-        shown[0] = shown[0][:1].upper() + shown[0][1:]
+        if opening:
+            shown[0] = shown[0][:1].upper() + shown[0][1:]
         if closing and shown[-1][-1:].isalnum():
             shown[-1] += "."
     return shown
 
 
 def words_json(
-    words: Sequence[Word], *, punctuate: bool, diarize: bool, closing: bool = True
+    words: Sequence[Word], *, punctuate: bool, diarize: bool, opening: bool = True, closing: bool = True
 ) -> tuple[list[dict[str, Any]], str, float]:
-    """(Deepgram word objects, the transcript, the mean confidence) for words on the session clock."""
-    punctuated = _punctuated(words, closing) if punctuate else []
+    """(Deepgram word objects, the transcript, the mean confidence) for words on the session clock; `opening`
+    and `closing` say whether they start and end an utterance (for engines that do not punctuate)."""
+    punctuated = _punctuated(words, opening, closing) if punctuate else []
     out: list[dict[str, Any]] = []
     for index, word in enumerate(words):
         item: dict[str, Any] = {
@@ -112,9 +120,14 @@ def results(
     diarize: bool,
     request_id: str,
     model: ModelInfo,
+    opening: bool = True,
+    closing: bool = True,
 ) -> str:
-    """A `Results` message for one stretch of words (interim when not `is_final`)."""
-    items, transcript, confidence = words_json(words, punctuate=punctuate, diarize=diarize, closing=is_final)
+    """A `Results` message for one stretch of words (interim when not `is_final`); `opening` and `closing`
+    say whether the stretch starts and ends its utterance."""
+    items, transcript, confidence = words_json(
+        words, punctuate=punctuate, diarize=diarize, opening=opening, closing=closing
+    )
     message: dict[str, Any] = {
         "type": "Results",
         "channel_index": CHANNEL,
@@ -172,6 +185,7 @@ def prerecorded(
     punctuate: bool,
     diarize: bool,
     utterances: bool,
+    paragraphs: bool = False,
 ) -> dict[str, Any]:
     """The response of `POST /v1/listen` for a whole transcript."""
     segments = [
@@ -187,7 +201,13 @@ def prerecorded(
         items.extend(segment_items)
         texts.append(text)
     confidence = sum(word.confidence for word in all_words) / len(all_words) if all_words else 0.0
-    alternative = {"transcript": " ".join(texts), "confidence": round(confidence, 4), "words": items}
+    alternative: dict[str, Any] = {
+        "transcript": " ".join(texts),
+        "confidence": round(confidence, 4),
+        "words": items,
+    }
+    if paragraphs:
+        alternative["paragraphs"] = _paragraphs([words for _, words in segments], diarize=diarize)
     body: dict[str, Any] = {
         "metadata": {
             "transaction_key": "deprecated",
@@ -223,3 +243,55 @@ def _utterance(
         "speaker": 0,
         "id": str(uuid.uuid4()),
     }
+
+
+def _paragraphs(segments: Sequence[Sequence[Word]], *, diarize: bool) -> dict[str, Any]:
+    """Deepgram's `paragraphs`: sentences (ended by their punctuation, or by an utterance's end before a
+    pause), grouped into paragraphs at pauses of PARAGRAPH_PAUSE_S."""
+    shown: list[tuple[str, Word]] = []
+    sentence_ends: set[int] = set()
+    for words in segments:
+        # Paragraphs always punctuate, as Deepgram's do.
+        shown.extend(zip(_punctuated(words, opening=True, closing=True), words, strict=True))
+        sentence_ends.add(len(shown) - 1)
+    sentences: list[list[tuple[str, Word]]] = []
+    current: list[tuple[str, Word]] = []
+    for index, (text, word) in enumerate(shown):
+        current.append((text, word))
+        following = shown[index + 1][1] if index + 1 < len(shown) else None
+        paused = following is None or following.start - word.end >= PARAGRAPH_PAUSE_S
+        ends_sentence = _SENTENCE_END.search(text) and text.lower() not in _ABBREVIATIONS
+        if ends_sentence or (index in sentence_ends and paused):
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    grouped: list[list[list[tuple[str, Word]]]] = []
+    for sentence in sentences:
+        if not grouped or sentence[0][1].start - grouped[-1][-1][-1][1].end >= PARAGRAPH_PAUSE_S:
+            grouped.append([])
+        grouped[-1].append(sentence)
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for paragraph in grouped:
+        sentence_items: list[dict[str, Any]] = [
+            {
+                "text": " ".join(text for text, _ in sentence),
+                "start": round(sentence[0][1].start, 3),
+                "end": round(sentence[-1][1].end, 3),
+            }
+            for sentence in paragraph
+        ]
+        item: dict[str, Any] = {
+            "sentences": sentence_items,
+            "num_words": sum(len(sentence) for sentence in paragraph),
+            "start": sentence_items[0]["start"],
+            "end": sentence_items[-1]["end"],
+        }
+        text = " ".join(sentence["text"] for sentence in sentence_items)
+        if diarize:
+            item["speaker"] = 0
+            text = f"Speaker 0: {text}"
+        out.append(item)
+        texts.append(text)
+    return {"transcript": "\n" + "\n\n".join(texts) if texts else "", "paragraphs": out}
