@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from earshot.api.deepgram.live import MAX_STRETCH_S, DeepgramLiveProtocol
 from earshot.api.deepgram.params import (
     ACCEPTED_AND_IGNORED,
     REFUSED,
@@ -17,6 +16,7 @@ from earshot.api.deepgram.params import (
     ListenParams,
     choose_model,
 )
+from earshot.api.deepgram.protocol import MAX_STRETCH_S, DeepgramLiveProtocol
 from earshot.api.deepgram.results import ModelInfo, prerecorded
 from earshot.api.live.actions import (
     Action,

@@ -63,14 +63,18 @@ ASYNCIO_NETWORK_CALLS = frozenset(
 # The sans-I/O modules today, by module or package. A module named `protocol` anywhere in the package is one
 # by convention (the per-protocol packages under `api/` keep their protocol class there), listed or not.
 SANS_IO_MODULES = (
+    "earshot.api.deepgram.params",
     "earshot.api.deepgram.results",
+    "earshot.api.failures",
     "earshot.api.json_messages",
     "earshot.api.live.actions",
     "earshot.api.managed.wire",
     "earshot.api.realtime.client_events",
     "earshot.api.realtime.endings",
+    "earshot.api.realtime.relay",
     "earshot.api.realtime.server_events",
     "earshot.api.realtime.session",
+    "earshot.audio.raw",
     "earshot.client.deepgram_wire",
     "earshot.client.events",
     "earshot.client.managed_wire",
@@ -83,6 +87,8 @@ SANS_IO_MODULES = (
     "earshot.streaming",
 )
 PROTOCOL_MODULE_NAME = "protocol"
+# The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its FastAPI endpoint beside it.
+LIVE_PROTOCOL_PACKAGES = ("earshot.api.realtime", "earshot.api.deepgram", "earshot.api.managed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +241,13 @@ def test_routing_and_streaming_sit_beside_each_other_below_the_protocols() -> No
 
 def test_protocol_modules_do_no_network_io() -> None:
     assert sans_io_violations(protocol_modules()) == []
+
+
+def test_each_live_protocol_keeps_its_protocol_class_apart_from_its_endpoint() -> None:
+    modules = package_modules()
+    for package in LIVE_PROTOCOL_PACKAGES:
+        assert f"{package}.protocol" in modules, f"{package} has no protocol module"
+    assert sans_io_violations(f"{package}.protocol" for package in LIVE_PROTOCOL_PACKAGES) == []
 
 
 def test_the_rules_catch_what_they_are_for() -> None:

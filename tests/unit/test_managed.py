@@ -10,7 +10,7 @@ import pytest
 
 from earshot.api.live.actions import Action, AppendAudio, CloseSocket, Commit, EndStream, Send
 from earshot.api.managed import wire
-from earshot.api.managed.endpoint import ManagedProtocol
+from earshot.api.managed.protocol import ManagedProtocol
 from earshot.streaming.events import Closed, Error, Final, Partial, SpeechStarted, UtteranceEnd, Word
 from earshot.streaming.session import LiveConfig
 

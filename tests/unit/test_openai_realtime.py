@@ -22,7 +22,7 @@ from earshot.api.live.actions import (
     ModelRefused,
     Send,
 )
-from earshot.api.realtime.endpoint import RealtimeProtocol
+from earshot.api.realtime.protocol import RealtimeProtocol
 from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16
 from earshot.audio.vad import VadParams

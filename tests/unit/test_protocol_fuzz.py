@@ -11,13 +11,13 @@ from typing import Any, get_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from earshot.api.deepgram.live import DeepgramLiveProtocol
 from earshot.api.deepgram.params import ListenParams
+from earshot.api.deepgram.protocol import DeepgramLiveProtocol
 from earshot.api.deepgram.results import ModelInfo
 from earshot.api.live.actions import EndReason, ModelRefused
 from earshot.api.managed import wire
-from earshot.api.managed.endpoint import ManagedProtocol
-from earshot.api.realtime.endpoint import RealtimeProtocol
+from earshot.api.managed.protocol import ManagedProtocol
+from earshot.api.realtime.protocol import RealtimeProtocol
 from earshot.api.realtime.relay import RealtimeRelay
 from earshot.api.realtime.session import RealtimeSettings
 from earshot.engines.realtime_upstream import RealtimeTarget

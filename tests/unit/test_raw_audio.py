@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from earshot.api.deepgram.live import DeepgramLiveProtocol
 from earshot.api.deepgram.params import ListenParams
+from earshot.api.deepgram.protocol import DeepgramLiveProtocol
 from earshot.api.deepgram.results import ModelInfo
 from earshot.api.live.actions import Action, AppendAudio
 from earshot.api.managed import wire
-from earshot.api.managed.endpoint import ManagedProtocol
-from earshot.api.realtime.endpoint import RealtimeProtocol
+from earshot.api.managed.protocol import ManagedProtocol
+from earshot.api.realtime.protocol import RealtimeProtocol
 from earshot.api.realtime.session import RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16, ulaw_to_pcm16
 from earshot.audio.raw import RawAudioReader, RawFormat

@@ -25,10 +25,11 @@ from earshot.api.failures import Failure, of_denial, of_engine
 from earshot.audio.raw import RawEncoding as RawAudioEncoding
 from earshot.audio.raw import RawFormat
 from earshot.audio.vad import VadParams
-from earshot.engines.base import EngineError
+from earshot.engines.base import EngineError, supports_language
 from earshot.routing.capacity import LIVE_RETRY_AFTER_S
 from earshot.routing.catalog import Catalog, ModelNotFound
 from earshot.routing.gate import ServerBusy
+from earshot.routing.router import Route
 
 RawEncoding = Literal["linear16", "mulaw", "alaw"]
 # Encodings Deepgram names that earshot does not take as raw frames (send them in a container instead).
@@ -301,3 +302,11 @@ def choose_model(catalog: Catalog, requested: str | None) -> ModelChoice:
     except ModelNotFound:
         return ModelChoice(requested, None)
     return ModelChoice(requested, requested)
+
+
+def check_language(language: str | None, route: Route) -> None:
+    """A 400 unless the routed model's engine recognises the requested language."""
+    if language and not supports_language(route.engine, language):
+        raise DeepgramError.bad_request(
+            f"The model {route.model_id} does not support the language {language!r}."
+        )

@@ -22,8 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from earshot.accounts.errors import AccessDenied
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
-from earshot.api.deepgram.live import check_language
-from earshot.api.deepgram.params import DeepgramError, ListenParams, choose_model
+from earshot.api.deepgram.params import DeepgramError, ListenParams, check_language, choose_model
 from earshot.api.deepgram.results import ModelInfo, prerecorded
 from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, decode_upload, read_body
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio, encoded_audio_async, pcm16_blocks

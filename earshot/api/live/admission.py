@@ -1,7 +1,8 @@
 """Admitting a live connection: its key, its model and a live place on that model, or a refusal in the
 protocol's own shape; then serving it and writing its one usage record, however it ends.
 
-Every live endpoint calls `serve_live` with its protocol's constructor and refusal shape.
+Every live endpoint calls `serve_live` with a `LiveRequest` (where it lives, what the client asked for) and
+its `LiveEndpoint` (how its protocol is built and how it refuses).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,6 +48,33 @@ class LiveRoute:
     capability: str = "realtime"
 
 
+@dataclass(frozen=True, slots=True)
+class LiveRequest:
+    """One live connection's ask: its route, model and subprotocol, and the key when it came in a message."""
+
+    route: LiveRoute
+    requested_model: str | None
+    subprotocol: str | None = None
+    # The key the client sent in its first message; None: the handshake's (header, query or subprotocol).
+    credential: str | None = None
+
+
+class LiveEndpoint(Protocol):
+    """What a live protocol gives `serve_live`: its protocol object once admitted, its refusals' shape."""
+
+    def new_protocol(self, chooser: ModelChooser, model_id: str, defaults: LiveConfig) -> LiveProtocol:
+        """The protocol object for an admitted session on `model_id`."""
+        ...
+
+    def refusal(self, code: str, message: str) -> list[Action]:
+        """The actions that refuse the connection for one of earshot's refusal codes."""
+        ...
+
+    def relay(self, chooser: ModelChooser, admission: Admission, defaults: LiveConfig) -> LiveRunner | None:
+        """A runner that takes the whole session over (a provider's own live socket), or None."""
+        ...
+
+
 async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Action]) -> None:
     """Refuse with an HTTP response where the protocol asks and the server can; else accept, say why, close.
 
@@ -73,21 +100,11 @@ async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Ac
 
 
 async def serve_live(
-    websocket: WebSocket,
-    gateway: Gateway,
-    live_route: LiveRoute,
-    requested_model: str | None,
-    subprotocol: str | None,
-    make_protocol: Callable[[ModelChooser, str, LiveConfig], LiveProtocol],
-    refusal: Callable[[str, str], list[Action]],
-    credential: str | None = None,
-    make_relay: Callable[[ModelChooser, Admission, LiveConfig], LiveRunner | None] | None = None,
+    websocket: WebSocket, gateway: Gateway, request: LiveRequest, endpoint: LiveEndpoint
 ) -> None:
-    """Admit a live connection, serve it, and write its usage record once however it ends.
-
-    The key is the handshake's, or `credential` when the client sent it in its first message.
-    `make_relay` may take the session over (a model served by a provider's own live socket).
-    """
+    """Admit a live connection, serve it, and write its usage record once however it ends."""
+    live_route, subprotocol, credential = request.route, request.subprotocol, request.credential
+    refusal = endpoint.refusal
     try:
         if credential is None:
             admission = await gateway.admit(websocket, bucket=live_route.bucket, route=live_route.path)
@@ -102,16 +119,16 @@ async def serve_live(
     try:
         chooser = ModelChooser(gateway, admission, live_route.capability)
         try:
-            model_id = await _placed(gateway, chooser, chooser(requested_model), place)
+            model_id = await _placed(gateway, chooser, chooser(request.requested_model), place)
         except ModelRefused as e:
             outcome = "rejected"
             await refuse(websocket, subprotocol, refusal(e.code, e.message))
             return
         dials = gateway.accounts.dials.current
         live_config = LiveConfig(idle_timeout_s=dials.keepalive_s, max_duration_s=dials.max_session_s)
-        socket = make_relay(chooser, admission, live_config) if make_relay is not None else None
+        socket = endpoint.relay(chooser, admission, live_config)
         if socket is None:
-            protocol = make_protocol(chooser, model_id, live_config)
+            protocol = endpoint.new_protocol(chooser, model_id, live_config)
             socket = LiveSocket(websocket, gateway, admission, protocol, chooser)
         gateway.live_session_started()
         try:
