@@ -352,12 +352,17 @@ class LiveSession:
         self._events.put_nowait(event)
 
     def _audio_between(self, start: int, end: int) -> np.ndarray:
+        # From the newest chunk back: what is sent is recent, and the lookback kept before it may hold
+        # hundreds of chunks when they are 1 ms each.
         pieces = []
-        for chunk_start, chunk in self._recent:
+        for chunk_start, chunk in reversed(self._recent):
             chunk_end = chunk_start + len(chunk)
-            if chunk_end <= start or chunk_start >= end:
+            if chunk_end <= start:
+                break
+            if chunk_start >= end:
                 continue
             pieces.append(chunk[max(0, start - chunk_start) : min(len(chunk), end - chunk_start)])
+        pieces.reverse()
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
     def _trim_recent(self) -> None:
