@@ -41,13 +41,20 @@ class Turn:
 
 @dataclass(slots=True)
 class EngineProgress:
-    """How much work engine streams have got through, counted across every session that shares the counter.
+    """How much work engine streams have got through, counted across every session that shares the counter
+    (and, for a session's own counter, passed on to the `shared` one).
 
     A flushing session waits while it grows: behind other sessions' decodes its own results may be slow to
     come, but an engine that gets through anyone's work is not stuck.
     """
 
     count: int = 0
+    shared: EngineProgress | None = None
+
+    def advance(self) -> None:
+        self.count += 1
+        if self.shared is not None:
+            self.shared.advance()
 
 
 class _FinalizeMark:
@@ -134,7 +141,7 @@ class EngineFeed:
                     await self.stream.finalize()
                 else:
                     await self.stream.send(Audio(command))
-                self.progress.count += 1
+                self.progress.advance()
             except EngineError as e:
                 self._fail(e)
             except Exception:

@@ -111,7 +111,8 @@ class LiveSession:
         self._uncommitted_from = 0
         self._closed = False
         self._closed_emitted = False
-        self._progress = progress or EngineProgress()
+        # This session's own progress, counted into the server's.
+        self._progress = EngineProgress(shared=progress)
         self.config = config
         self._apply(config)
 
@@ -345,10 +346,16 @@ class LiveSession:
     def progress(self) -> int:
         """A count that grows whenever the engine gets through more work (this session's, or any session's
         sharing its EngineProgress)."""
+        shared = self._progress.shared
+        return (shared or self._progress).count
+
+    @property
+    def own_progress(self) -> int:
+        """A count that grows whenever the engine gets through more of this session's work."""
         return self._progress.count
 
     def _emit(self, event: SessionEvent) -> None:
-        self._progress.count += 1
+        self._progress.advance()
         self._events.put_nowait(event)
 
     def _audio_between(self, start: int, end: int) -> np.ndarray:
