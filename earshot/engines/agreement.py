@@ -161,6 +161,7 @@ class AgreementStream:
         self._last_partial = ""
         self._results = ResultQueue()
         self._decoding = asyncio.Lock()
+        self._finalizes_waiting = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -224,14 +225,22 @@ class AgreementStream:
                     # Cut at exactly max_buffer_s, however much arrived during the last draft: the phrase's
                     # text then depends on the audio alone.
                     await self._decode(final=True, until=self._start + self._max_buffer_samples)
+                elif self._finalizes_waiting:
+                    # The phrase's full decode is next: a draft of it now would only delay its final text
+                    # (and, on a busy machine, everyone else's).
+                    return
                 else:
                     await self._draft()
 
     async def _finalize(self) -> None:
-        async with self._decoding:
-            if self._results.error is None and self._received > self._start:
-                await self._decode(final=True)
-            self._results.put(Flushed())
+        self._finalizes_waiting += 1
+        try:
+            async with self._decoding:
+                if self._results.error is None and self._received > self._start:
+                    await self._decode(final=True)
+                self._results.put(Flushed())
+        finally:
+            self._finalizes_waiting -= 1
 
     def _buffer(self) -> np.ndarray:
         if len(self._chunks) != 1:

@@ -25,8 +25,9 @@ from earshot.streaming.stability import TurnText
 
 log = logging.getLogger(__name__)
 
-# Audio chunks and finalize marks a feed queues before the session waits for the engine.
-FEED_QUEUE_LIMIT = 64
+# Seconds of audio a feed queues before the session waits for the engine. Counted in audio, not chunks: a
+# client sending 1 ms chunks is held back no sooner than one sending 250 ms chunks.
+FEED_QUEUE_LIMIT_S = 8.0
 
 
 @dataclass(slots=True)
@@ -41,13 +42,20 @@ class Turn:
 
 @dataclass(slots=True)
 class EngineProgress:
-    """How much work engine streams have got through, counted across every session that shares the counter.
+    """How much work engine streams have got through, counted across every session that shares the counter
+    (and, for a session's own counter, passed on to the `shared` one).
 
     A flushing session waits while it grows: behind other sessions' decodes its own results may be slow to
     come, but an engine that gets through anyone's work is not stuck.
     """
 
     count: int = 0
+    shared: EngineProgress | None = None
+
+    def advance(self) -> None:
+        self.count += 1
+        if self.shared is not None:
+            self.shared.advance()
 
 
 class _FinalizeMark:
@@ -61,7 +69,8 @@ class EngineFeed:
     """One engine stream, fed from a queue by one task, and the task that turns its results into events.
 
     Sessions only enqueue audio and finalize marks, so turn events never wait for the engine; the queue is
-    bounded, so an engine slower than real time holds its caller back instead of piling up audio.
+    bounded in seconds of audio, so an engine slower than real time holds its caller back instead of piling up
+    audio. Audio chunks queued one after another reach the stream as one, however small the caller's chunks.
     """
 
     def __init__(
@@ -79,27 +88,53 @@ class EngineFeed:
         self.failed = False
         self._finalizes_owed = 0
         self._emit = emit
-        self._commands: asyncio.Queue[np.ndarray | _FinalizeMark | None] = asyncio.Queue(FEED_QUEUE_LIMIT)
+        self._commands: deque[np.ndarray | _FinalizeMark | None] = deque()
+        self._queued_samples = 0
+        self._queue_limit_samples = round(FEED_QUEUE_LIMIT_S * ENGINE_RATE_HZ)
+        self._queue_changed = asyncio.Condition()
         loop = asyncio.get_running_loop()
         self._feeder = loop.create_task(self._feed())
         self._pump = loop.create_task(self._run())
 
     async def send(self, samples: np.ndarray) -> None:
         if len(samples):
-            self.sent_s += len(samples) / ENGINE_RATE_HZ
-            await self._commands.put(samples)
+            async with self._queue_changed:
+                await self._queue_changed.wait_for(lambda: self._queued_samples < self._queue_limit_samples)
+                self.sent_s += len(samples) / ENGINE_RATE_HZ
+                self._queued_samples += len(samples)
+                self._commands.append(samples)
+                self._queue_changed.notify_all()
 
     async def finalize(self) -> None:
         self._finalizes_owed += 1
-        await self._commands.put(_FINALIZE)
+        await self._put(_FINALIZE)
+
+    async def _put(self, command: _FinalizeMark | None) -> None:
+        async with self._queue_changed:
+            self._commands.append(command)
+            self._queue_changed.notify_all()
 
     @property
     def owes_results(self) -> bool:
         """Whether audio or a finalize is still queued, or a finalize's results have yet to come."""
-        return self._finalizes_owed > 0 or not self._commands.empty()
+        return self._finalizes_owed > 0 or bool(self._commands)
+
+    async def _next_command(self) -> np.ndarray | _FinalizeMark | None:
+        """The next command; audio chunks queued one after another are joined into one."""
+        async with self._queue_changed:
+            await self._queue_changed.wait_for(lambda: bool(self._commands))
+            command = self._commands.popleft()
+            if isinstance(command, np.ndarray):
+                pieces = [command]
+                while self._commands and isinstance(self._commands[0], np.ndarray):
+                    pieces.append(self._commands.popleft())  # type: ignore[arg-type]
+                command = np.concatenate(pieces) if len(pieces) > 1 else command
+                self._queued_samples -= len(command)
+            self._queue_changed.notify_all()
+            return command
 
     async def _feed(self) -> None:
-        while (command := await self._commands.get()) is not None:
+        while (command := await self._next_command()) is not None:
             if self.failed:
                 continue
             try:
@@ -107,7 +142,7 @@ class EngineFeed:
                     await self.stream.finalize()
                 else:
                     await self.stream.send(Audio(command))
-                self.progress.count += 1
+                self.progress.advance()
             except EngineError as e:
                 self._fail(e)
             except Exception:
@@ -155,7 +190,7 @@ class EngineFeed:
 
     async def close(self) -> None:
         """Carry out what is queued, close the stream, and let its last results through."""
-        await self._commands.put(None)
+        await self._put(None)
         await self._feeder
         try:
             await self.stream.close()

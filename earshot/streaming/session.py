@@ -111,7 +111,8 @@ class LiveSession:
         self._uncommitted_from = 0
         self._closed = False
         self._closed_emitted = False
-        self._progress = progress or EngineProgress()
+        # This session's own progress, counted into the server's.
+        self._progress = EngineProgress(shared=progress)
         self.config = config
         self._apply(config)
 
@@ -345,19 +346,30 @@ class LiveSession:
     def progress(self) -> int:
         """A count that grows whenever the engine gets through more work (this session's, or any session's
         sharing its EngineProgress)."""
+        shared = self._progress.shared
+        return (shared or self._progress).count
+
+    @property
+    def own_progress(self) -> int:
+        """A count that grows whenever the engine gets through more of this session's work."""
         return self._progress.count
 
     def _emit(self, event: SessionEvent) -> None:
-        self._progress.count += 1
+        self._progress.advance()
         self._events.put_nowait(event)
 
     def _audio_between(self, start: int, end: int) -> np.ndarray:
+        # From the newest chunk back: what is sent is recent, and the lookback kept before it may hold
+        # hundreds of chunks when they are 1 ms each.
         pieces = []
-        for chunk_start, chunk in self._recent:
+        for chunk_start, chunk in reversed(self._recent):
             chunk_end = chunk_start + len(chunk)
-            if chunk_end <= start or chunk_start >= end:
+            if chunk_end <= start:
+                break
+            if chunk_start >= end:
                 continue
             pieces.append(chunk[max(0, start - chunk_start) : min(len(chunk), end - chunk_start)])
+        pieces.reverse()
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
     def _trim_recent(self) -> None:

@@ -29,6 +29,8 @@ class TurnText:
         self._early: list[str] = []
         self._history: deque[tuple[float, list[str]]] = deque()
         self._tentative = ""
+        # Whether the tentative text is a draft: shown, but never final, even when the engine gives no Final.
+        self._tentative_is_draft = False
         # Where the words finalized early end: what follows them starts there, not at the turn's start.
         self._early_end_s: float | None = None
         self.end_s: float = before.end_s if before is not None else 0.0
@@ -42,7 +44,7 @@ class TurnText:
         hypothesis = result.text.split()
         if result.draft:
             # The engine decodes this audio again in full; that decode's words are the final ones.
-            return self._tentative_partial(hypothesis, start_s, end_s)
+            return self._tentative_partial(hypothesis, start_s, end_s, draft=True)
         self._history.append((end_s, [_normalised(word) for word in hypothesis]))
         while len(self._history) > 1 and self._history[1][0] <= end_s - STABLE_S:
             self._history.popleft()
@@ -58,8 +60,11 @@ class TurnText:
             start_s = self._early_end_s = end_s
         return events + self._tentative_partial(rest, start_s, end_s)
 
-    def _tentative_partial(self, words: list[str], start_s: float, end_s: float) -> list[Partial | Final]:
+    def _tentative_partial(
+        self, words: list[str], start_s: float, end_s: float, draft: bool = False
+    ) -> list[Partial | Final]:
         tentative = " ".join(words)
+        self._tentative_is_draft = draft
         if tentative == self._tentative:
             return []
         self._tentative = tentative
@@ -85,6 +90,7 @@ class TurnText:
         self._early.clear()
         self._history.clear()
         self._tentative = ""
+        self._tentative_is_draft = False
         self._early_end_s = None
         if not remainder:
             return []
@@ -92,8 +98,11 @@ class TurnText:
         return [_final(shifted, shifted[0].start, result.end + offset_s, result.speaker)]
 
     def flush(self) -> list[Final]:
-        """Finalize whatever is still tentative (the engine gave no Final for it)."""
+        """Finalize whatever is still tentative (the engine gave no Final for it), unless it is a draft: the
+        full decode that gave no words is the phrase's text, not a draft that happened to come before it."""
         rest, self._tentative = self._tentative.split(), ""
+        if self._tentative_is_draft:
+            rest, self._tentative_is_draft = [], False
         self._early_end_s = None
         self._early.clear()
         self._history.clear()

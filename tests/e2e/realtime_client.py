@@ -6,9 +6,9 @@ import asyncio
 import base64
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import soxr
@@ -20,6 +20,8 @@ from tests.conftest import shared_audio
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
+
+Payload = TypeVar("Payload", str, bytes)
 
 
 def speech(relpath: str) -> np.ndarray:
@@ -61,12 +63,14 @@ def chunks(audio: bytes, bytes_per_second: int, chunk_ms: int) -> list[str]:
     return [base64.b64encode(audio[i : i + step]).decode() for i in range(0, len(audio), step)]
 
 
-async def paced(payloads: list[str], chunk_ms: int, send: Callable[[str], Awaitable[None]]) -> None:
-    """Send each payload at real-time pace."""
+async def paced(
+    payloads: Sequence[Payload], chunk_ms: int, send: Callable[[Payload], Awaitable[None]], speed: float = 1.0
+) -> None:
+    """Send each payload (`chunk_ms` of audio) at `speed` times real-time pace (never ahead of it)."""
     started = time.monotonic()
     for index, payload in enumerate(payloads):
         await send(payload)
-        delay = started + (index + 1) * chunk_ms / 1000 - time.monotonic()
+        delay = started + (index + 1) * chunk_ms / 1000 / speed - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
 

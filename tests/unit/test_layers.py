@@ -87,7 +87,7 @@ SANS_IO_MODULES = (
     "earshot.streaming",
 )
 PROTOCOL_MODULE_NAME = "protocol"
-# The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its FastAPI endpoint beside it.
+# The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its endpoint beside it.
 LIVE_PROTOCOL_PACKAGES = ("earshot.api.realtime", "earshot.api.deepgram", "earshot.api.managed")
 
 

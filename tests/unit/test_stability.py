@@ -50,3 +50,10 @@ def test_drafts_are_never_finalized_early_and_the_full_decode_is_the_final_text(
     full = "Go forward ten metres, then turn left now, please."
     finals = turn.on_result(Final(full, 0.0, 8.0), offset_s=0.0)
     assert [final.text for final in finals] == [full]
+
+
+def test_a_draft_is_not_made_final_when_the_full_decode_has_no_words() -> None:
+    # Whether a draft came before the phrase's end depends on timing; the full decode's silence does not.
+    turn = TurnText()
+    turn.on_result(Partial("Thank you.", 0.0, 1.0, draft=True), offset_s=0.0)
+    assert turn.flush() == []

@@ -43,7 +43,8 @@ from earshot.streaming.session import Expiry, LiveConfig, LiveSession
 log = logging.getLogger(__name__)
 
 SERVER_RESTART_CODE = 1012
-# How many times the flush timeout an ending session's flush may take in all, however steadily it progresses.
+# How many times the flush timeout an ending session's flush may go without progress of its own while other
+# sessions' work progresses (its results wait behind theirs, but not for ever).
 FLUSH_CAP_FACTOR = 12
 # Endings after which the caller still wants the rest of its text; after the others it is dropped.
 FLUSHED_ENDINGS: frozenset[EndReason] = frozenset({"finished", "idle_timeout", "max_duration", "shutdown"})
@@ -127,19 +128,23 @@ class LiveSocket(ClientSocket):
     async def _flush_within(self, stall_s: float) -> None:
         """Give the caller the rest of its text while the engine keeps getting through it.
 
-        A client that streamed faster than real time may leave a backlog: it is worked off as long as the
-        engine makes progress, but the session ends without the rest once the engine has done nothing for
-        `stall_s` (or after FLUSH_CAP_FACTOR times that in all), so a stuck engine never holds the record.
+        A client that streamed faster than real time, or a busy server, may leave a backlog: it is worked off
+        as long as the engine makes progress, however long that takes, but the session ends without the rest
+        once the engine has done nothing for `stall_s`, or nothing of this session's for FLUSH_CAP_FACTOR
+        times that, so a stuck engine or stream never holds the record.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + stall_s * FLUSH_CAP_FACTOR
         flushing = asyncio.ensure_future(self._flush_and_deliver())
-        seen = self.session.progress
+        seen, own_seen = self.session.progress, self.session.own_progress
+        own_deadline = loop.time() + stall_s * FLUSH_CAP_FACTOR
         while not flushing.done():
-            await asyncio.wait({flushing}, timeout=max(0.0, min(stall_s, deadline - loop.time())))
+            await asyncio.wait({flushing}, timeout=max(0.0, min(stall_s, own_deadline - loop.time())))
             if flushing.done():
                 break
-            if self.session.progress == seen or loop.time() >= deadline:
+            if self.session.own_progress != own_seen:
+                own_seen = self.session.own_progress
+                own_deadline = loop.time() + stall_s * FLUSH_CAP_FACTOR
+            if self.session.progress == seen or loop.time() >= own_deadline:
                 log.warning(
                     "live session's engine stalled while flushing; ending without the rest of its text"
                 )
