@@ -298,6 +298,19 @@ def transcribe_request(server: RunningServer, wav: bytes, key: str | None, **fie
     )
 
 
+def one_shot_text(server: RunningServer, relpath: str, model: str) -> str:
+    """The text `POST /v1/audio/transcriptions` gives a clip of ../shared/audio, asked for as `model`."""
+    response = httpx.post(
+        f"{server.base_url}/v1/audio/transcriptions",
+        files={"file": (Path(relpath).name, shared_audio(relpath).read_bytes(), "audio/wav")},
+        data={"model": model},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    text: str = response.json()["text"]
+    return text
+
+
 def usage_records(database_url: str) -> list[UsageRecord]:
     """Every usage record in an earshot database, oldest first."""
     from earshot.store.db import Database

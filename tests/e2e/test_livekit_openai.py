@@ -11,14 +11,13 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import RunningServer, one_shot_text, start_server, stop_server
 from tests.e2e.realtime_client import pcm24, silence, speech
 from tests.e2e.wer import words
 
@@ -29,6 +28,8 @@ from livekit import rtc  # noqa: E402
 from livekit.agents import stt as agents_stt  # noqa: E402
 from livekit.agents.utils import http_context  # noqa: E402
 
+# The model the plugin asks for when none is given.
+LIVEKIT_MODEL = "gpt-4o-mini-transcribe"
 GOFORWARD = "pocketsphinx-testdata/goforward.wav"
 RATE_HZ = 24_000
 FRAME_MS = 20
@@ -74,21 +75,6 @@ async def push_paced(stream: Any, audio: list[rtc.AudioFrame]) -> None:
         await asyncio.sleep(max(0.0, started + (index + 1) * FRAME_MS / 1000 - time.monotonic()))
 
 
-def one_shot_text(server: RunningServer, relpath: str) -> str:
-    """What the server's one-shot endpoint writes for a clip, with the model LiveKit asks for."""
-    from tests.conftest import shared_audio
-
-    response = httpx.post(
-        f"{server.base_url}/v1/audio/transcriptions",
-        files={"file": (Path(relpath).name, shared_audio(relpath).read_bytes(), "audio/wav")},
-        data={"model": "gpt-4o-mini-transcribe"},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    text: str = response.json()["text"]
-    return text
-
-
 def realtime_sessions_ended(server: RunningServer) -> float:
     metrics = httpx.get(f"{server.base_url}/metrics").text
     pattern = r'earshot_live_sessions_total\{[^}]*route="/v1/realtime"[^}]*\} (\S+)'
@@ -113,7 +99,7 @@ async def test_recognize_gives_the_clips_text(server: RunningServer, livekit_stt
     event = await livekit_stt.recognize(frames(speech(GOFORWARD)))
     assert event.type == agents_stt.SpeechEventType.FINAL_TRANSCRIPT
     assert words(event.alternatives[0].text) == words("go forward ten meters")
-    assert words(event.alternatives[0].text) == words(one_shot_text(server, GOFORWARD))
+    assert words(event.alternatives[0].text) == words(one_shot_text(server, GOFORWARD, LIVEKIT_MODEL))
 
 
 async def test_stream_gets_the_transcript_of_speech(server: RunningServer, livekit_stt: Any) -> None:
@@ -124,7 +110,7 @@ async def test_stream_gets_the_transcript_of_speech(server: RunningServer, livek
         texts = await reading
     finally:
         await stream.aclose()
-    assert words(" ".join(texts)) == words(one_shot_text(server, GOFORWARD))
+    assert words(" ".join(texts)) == words(one_shot_text(server, GOFORWARD, LIVEKIT_MODEL))
 
 
 async def test_a_stream_quiet_for_30_s_then_speaking_still_gets_its_transcript(
@@ -145,4 +131,4 @@ async def test_a_stream_quiet_for_30_s_then_speaking_still_gets_its_transcript(
         assert realtime_sessions_ended(server) == ended_before, "the plugin's session was never closed"
     finally:
         await stream.aclose()
-    assert words(" ".join(texts)) == words(one_shot_text(server, GOFORWARD))
+    assert words(" ".join(texts)) == words(one_shot_text(server, GOFORWARD, LIVEKIT_MODEL))

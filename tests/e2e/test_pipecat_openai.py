@@ -8,14 +8,12 @@ event as fatal. Here a pipeline of Pipecat's Silero VAD and the service hears tw
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, float_to_pcm16
-from tests.conftest import RunningServer, shared_audio, start_server, stop_server
+from tests.conftest import RunningServer, one_shot_text, start_server, stop_server
 from tests.e2e.realtime_client import silence, speech
 from tests.e2e.wer import words
 
@@ -45,19 +43,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         stop_server(running)
 
 
-def one_shot_text(server: RunningServer, relpath: str) -> str:
-    """What the server's one-shot endpoint writes for a clip."""
-    response = httpx.post(
-        f"{server.base_url}/v1/audio/transcriptions",
-        files={"file": (Path(relpath).name, shared_audio(relpath).read_bytes(), "audio/wav")},
-        data={"model": "gpt-realtime-whisper"},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    text: str = response.json()["text"]
-    return text
-
-
 def audio_frames(samples: np.ndarray) -> list[InputAudioRawFrame | SleepFrame]:
     """16 kHz PCM16 frames of FRAME_MS, as a transport delivers them, at real-time pace."""
     pcm = float_to_pcm16(samples)
@@ -84,6 +69,6 @@ async def test_default_service_transcribes_each_turn_as_one_shot_does(server: Ru
     assert errors == [], "the service reported no error"
     finals = [frame.text for frame in down if isinstance(frame, TranscriptionFrame)]
     assert [words(text) for text in finals] == [
-        words(one_shot_text(server, FIRST)),
-        words(one_shot_text(server, SECOND)),
+        words(one_shot_text(server, FIRST, "gpt-realtime-whisper")),
+        words(one_shot_text(server, SECOND, "gpt-realtime-whisper")),
     ]
