@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
@@ -15,8 +16,11 @@ from earshot.accounts.errors import ServerDraining
 from earshot.api.admission import Accounts, Admission
 from earshot.api.credentials import credential_from
 from earshot.api.metrics import Metrics
+from earshot.audio.pcm import Audio
 from earshot.audio.vad_runner import VadRunner
-from earshot.routing.router import Router
+from earshot.engines.base import EngineError, TranscribeOptions, Transcript, transcribe
+from earshot.routing.gate import ServerBusy
+from earshot.routing.router import Route, Router
 from earshot.settings import Settings
 from earshot.store.records import KeyRecord
 from earshot.streaming.engine_feed import EngineProgress
@@ -60,6 +64,21 @@ class Gateway:
         """Wait (up to `timeout_s`) for the work sessions handed off as they ended."""
         if self.cleanups:
             await asyncio.wait(set(self.cleanups), timeout=timeout_s)
+
+    async def transcribe(self, route: Route, audio: Audio, options: TranscribeOptions) -> Transcript:
+        """A one-shot transcription on the routed model, timed into the engine latency metric.
+
+        A failure (`EngineError`, or `ServerBusy` from a full model) is logged and raised as it came, for the
+        caller to render in its protocol's shape.
+        """
+        started = time.perf_counter()
+        try:
+            transcript = await transcribe(route.engine, audio, options)
+        except (EngineError, ServerBusy) as e:
+            log.error("model %s failed: %s", route.model_id, e)
+            raise
+        self.metrics.engine_latency.labels(route.model_id).observe(time.perf_counter() - started)
+        return transcript
 
     def live_session_started(self) -> None:
         self.live_sessions += 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import uuid
 from functools import partial
 from typing import Annotated
@@ -28,7 +27,7 @@ from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, decode
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio, encoded_audio_async, pcm16_blocks
 from earshot.audio.pcm import Audio
 from earshot.audio.raw import RawAudioReader
-from earshot.engines.base import EngineError, TranscribeOptions, transcribe
+from earshot.engines.base import EngineError, TranscribeOptions
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.gate import ServerBusy
 
@@ -91,13 +90,10 @@ async def _transcribe(
     request.state.audio_seconds = audio.duration_s
     await admission.reserve(round(audio.duration_s * 1000))
     options = TranscribeOptions(language=params.language, prompt=params.prompt, word_timestamps=True)
-    started = time.perf_counter()
     try:
-        transcript = await transcribe(route.engine, audio, options)
+        transcript = await gateway.transcribe(route, audio, options)
     except (EngineError, ServerBusy) as e:
-        log.error("model %s failed: %s", route.model_id, e)
         raise DeepgramError.from_engine(e) from e
-    gateway.metrics.engine_latency.labels(route.model_id).observe(time.perf_counter() - started)
     return prerecorded(
         transcript,
         request_id=request_id,

@@ -30,7 +30,7 @@ from earshot.api.uploads import (
 )
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineError, TranscribeOptions, supports_language, transcribe
+from earshot.engines.base import EngineError, TranscribeOptions, supports_language
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route
@@ -135,13 +135,10 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    started = time.perf_counter()
     try:
-        transcript = await transcribe(route.engine, audio, options)
+        transcript = await gateway.transcribe(route, audio, options)
     except (EngineError, ServerBusy) as e:
-        log.error("model %s failed: %s", route.model_id, e)
         raise OpenAIError.from_engine(e) from e
-    gateway.metrics.engine_latency.labels(route.model_id).observe(time.perf_counter() - started)
     body, media_type = render(
         transcript,
         params.response_format,
