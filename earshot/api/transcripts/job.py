@@ -131,7 +131,12 @@ class TranscriptJob:
             incident = uuid.uuid4().hex[:12]
             log.exception("transcript %s failed incident=%s", self.document_id, incident)
             ended = Failed(Failure(500, "internal_error", f"internal server error (incident {incident})"), e)
-        self.outcome = "ok" if isinstance(ended, Finished) else outcome_of(ended.cause)
+        if isinstance(ended, Finished):
+            self.outcome = "ok"
+        elif ended.failure.status < 500 and not isinstance(ended.cause, EngineError):
+            self.outcome = "rejected"  # the caller's audio or credit: nothing was done
+        else:
+            self.outcome = outcome_of(ended.cause)
         emit(ended)
 
     async def _run(self, emit: Callable[[JobEvent], None]) -> Finished:
