@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -445,3 +448,52 @@ def test_an_anonymous_server_keeps_documents_for_its_anonymous_callers(server: R
     listed = httpx.get(f"{server.base_url}/v1/transcripts").json()["data"]
     assert document["id"] in [d["id"] for d in listed]
     assert httpx.delete(f"{server.base_url}/v1/transcripts/{document['id']}").status_code == 200
+
+
+def earshot_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EARSHOT_DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "earshot", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_the_cli_lists_shows_exports_and_deletes_what_the_server_stored(fakes: Setup, tmp_path: Path) -> None:
+    document = of(upload(fakes.server, tone_wav(1.77), fakes.key_a, model="slow"), "done")[0]
+    listed = earshot_cli(fakes.database_url, "transcripts", "list", "--key", fakes.key_a[0], "--json")
+    assert listed.returncode == 0, listed.stderr
+    mine = json.loads(listed.stdout)
+    assert mine[0]["id"] == document["id"] and mine[0]["key_id"] == fakes.key_a[0]
+    others = json.loads(
+        earshot_cli(fakes.database_url, "transcripts", "list", "--key", fakes.key_b[0], "--json").stdout
+    )
+    assert document["id"] not in [d["id"] for d in others]
+
+    shown = earshot_cli(fakes.database_url, "transcripts", "show", document["id"])
+    assert shown.returncode == 0 and shown.stdout == f"{SLOW_TEXT}\n\n"
+    srt_path = tmp_path / "talk.srt"
+    exported = earshot_cli(
+        fakes.database_url,
+        "transcripts",
+        "export",
+        document["id"],
+        "--format",
+        "srt",
+        "--output",
+        str(srt_path),
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert (
+        srt_path.read_text()
+        == get(fakes, f"/v1/transcripts/{document['id']}", fakes.key_a, format="srt").text
+    )
+    vtt = earshot_cli(fakes.database_url, "transcripts", "export", document["id"], "--format", "vtt")
+    assert vtt.stdout.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.770\n")
+    as_json = earshot_cli(fakes.database_url, "transcripts", "export", document["id"], "-f", "json")
+    assert json.loads(as_json.stdout)["id"] == document["id"]
+
+    assert earshot_cli(fakes.database_url, "transcripts", "delete", document["id"]).returncode == 0
+    assert get(fakes, f"/v1/transcripts/{document['id']}", fakes.key_a).status_code == 404
+    again = earshot_cli(fakes.database_url, "transcripts", "delete", document["id"])
+    assert again.returncode == 1 and "no transcript" in again.stderr
+    bad_format = earshot_cli(fakes.database_url, "transcripts", "export", document["id"], "--format", "docx")
+    assert bad_format.returncode == 2
