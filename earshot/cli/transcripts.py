@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from earshot.api.transcripts.documents import Document, ExportFormat, render
 from earshot.cli.accounts import JsonOption, _fail, _run
@@ -53,7 +53,9 @@ def transcripts_list(
     if as_json:
         typer.echo(json.dumps([{"key_id": k, **d.model_dump(mode="json")} for k, d in rows], indent=2))
         return
-    table = Table("id", "key", "name", "model", "duration s", "validated", "created")
+    table = Table("key", "name", "model", "audio s", "validated", "created")
+    # Ids are what the other commands take: never cut short.
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=36))
     for key_id, document in rows:
         table.add_row(
             document.id,
@@ -62,7 +64,7 @@ def transcripts_list(
             document.model,
             f"{document.duration:.1f}",
             "yes" if document.validated is not None else "no",
-            document.created_at.isoformat(timespec="seconds"),
+            document.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     Console().print(table)
 
