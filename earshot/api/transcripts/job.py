@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 from earshot.accounts.errors import AccessDenied
 from earshot.api.admission import Admission, outcome_of
@@ -104,6 +103,18 @@ class _GateReporter:
             self.emit(Started(self.total_time))
 
 
+@asynccontextmanager
+async def _closing(segments: AsyncIterator[Segment]) -> AsyncIterator[AsyncIterator[Segment]]:
+    """Close an engine's segment generator on the way out: when the job is cancelled (the caller left), the
+    engine call stops and its gate slot frees at once, not whenever the generator is collected."""
+    try:
+        yield segments
+    finally:
+        close = getattr(segments, "aclose", None)
+        if close is not None:
+            await close()
+
+
 class TranscriptJob:
     """Transcribe one upload into a stored document for the admitted caller; `outcome` says how it ended."""
 
@@ -188,12 +199,9 @@ class TranscriptJob:
         options = TranscribeOptions(language=self.upload.language)
         paragraphs = ParagraphBuilder()
         reporter = _GateReporter(emit, audio.duration_s)
-        # Closed at once when the job is cancelled (the caller left): the engine call stops, its slot frees.
-        segments = aclosing(
-            cast(AsyncGenerator[Segment, None], self.route.engine.transcribe_segments(audio, options))
-        )
+        segments = self.route.engine.transcribe_segments(audio, options)
         with watching_queue(reporter):
-            async with segments as stream:
+            async with _closing(segments) as stream:
                 async for segment in stream:
                     reporter.start()  # where no gate said so (an engine routed without one)
                     paragraphs.add(segment)
