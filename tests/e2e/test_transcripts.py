@@ -390,9 +390,12 @@ def test_the_list_pages_newest_first_and_delete_removes_a_document(fakes: Setup)
 
 
 def test_bad_uploads_are_refused_before_any_stream_in_openai_shape(fakes: Setup) -> None:
-    def post(**kwargs: Any) -> httpx.Response:
+    def post(headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         return httpx.post(
-            f"{fakes.server.base_url}/v1/transcripts", headers=auth(fakes.key_a), timeout=30, **kwargs
+            f"{fakes.server.base_url}/v1/transcripts",
+            headers={**auth(fakes.key_a), **(headers or {})},
+            timeout=30,
+            **kwargs,
         )
 
     missing = post(files={"model": (None, "local")})
@@ -407,6 +410,15 @@ def test_bad_uploads_are_refused_before_any_stream_in_openai_shape(fakes: Setup)
         f"{fakes.server.base_url}/v1/transcripts", files={"file": ("a.wav", tone_wav(0.5), "audio/wav")}
     )
     assert anonymous.status_code == 401
+    admin = Admin(fakes.server)
+    assert admin.http.put("/admin/settings", json={"max_upload_bytes": 4096}).status_code == 200
+    try:
+        too_big = post(
+            files={"file": ("a.wav", tone_wav(1.0), "audio/wav")}, headers={"Accept": "text/event-stream"}
+        )
+    finally:
+        assert admin.http.delete("/admin/settings/max_upload_bytes").status_code == 200
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "request_too_large"
 
 
 def test_audio_that_does_not_decode_is_an_invalid_audio_event_when_streamed(fakes: Setup) -> None:
