@@ -30,6 +30,7 @@ from earshot.api.metrics import Metrics
 from earshot.api.openai import rest as openai_rest
 from earshot.api.openai.errors import install_error_handlers
 from earshot.api.realtime import endpoint as openai_realtime
+from earshot.api.web import mount_web_page
 from earshot.audio.vad import SileroModel
 from earshot.audio.vad_runner import VadRunner
 from earshot.dials import DialBoard, Dials
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (health, metrics, openai_rest, openai_realtime, managed, deepgram_live, deepgram_prerecorded)
     for module in (*routers, usage, admin):
         app.include_router(module.router)
+    mount_web_page(app)
     return app
 
 
