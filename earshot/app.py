@@ -30,6 +30,7 @@ from earshot.api.metrics import Metrics
 from earshot.api.openai import rest as openai_rest
 from earshot.api.openai.errors import install_error_handlers
 from earshot.api.realtime import endpoint as openai_realtime
+from earshot.api.transcripts import endpoint as transcripts
 from earshot.api.web import mount_web_page
 from earshot.audio.vad import SileroModel
 from earshot.audio.vad_runner import VadRunner
@@ -39,7 +40,7 @@ from earshot.routing.catalog import Catalog
 from earshot.routing.router import Router
 from earshot.settings import Settings
 from earshot.store.db import Database
-from earshot.store.repositories import DialRepository, KeyRepository, UsageRepository
+from earshot.store.repositories import DialRepository, KeyRepository, TranscriptRepository, UsageRepository
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decode_limiter = asyncio.Semaphore(settings.decode_concurrency)
             vad = VadRunner(SileroModel.shared)
             stack.callback(vad.close)
-            app.state.gateway = Gateway(settings, router, decode_limiter, accounts, app_metrics, vad)
+            app.state.gateway = Gateway(
+                settings, router, decode_limiter, accounts, app_metrics, vad, TranscriptRepository(db)
+            )
             # Engines load in the background: /healthz answers at once, /readyz turns 200 once they're loaded.
             starting = asyncio.create_task(_start_engines(router))
             stack.callback(starting.cancel)
@@ -110,7 +113,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLogMiddleware, metrics=app_metrics)
     if settings.cors_origins:
         _add_cors(app, settings.cors_origins)
-    routers = (health, metrics, openai_rest, openai_realtime, managed, deepgram_live, deepgram_prerecorded)
+    routers = (
+        health,
+        metrics,
+        openai_rest,
+        openai_realtime,
+        managed,
+        deepgram_live,
+        deepgram_prerecorded,
+        transcripts,
+    )
     for module in (*routers, usage, admin):
         app.include_router(module.router)
     mount_web_page(app)

@@ -54,6 +54,9 @@ class Dials(BaseModel):
     credits_low_seconds: float = Field(
         ge=0, le=MAX_SECONDS, description="Credit left under which clients are warned"
     )
+    sse_keepalive_s: float = Field(
+        ge=0, le=DAY_S, description="Seconds of silence after which an SSE stream sends a keepalive (0: none)"
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Dials:

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     keepalive_s: float = Field(default=10.0, gt=0)
     max_session_s: float = Field(default=3600.0, gt=0)
     credits_low_seconds: float = Field(default=60.0, ge=0)
+    sse_keepalive_s: float = Field(default=15.0, ge=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route, Router
 from earshot.settings import Settings
 from earshot.store.records import KeyRecord
+from earshot.store.repositories import TranscriptRepository
 from earshot.streaming.engine_feed import EngineProgress
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Gateway:
     accounts: Accounts
     metrics: Metrics
     vad: VadRunner
+    transcripts: TranscriptRepository
     # Set when the server starts shutting down: live sessions finish their turn, say why, and close.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     live_sessions: int = 0

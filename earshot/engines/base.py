@@ -40,6 +40,8 @@ class Segment:
     # Whisper's own figures for the decode; None where the engine has none (then computed from the text).
     compression_ratio: float | None = None
     temperature: float = 0.0
+    # The speaker, numbered from 0, where the engine or provider diarizes; None where it does not.
+    speaker: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

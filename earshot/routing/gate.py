@@ -1,11 +1,14 @@
 """A per-provider concurrency gate: at most N calls at once, a bounded queue behind them for a bounded time,
-then 'busy' with a retry hint."""
+then 'busy' with a retry hint. A caller that wants to know its place in the queue watches it
+(`watching_queue`): every gate on its call path tells the watcher its position as it changes."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from typing import Protocol
 
 
 class ServerBusy(Exception):
@@ -15,6 +18,37 @@ class ServerBusy(Exception):
         super().__init__(f"model {model_id!r} is busy; try again shortly")
         self.model_id = model_id
         self.retry_after_s = retry_after_s
+
+
+class QueueWatcher(Protocol):
+    """Told where a waiting call stands in a gate's queue."""
+
+    def queued(self, position: int) -> None:
+        """The call waits with `position - 1` calls ahead of it (1: next in line); told again on each move."""
+
+
+# The watcher of the calls made in this context (a task and what it awaits); None: nobody asks.
+_watcher: ContextVar[QueueWatcher | None] = ContextVar("earshot_queue_watcher", default=None)
+
+
+@contextmanager
+def watching_queue(watcher: QueueWatcher) -> Iterator[None]:
+    """Report the queue positions of the gated calls made inside the block (in this task) to `watcher`."""
+    token = _watcher.set(watcher)
+    try:
+        yield
+    finally:
+        _watcher.reset(token)
+
+
+class _Waiter:
+    """One call in a gate's queue, with the watcher to tell and the position it was last told."""
+
+    __slots__ = ("told", "watcher")
+
+    def __init__(self, watcher: QueueWatcher | None) -> None:
+        self.watcher = watcher
+        self.told = 0
 
 
 class ConcurrencyGate:
@@ -30,7 +64,13 @@ class ConcurrencyGate:
         self.refused = 0
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
         self.active = 0
-        self.waiting = 0
+        # The calls waiting for a slot, first in line first (asyncio's semaphore wakes waiters in order).
+        self._line: list[_Waiter] = []
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot now."""
+        return len(self._line)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -45,20 +85,37 @@ class ConcurrencyGate:
         if self._slots.locked() and self.waiting >= self.max_queue:
             self.refused += 1
             raise ServerBusy(self.model_id, self._retry_after_s())
-        self.waiting += 1
+        waiter = _Waiter(_watcher.get())
+        self._line.append(waiter)
+        if self._slots.locked():
+            self._tell_positions()
         try:
             await asyncio.wait_for(self._slots.acquire(), self.max_wait_s)
         except TimeoutError:
             self.refused += 1
             raise ServerBusy(self.model_id, self._retry_after_s()) from None
         finally:
-            self.waiting -= 1
+            self._line.remove(waiter)
+            self._tell_positions()
         self.active += 1
         try:
             yield
         finally:
             self.active -= 1
             self._slots.release()
+
+    def position_of(self, watcher: QueueWatcher) -> int | None:
+        """Where `watcher`'s call waits in the queue (1: next in line); None when it does not wait here."""
+        for position, waiter in enumerate(self._line, start=1):
+            if waiter.watcher is watcher:
+                return position
+        return None
+
+    def _tell_positions(self) -> None:
+        for position, waiter in enumerate(self._line, start=1):
+            if waiter.watcher is not None and waiter.told != position:
+                waiter.told = position
+                waiter.watcher.queued(position)
 
     def _retry_after_s(self) -> float:
         # A second per request waiting ahead, at most what a queued request waits, at least 1 s.

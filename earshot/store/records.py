@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 KeyState = Literal["active", "revoked"]
 Outcome = Literal[
@@ -67,3 +67,19 @@ class UsageTotal:
     audio_ms: int
     quantity: float
     cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptRecord:
+    """A stored transcript; paragraphs are the wire's JSON objects (`api/transcripts/documents.py`)."""
+
+    id: str
+    key_id: str | None
+    name: str
+    model: str
+    language: str | None
+    duration_s: float
+    paragraphs: tuple[dict[str, Any], ...]
+    validated: tuple[dict[str, Any], ...] | None
+    created_at: datetime
+    updated_at: datetime

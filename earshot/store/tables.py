@@ -1,4 +1,4 @@
-"""The database schema: API keys, usage records and runtime dials."""
+"""The database schema: API keys, usage records, runtime dials and stored transcripts."""
 
 from __future__ import annotations
 
@@ -85,6 +85,25 @@ class DialRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TranscriptRow(Base):
+    """A stored transcript: the machine's paragraphs and, once reviewed, the validated ones beside them."""
+
+    __tablename__ = "transcripts"
+    __table_args__ = (Index("ix_transcripts_key_created", "key_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # NULL for documents made while the server had no keys (anonymous).
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    name: Mapped[str] = mapped_column(String(500))
+    model: Mapped[str] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    duration_s: Mapped[float] = mapped_column(Float)
+    paragraphs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    validated: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
-from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
+from earshot.api.subtitles import milliseconds, srt_timestamp, vtt_timestamp
 from earshot.engines.base import Segment, Transcript
 
 TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"
@@ -36,34 +36,9 @@ class ResponseFormat(StrEnum):
     VTT = "vtt"
 
 
-def _milliseconds(seconds: float) -> int:
-    """Whole milliseconds, half up on the decimal value as written; negative and NaN become 0."""
-    if not seconds > 0:
-        return 0
-    return int(Decimal(repr(float(seconds))).scaleb(3).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def _clock(seconds: float, separator: str) -> str:
-    """HH:MM:SS<separator>mmm; hours grow past 99 rather than wrap."""
-    hours, rest_ms = divmod(_milliseconds(seconds), 3_600_000)
-    minutes, rest_ms = divmod(rest_ms, 60_000)
-    secs, ms = divmod(rest_ms, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"
-
-
-def srt_timestamp(seconds: float) -> str:
-    """An SRT cue time, HH:MM:SS,mmm."""
-    return _clock(seconds, ",")
-
-
-def vtt_timestamp(seconds: float) -> str:
-    """A WebVTT cue time, HH:MM:SS.mmm."""
-    return _clock(seconds, ".")
-
-
 def _seconds_3(seconds: float) -> float:
     """Seconds rounded to the millisecond the same way the subtitle timestamps are."""
-    return _milliseconds(seconds) / 1000
+    return milliseconds(seconds) / 1000
 
 
 def _cue_text(segment: Segment) -> str:
@@ -132,7 +107,7 @@ def verbose_json_body(
         body["segments"] = [
             {
                 "id": index,
-                "seek": _milliseconds(segment.start) // 10,
+                "seek": milliseconds(segment.start) // 10,
                 "start": _seconds_3(segment.start),
                 "end": _seconds_3(segment.end),
                 "text": text,
