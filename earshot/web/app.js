@@ -44,8 +44,14 @@ async function errorFrom(response) {
 }
 
 async function api(path, options = {}) {
+  const sentKey = apiKey();
   const response = await fetch(path, { ...options, headers: authHeaders(options.headers) });
-  if (!response.ok) throw await errorFrom(response);
+  if (!response.ok) {
+    const error = await errorFrom(response);
+    // An answer to a key the user has since replaced is not worth an alert.
+    error.staleKey = sentKey !== apiKey();
+    throw error;
+  }
   return response;
 }
 
@@ -64,10 +70,8 @@ function setupKeyField() {
     clearAlerts();
     refreshAll();
   });
-  $("#key-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    keyInput.dispatchEvent(new Event("change"));
-  });
+  // Enter in the field commits it (a change event); the form itself never submits.
+  $("#key-form").addEventListener("submit", (event) => event.preventDefault());
   toggle.addEventListener("click", () => {
     const shown = keyInput.type === "text";
     keyInput.type = shown ? "password" : "text";
@@ -89,6 +93,7 @@ function setupKeyField() {
 const alerts = $("#alerts");
 
 function showError(context, error) {
+  if (error?.staleKey) return;
   const message = error instanceof Error ? error.message : String(error);
   const text = `${context}: ${message}`;
   if ([...alerts.children].some((alert) => alert.dataset.text === text)) return;
@@ -596,7 +601,7 @@ async function loadUsage() {
         ? ` Credit left: ${duration(usage.key.credits_seconds)}.`
         : "";
     summary.textContent =
-      `${who}, last 30 days: ${usage.total.requests} requests, ` +
+      `${who}, last 30 days: ${usage.total.requests} ${usage.total.requests === 1 ? "request" : "requests"}, ` +
       `${duration(usage.total.audio_seconds)} of audio.${credits}`;
   } catch (error) {
     summary.textContent = "";
