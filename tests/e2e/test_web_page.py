@@ -255,8 +255,17 @@ def test_errors_from_the_server_are_shown_in_the_alert_region(
     with opened_page(browser, keyed_server, "es_not_a_real_key", DESKTOP) as page:
         alerts = page.get_by_role("alert")
         expect(alerts).to_contain_text("Stored transcripts")
-        page.get_by_label("Choose an audio or video file").set_input_files(shared_audio(LISTED_CLIP))
-        page.get_by_role("button", name="Transcribe", exact=True).click()
+        # A file dropped on the drop zone is uploaded at once.
+        clip = shared_audio(LISTED_CLIP)
+        dropped = page.evaluate_handle(
+            """([name, bytes]) => {
+              const transfer = new DataTransfer();
+              transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "audio/wav" }));
+              return transfer;
+            }""",
+            [clip.name, list(clip.read_bytes())],
+        )
+        page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
         expect(alerts).to_contain_text("Transcription:")
         expect(page.locator("#upload-status")).to_contain_text("nothing was stored")
         # The server's own message is shown, not a generic one.
