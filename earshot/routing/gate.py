@@ -82,27 +82,33 @@ class ConcurrencyGate:
             finally:
                 self.active -= 1
             return
-        if self._slots.locked() and self.waiting >= self.max_queue:
-            self.refused += 1
-            raise ServerBusy(self.model_id, self._retry_after_s())
-        waiter = _Waiter(_watcher.get())
-        self._line.append(waiter)
-        if self._slots.locked():
-            self._tell_positions()
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.max_wait_s)
-        except TimeoutError:
-            self.refused += 1
-            raise ServerBusy(self.model_id, self._retry_after_s()) from None
-        finally:
-            self._line.remove(waiter)
-            self._tell_positions()
+        if not self._slots.locked():
+            # A free slot (and nobody waiting for it) is taken at once, without queueing.
+            await self._slots.acquire()
+        else:
+            await self._wait_in_line(self._slots)
         self.active += 1
         try:
             yield
         finally:
             self.active -= 1
             self._slots.release()
+
+    async def _wait_in_line(self, slots: asyncio.Semaphore) -> None:
+        if self.waiting >= self.max_queue:
+            self.refused += 1
+            raise ServerBusy(self.model_id, self._retry_after_s())
+        waiter = _Waiter(_watcher.get())
+        self._line.append(waiter)
+        self._tell_positions()
+        try:
+            await asyncio.wait_for(slots.acquire(), self.max_wait_s)
+        except TimeoutError:
+            self.refused += 1
+            raise ServerBusy(self.model_id, self._retry_after_s()) from None
+        finally:
+            self._line.remove(waiter)
+            self._tell_positions()
 
     def position_of(self, watcher: QueueWatcher) -> int | None:
         """Where `watcher`'s call waits in the queue (1: next in line); None when it does not wait here."""

@@ -14,7 +14,7 @@ from earshot.engines.results import EngineResult, Final, Flushed, Word
 from earshot.routing.breaker import BreakerState, CircuitBreaker
 from earshot.routing.chain import FallbackEngine
 from earshot.routing.failover import ReplayLog
-from earshot.routing.gate import ConcurrencyGate, ServerBusy
+from earshot.routing.gate import ConcurrencyGate, ServerBusy, watching_queue
 from earshot.routing.provider import Provider
 
 OPTIONS = TranscribeOptions()
@@ -269,3 +269,53 @@ async def test_a_call_waits_in_the_gates_queue_for_at_most_max_wait_s_then_is_to
     await holder
     async with gate.slot():
         assert gate.active == 1
+
+
+class Positions:
+    """A queue watcher that keeps every position it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[int] = []
+
+    def queued(self, position: int) -> None:
+        self.told.append(position)
+
+
+async def test_a_waiting_call_is_told_its_queue_position_and_each_move_up() -> None:
+    gate = ConcurrencyGate("narrow", 1, max_queue=4, max_wait_s=5.0)
+    releases = [asyncio.Event() for _ in range(3)]
+    watchers = [Positions() for _ in range(3)]
+
+    async def call(index: int) -> None:
+        with watching_queue(watchers[index]):
+            async with gate.slot():
+                await releases[index].wait()
+
+    calls = []
+    for index in range(3):
+        calls.append(asyncio.create_task(call(index)))
+        await asyncio.sleep(0)
+    assert (watchers[0].told, watchers[1].told, watchers[2].told) == ([], [1], [2])
+    assert gate.position_of(watchers[2]) == 2
+    releases[0].set()
+    await calls[0]
+    for _ in range(100):
+        if gate.active:
+            break
+        await asyncio.sleep(0)
+    # The second call holds the slot now; the third moved up to next in line.
+    assert (watchers[1].told, watchers[2].told) == ([1], [2, 1])
+    assert gate.position_of(watchers[1]) is None and gate.position_of(watchers[2]) == 1
+    releases[1].set()
+    releases[2].set()
+    await asyncio.gather(*calls)
+    assert gate.waiting == 0 and gate.active == 0
+
+
+async def test_a_call_that_gets_a_slot_at_once_is_never_told_a_position() -> None:
+    gate = ConcurrencyGate("wide", 2, max_queue=4)
+    watcher = Positions()
+    with watching_queue(watcher):
+        async with gate.slot(), gate.slot():
+            pass
+    assert watcher.told == []
