@@ -75,7 +75,6 @@ function setupKeyField() {
   toggle.addEventListener("click", () => {
     const shown = keyInput.type === "text";
     keyInput.type = shown ? "password" : "text";
-    toggle.setAttribute("aria-pressed", String(!shown));
     toggle.textContent = shown ? "Show" : "Hide";
   });
   $("#key-forget").addEventListener("click", () => {
@@ -94,7 +93,10 @@ const alerts = $("#alerts");
 
 function showError(context, error) {
   if (error?.staleKey) return;
-  const message = error instanceof Error ? error.message : String(error);
+  let message = error instanceof Error ? error.message : String(error);
+  if (error instanceof ApiError && error.status === 401) {
+    message = `${message.replace(/\.$/, "")}. Enter a valid key in the field above.`;
+  }
   const text = `${context}: ${message}`;
   if ([...alerts.children].some((alert) => alert.dataset.text === text)) return;
   const alert = document.createElement("div");
@@ -104,9 +106,6 @@ function showError(context, error) {
   const title = document.createElement("strong");
   title.textContent = `${context}: `;
   body.append(title, message);
-  if (error instanceof ApiError && error.status === 401) {
-    body.append(" Check the API key above.");
-  }
   const dismiss = document.createElement("button");
   dismiss.type = "button";
   dismiss.className = "secondary small";
@@ -118,6 +117,11 @@ function showError(context, error) {
   });
   alert.append(body, dismiss);
   alerts.append(alert);
+}
+
+// What the page loads by itself is refused alike without a valid key: one alert says so for all of it.
+function showLoadError(context, error) {
+  showError(error instanceof ApiError && error.status === 401 ? "API key" : context, error);
 }
 
 function clearAlerts() {
@@ -164,7 +168,7 @@ async function loadModels() {
       select.value = [...select.options].some((option) => option.value === chosen) ? chosen : "";
     }
   } catch (error) {
-    showError("Models", error);
+    showLoadError("Models", error);
   }
 }
 
@@ -511,7 +515,7 @@ async function loadStored({ append = false } = {}) {
     stored.more.hidden = !body.has_more;
     stored.empty.hidden = stored.list.children.length > 0;
   } catch (error) {
-    showError("Stored transcripts", error);
+    showLoadError("Stored transcripts", error);
   }
 }
 
@@ -606,7 +610,7 @@ async function loadUsage() {
   } catch (error) {
     summary.textContent = "";
     table.hidden = true;
-    showError("Usage", error);
+    showLoadError("Usage", error);
   }
 }
 
@@ -623,6 +627,7 @@ const live = {
   context: null,
   lines: new Map(),
   stopping: false,
+  reported: false, // the server sent an error event: its close needs no alert of its own
 };
 
 function base64(buffer) {
@@ -686,6 +691,7 @@ function onLiveEvent(message) {
       showError("Live captions", event.error?.message ?? "a turn could not be transcribed");
       break;
     case "error":
+      live.reported = true;
       showError("Live captions", event.error?.message ?? "the server reported an error");
       break;
     default:
@@ -711,6 +717,7 @@ async function startCaptions() {
   }
   live.start.disabled = true;
   live.stopping = false;
+  live.reported = false;
   setStatus(live.status, "Asking for the microphone…");
   try {
     live.stream = await navigator.mediaDevices.getUserMedia({
@@ -743,7 +750,7 @@ async function startCaptions() {
   socket.addEventListener("message", onLiveEvent);
   socket.addEventListener("close", (event) => {
     if (live.socket !== socket) return; // a session the user already stopped
-    if (!live.stopping) {
+    if (!live.stopping && !live.reported) {
       const reason = event.reason ? `: ${event.reason}` : "";
       showError("Live captions", `the connection closed (code ${event.code}${reason})`);
     }
@@ -751,18 +758,23 @@ async function startCaptions() {
   });
   socket.addEventListener("open", async () => {
     try {
-      await startAudio();
+      await startAudio(socket);
     } catch (error) {
+      if (live.socket !== socket) return; // stopped (or refused) while the audio was starting
       showError("Live captions", error.message || String(error));
       stopCaptions();
     }
   });
 }
 
-async function startAudio() {
+async function startAudio(socket) {
   const context = new AudioContext();
   live.context = context;
   await context.audioWorklet.addModule("/web/capture-worklet.js");
+  if (live.socket !== socket) {
+    context.close().catch(() => {});
+    return;
+  }
   const source = context.createMediaStreamSource(live.stream);
   const capture = new AudioWorkletNode(context, "pcm16-capture", { numberOfInputs: 1, numberOfOutputs: 0 });
   capture.port.onmessage = ({ data }) => {
