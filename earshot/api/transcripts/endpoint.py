@@ -216,8 +216,8 @@ def _feed(writer: TranscriptEvents, event: JobEvent, now: float) -> str:
             return writer.queued(position, now) if writer.state is StreamState.QUEUED else ""
         case Started(total_time):
             return writer.started(total_time, now)
-        case Transcribed(paragraph, current_time):
-            return writer.transcribed(paragraph, current_time, now)
+        case Transcribed(paragraphs, current_time):
+            return writer.transcribed(paragraphs, current_time, now)
         case Finished(document):
             return writer.done(document, now)
         case Failed(failure, _):
