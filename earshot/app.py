@@ -31,6 +31,7 @@ from earshot.api.openai import rest as openai_rest
 from earshot.api.openai.errors import install_error_handlers
 from earshot.api.realtime import endpoint as openai_realtime
 from earshot.api.transcripts import endpoint as transcripts
+from earshot.api.web import mount_web_page
 from earshot.audio.vad import SileroModel
 from earshot.audio.vad_runner import VadRunner
 from earshot.dials import DialBoard, Dials
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in (*routers, usage, admin):
         app.include_router(module.router)
+    mount_web_page(app)
     return app
 
 

@@ -1,5 +1,7 @@
 """A clean install serves: `earshot serve` from a venv made with `pip install .` alone transcribes a clip.
 
+It also serves the web page and its files at `/` and `/web/`, which only a wheel that ships them can do.
+
 Run with that venv's python: `python scripts/clean_install_check.py VENV`. Standard library only, since the
 venv has no dev tools. Exits 1 with the server's log on a missing module, a server that never gets ready, or
 a transcript that is not the clip's; exits 0 (saying why) when ../shared/audio is absent.
@@ -23,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO.parent / "shared" / "audio" / "jfk" / "jfk.flac"
 EXPECTED = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
 READY_WITHIN_S = 120
+WEB_FILES = {"/": "text/html", "/web/app.js": "text/javascript", "/web/app.css": "text/css"}
 MAX_WORD_ERRORS = 2
 
 
@@ -76,6 +79,14 @@ def wait_ready(base_url: str, server: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"earshot serve was not ready within {READY_WITHIN_S} s")
 
 
+def check_web_page(base_url: str) -> None:
+    for path, media_type in WEB_FILES.items():
+        with urllib.request.urlopen(f"{base_url}{path}", timeout=10) as response:
+            served_type = response.headers.get("content-type", "")
+            if not served_type.startswith(media_type) or not response.read():
+                raise RuntimeError(f"GET {path} answered {served_type!r}, not a {media_type} file")
+
+
 def main() -> int:
     venv = Path(sys.argv[1])
     if not CLIP.exists():
@@ -94,6 +105,7 @@ def main() -> int:
             )
         try:
             wait_ready(base_url, server)
+            check_web_page(base_url)
             body, content_type = multipart({"model": "whisper-1"}, CLIP.name, CLIP.read_bytes())
             request = urllib.request.Request(
                 f"{base_url}/v1/audio/transcriptions",
@@ -114,7 +126,7 @@ def main() -> int:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-    print(f"clean install: `pip install .` serves, and transcribed {CLIP.name}: {text!r}")
+    print(f"clean install: `pip install .` serves the web page, and transcribed {CLIP.name}: {text!r}")
     return 0
 
 
