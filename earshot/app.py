@@ -28,6 +28,7 @@ from earshot.api.deepgram import prerecorded as deepgram_prerecorded
 from earshot.api.managed import endpoint as managed
 from earshot.api.metrics import Metrics
 from earshot.api.openai import rest as openai_rest
+from earshot.api.openai import speech as openai_speech
 from earshot.api.openai.errors import install_error_handlers
 from earshot.api.realtime import endpoint as openai_realtime
 from earshot.audio.vad import SileroModel
@@ -109,7 +110,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLogMiddleware, metrics=app_metrics)
     if settings.cors_origins:
         _add_cors(app, settings.cors_origins)
-    routers = (health, metrics, openai_rest, openai_realtime, managed, deepgram_live, deepgram_prerecorded)
+    routers = (
+        health,
+        metrics,
+        openai_rest,
+        openai_speech,
+        openai_realtime,
+        managed,
+        deepgram_live,
+        deepgram_prerecorded,
+    )
     for module in (*routers, usage, admin):
         app.include_router(module.router)
     return app
