@@ -46,6 +46,11 @@ speech_models:
     api_key_env: {env}
     upstream_model: gpt-4o-mini-tts
     fallbacks: [espeak]
+  openai-tts:
+    engine: openai
+    base_url: {base}/v1
+    api_key_env: {env}
+    upstream_model: tts-1
   relayed-tts-alone:
     engine: openai_compatible
     base_url: {base}/compat/v1
@@ -277,18 +282,29 @@ def test_models_lists_the_synthesis_models_with_the_speech_capability(client: Op
     assert "speech" not in cards["whisper-1"].capabilities
 
 
-def test_a_compatible_provider_is_streamed_through(client: OpenAI, setup: SpeechSetup) -> None:
+@pytest.mark.parametrize(
+    ("model", "path", "upstream_model"),
+    [
+        ("relayed-tts", "/compat/v1/audio/speech", "gpt-4o-mini-tts"),
+        ("openai-tts", "/v1/audio/speech", "tts-1"),
+    ],
+)
+def test_a_provider_is_streamed_through(
+    client: OpenAI, setup: SpeechSetup, model: str, path: str, upstream_model: str
+) -> None:
     data = client.audio.speech.create(
-        model="relayed-tts",
+        model=model,
         voice="coral",
         input=SENTENCE,
         response_format="wav",
         instructions="Speak warmly.",
+        speed=1.25,
     ).content
     assert data == speech_tone("wav", setup.fake.speech_tone_s)
     seen = setup.fake.speech_requests[-1]
-    assert seen.body["model"] == "gpt-4o-mini-tts" and seen.body["voice"] == "coral"
+    assert seen.path == path and seen.body["model"] == upstream_model and seen.body["voice"] == "coral"
     assert seen.body["instructions"] == "Speak warmly." and seen.body["input"] == SENTENCE
+    assert seen.body["speed"] == 1.25 and seen.body["response_format"] == "wav"
     assert seen.headers["authorization"] == f"Bearer {OPENAI_KEY}", "earshot's upstream key, not the caller's"
 
 
