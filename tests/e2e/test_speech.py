@@ -105,6 +105,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpeechSetup]:
 def client(setup: SpeechSetup) -> OpenAI:
     setup.fake.faults.reset()
     setup.fake.speech_requests.clear()
+    setup.fake.speech_cut_after_chunks = None
     return OpenAI(base_url=f"{setup.server.base_url}/v1", api_key=setup.key, max_retries=0)
 
 
@@ -257,21 +258,32 @@ def test_each_request_writes_one_record_priced_per_character(client: OpenAI, set
     assert record.cost == pytest.approx(len(SENTENCE) * PRICE_PER_CHARACTER)
 
 
-def test_a_client_leaving_mid_stream_still_writes_one_record(setup: SpeechSetup) -> None:
+def test_a_client_leaving_mid_stream_still_writes_one_record(client: OpenAI, setup: SpeechSetup) -> None:
+    # A slow provider (a chunk every 0.2 s, 10 s of audio), so the client leaves long before the body ends.
+    setup.fake.faults.delay_s = 0.2
+    setup.fake.speech_tone_s = 10.0
     before = len(speech_records(setup))
-    text = (SENTENCE + " ") * 90
-    with httpx.stream(
-        "POST",
-        f"{setup.server.base_url}/v1/audio/speech",
-        json={"model": "tts-1", "voice": "alloy", "input": text.strip(), "response_format": "wav"},
-        headers={"Authorization": f"Bearer {setup.key}"},
-        timeout=30,
-    ) as response:
-        assert response.status_code == 200
-        next(response.iter_bytes())
+    try:
+        with httpx.stream(
+            "POST",
+            f"{setup.server.base_url}/v1/audio/speech",
+            json={
+                "model": "relayed-tts-alone",
+                "voice": "alloy",
+                "input": SENTENCE,
+                "response_format": "pcm",
+            },
+            headers={"Authorization": f"Bearer {setup.key}"},
+            timeout=30,
+        ) as response:
+            assert response.status_code == 200
+            next(response.iter_bytes())
+    finally:
+        setup.fake.speech_tone_s = 0.5
     wait_until(lambda: len(speech_records(setup)) == before + 1, 15, 0.1)
     record = usage_records(setup.database_url)[-1]
-    assert record.quantity == len(text.strip()) and record.outcome in ("client_closed", "ok")
+    assert record.outcome == "client_closed" and record.model == "relayed-tts-alone"
+    assert record.quantity == len(SENTENCE), "the whole input is billed"
 
 
 def test_models_lists_the_synthesis_models_with_the_speech_capability(client: OpenAI) -> None:
@@ -346,3 +358,31 @@ def test_a_keys_model_list_governs_synthesis_too(setup: SpeechSetup) -> None:
     assert speak(speaker).status_code == 200, "tts-1 is a name of espeak"
     refused = speak(listener)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+
+
+def test_a_provider_failing_mid_body_cuts_the_response_and_is_not_billed(
+    client: OpenAI, setup: SpeechSetup
+) -> None:
+    before = len(speech_records(setup))
+    setup.fake.speech_cut_after_chunks = 2
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST",
+            f"{setup.server.base_url}/v1/audio/speech",
+            json={
+                "model": "relayed-tts-alone",
+                "voice": "alloy",
+                "input": SENTENCE,
+                "response_format": "wav",
+            },
+            headers={"Authorization": f"Bearer {setup.key}"},
+            timeout=30,
+        ) as response,
+    ):
+        assert response.status_code == 200
+        response.read()
+    wait_until(lambda: len(speech_records(setup)) == before + 1, 10, 0.1)
+    record = usage_records(setup.database_url)[-1]
+    assert record.outcome == "upstream_error" and record.cost == 0
+    assert "speech model relayed-tts-alone failed mid-stream" in setup.server.log_text()

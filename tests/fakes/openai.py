@@ -95,6 +95,8 @@ class FakeOpenAI:
         self.sockets: list[SeenSocket] = []
         self.speech_requests: list[SeenSpeech] = []
         self.speech_tone_s = 0.5
+        # The speech body is cut (the connection dropped) after this many chunks of 4096 bytes.
+        self.speech_cut_after_chunks: int | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/audio/speech", self._openai_speech, methods=["POST"]),
@@ -163,10 +165,12 @@ class FakeOpenAI:
                 f"Invalid value: '{body['voice']}'.", "invalid_request_error", "invalid_value", 400
             )
         audio = speech_tone(fmt, self.speech_tone_s)
-        delay_s = self.faults.delay_s
+        delay_s, cut_after = self.faults.delay_s, self.speech_cut_after_chunks
 
         async def chunks() -> AsyncIterator[bytes]:
-            for start in range(0, len(audio), 4096):
+            for index, start in enumerate(range(0, len(audio), 4096)):
+                if index == cut_after:
+                    raise ConnectionAbortedError("the fake drops the connection mid-body")
                 if delay_s:
                     await asyncio.sleep(delay_s)
                 yield audio[start : start + 4096]

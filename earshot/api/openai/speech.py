@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.types import Send
 
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
@@ -133,7 +134,7 @@ async def _speak(request: Request, gateway: Gateway, admission: Admission) -> Re
         log.error("speech model %s failed: %s", route.model_id, e)
         raise OpenAIError.from_engine(e) from e
     admission.hand_off()
-    return StreamingResponse(_body(stream, admission), media_type=content_type(params.response_format))
+    return _SpeechResponse(_SpeechBody(stream, admission, request), content_type(params.response_format))
 
 
 def _route(gateway: Gateway, model_id: str | None) -> SpeechRoute:
@@ -148,20 +149,50 @@ def _route(gateway: Gateway, model_id: str | None) -> SpeechRoute:
         raise OpenAIError(404, message, code="model_not_found", param="model") from e
 
 
-async def _body(stream: SpeechStream, admission: Admission) -> AsyncIterator[bytes]:
+class _SpeechBody:
     """The audio as it is synthesized; the usage record is written once, however the stream ends."""
-    outcome: Outcome = "client_closed"
-    try:
-        async for data in stream:
-            yield data
-        outcome = "ok"
-    except EngineError as e:
-        # The status line has gone: the connection is dropped so the client sees the body is incomplete.
-        log.error("speech model %s failed mid-stream: %s", stream.model_id, e)
-        outcome = "upstream_error"
-        raise
-    finally:
+
+    def __init__(self, stream: SpeechStream, admission: Admission, request: Request) -> None:
+        self.stream = stream
+        self.admission = admission
+        self.request = request
+        # Set when the synthesis failed after the status line went: the body must not end as if complete.
+        self.cut = False
+
+    async def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        outcome: Outcome = "client_closed"
         try:
-            await stream.aclose()
+            async for data in self.stream:
+                yield data
+            outcome = "ok"
+        except EngineError as e:
+            log.error("speech model %s failed mid-stream: %s", self.stream.model_id, e)
+            outcome = "upstream_error"
+            self.request.state.outcome = outcome
+            self.cut = True
         finally:
-            await admission.finish(outcome)
+            try:
+                await self.stream.aclose()
+            finally:
+                await self.admission.finish(outcome)
+
+
+class _SpeechResponse(StreamingResponse):
+    """A streamed body that, when cut short, ends without its last chunk, so the server drops the connection
+    and the client sees an incomplete body rather than a short file."""
+
+    def __init__(self, body: _SpeechBody, media_type: str) -> None:
+        super().__init__(body, media_type=media_type)
+        self._body = body
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        chunks = aiter(self._body)
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            # A client gone mid-send stops the synthesis and writes the record now, not when collected.
+            await chunks.aclose()
+        if not self._body.cut:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
