@@ -2,9 +2,9 @@
 
 libespeak-ng keeps its state (voice, rate, the synthesis callback) in the process and is not thread-safe, so
 every call into it runs on one dedicated thread, one piece of text at a time. A request's text is spoken a
-sentence at a time and each sentence is resampled and encoded on that thread too, so the event loop only
-moves bytes, concurrent requests take turns between sentences, and the first sentence's audio leaves before
-the last is made.
+sentence at a time, and each sentence is resampled and encoded on a small pool of encoding threads while the
+espeak thread speaks other requests' sentences, so the event loop only moves bytes, concurrent requests take
+turns between sentences, and the first sentence's audio leaves before the last is made.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import ctypes
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
@@ -39,6 +38,7 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
 _BUFFER_MS = 200
+ENCODING_THREADS = 4
 # espeak-ng's words per minute at speed 1.0, and the rates it can speak at; OpenAI's speeds outside what
 # they allow are spoken at the nearest (0.25 to 0.45 all sound like 0.46).
 NORMAL_WPM = 175
@@ -117,6 +117,8 @@ class EspeakThread:
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="espeak")
+        # Resampling and encoding what espeak-ng spoke, beside it (PyAV and soxr release the GIL).
+        self.encoders = ThreadPoolExecutor(ENCODING_THREADS, thread_name_prefix="speech-encode")
         self.library: EspeakLibrary | None = None
 
     @classmethod
@@ -132,39 +134,39 @@ class EspeakThread:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self._call, work)
 
-    def run_later(self, work: Callable[[EspeakLibrary], object]) -> None:
-        """Queue `work(library)` on the espeak thread without waiting for it."""
-        self.executor.submit(self._call, work)
-
     def _call(self, work: Callable[[EspeakLibrary], T]) -> T:
         if self.library is None:
             self.library = EspeakLibrary()
         return work(self.library)
 
 
-@dataclass(slots=True)
-class _Utterance:
-    """One request's voice, rate and encoder; touched only on the espeak thread."""
+class _Encoding:
+    """One request's encoder, fed on the encoding threads one block at a time.
 
-    voice: str
-    words_per_minute: int
-    request: SpeechRequest
-    encoder: SpeechEncoder | None = field(default=None)
+    Its calls never overlap: each waits for the one before. Dropping it while a call runs closes it once that
+    call is done, on the thread that ran it.
+    """
 
-    def piece(self, text: str, library: EspeakLibrary) -> bytes:
-        samples = library.speak(text, self.voice, self.words_per_minute)
-        if self.encoder is None:
-            self.encoder = SpeechEncoder(self.request.response_format, library.rate_hz)
-        return self.encoder.feed(samples)
+    def __init__(self, encoder: SpeechEncoder, executor: ThreadPoolExecutor) -> None:
+        self._encoder = encoder
+        self._executor = executor
+        self._running: Future[bytes] | None = None
 
-    def finish(self, library: EspeakLibrary) -> bytes:
-        if self.encoder is None:
-            self.encoder = SpeechEncoder(self.request.response_format, library.rate_hz)
-        return self.encoder.finish()
+    async def feed(self, samples: np.ndarray) -> bytes:
+        return await self._run(partial(self._encoder.feed, samples))
 
-    def drop(self, library: EspeakLibrary) -> None:
-        if self.encoder is not None:
-            self.encoder.close()
+    async def finish(self) -> bytes:
+        return await self._run(self._encoder.finish)
+
+    async def _run(self, work: Callable[[], bytes]) -> bytes:
+        self._running = self._executor.submit(work)
+        return await asyncio.wrap_future(self._running)
+
+    def drop(self) -> None:
+        if self._running is not None and not self._running.done():
+            self._running.add_done_callback(lambda _: self._encoder.close())
+        else:
+            self._encoder.close()
 
 
 class EspeakSynthesizer:
@@ -189,21 +191,32 @@ class EspeakSynthesizer:
         self._ready = False
 
     async def synthesize(self, request: SpeechRequest) -> AsyncIterator[bytes]:
-        """The encoded speech of `request.text`, a sentence at a time; `instructions` are not used."""
-        utterance = _Utterance(espeak_voice(request.voice), words_per_minute(request.speed), request)
+        """The encoded speech of `request.text`, a sentence at a time; `instructions` are not used.
+
+        Each sentence is spoken on the espeak thread, then resampled and encoded on an encoding thread, so
+        the espeak thread moves on to the next request's sentence meanwhile.
+        """
+        voice, rate_wpm = espeak_voice(request.voice), words_per_minute(request.speed)
+        rate_hz = await self._thread.run(lambda library: library.rate_hz)
+        encoding = _Encoding(SpeechEncoder(request.response_format, rate_hz), self._thread.encoders)
         finished = False
         try:
             for text in text_pieces(request.text):
-                data = await self._thread.run(partial(utterance.piece, text))
+                samples = await self._thread.run(partial(_speak, text, voice, rate_wpm))
+                data = await encoding.feed(samples)
                 if data:
                     yield data
-            tail = await self._thread.run(utterance.finish)
+            tail = await encoding.finish()
             finished = True
             if tail:
                 yield tail
         finally:
             if not finished:
-                self._thread.run_later(utterance.drop)
+                encoding.drop()
+
+
+def _speak(text: str, voice: str, rate_wpm: int, library: EspeakLibrary) -> np.ndarray:
+    return library.speak(text, voice, rate_wpm)
 
 
 def build(model_id: str, spec: SynthesisSpec) -> EspeakSynthesizer:
