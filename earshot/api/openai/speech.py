@@ -99,7 +99,24 @@ def _invalid(error: ValidationError) -> OpenAIError:
     return OpenAIError(400, message, code="invalid_value", param=param)
 
 
-@router.post("/v1/audio/speech", response_model=None)
+def _openapi() -> dict[str, Any]:
+    """The JSON body as OpenAPI shows it (the route reads it itself, within its size limit)."""
+    schema = SpeechParams.model_json_schema()
+    definitions = schema.pop("$defs", {})
+    for field in schema["properties"].values():
+        reference = field.pop("$ref", None)
+        if reference is not None:
+            field.update(definitions[reference.rsplit("/", 1)[-1]])
+    schema["properties"]["input"]["maxLength"] = MAX_INPUT_CHARS
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the audio, streamed", "content": {content_type(fmt): {} for fmt in SpeechFormat}}
+}
+
+
+@router.post("/v1/audio/speech", response_model=None, openapi_extra=_openapi(), responses=_AUDIO_RESPONSE)
 async def create_speech(request: Request, gateway: GatewayDep) -> Response:
     """Speak the input text in the requested voice and format."""
     admission = await gateway.admit(request, bucket="speech", route="openai.speech")
