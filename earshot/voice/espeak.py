@@ -21,6 +21,7 @@ from typing import TypeVar
 import numpy as np
 
 from earshot.audio.encode import SpeechEncoder
+from earshot.engines.base import EngineError
 from earshot.engines.spec import CatalogError
 from earshot.voice.pieces import text_pieces
 from earshot.voice.spec import SynthesisSpec
@@ -104,7 +105,7 @@ class EspeakLibrary:
             encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
         )
         if error != 0:
-            raise RuntimeError(f"libespeak-ng failed to synthesize (error {error})")
+            raise EngineError(f"espeak-ng failed to synthesize (error {error})")
         blocks, self._blocks = self._blocks, []
         return np.concatenate(blocks) if blocks else np.zeros(0, np.int16)
 
