@@ -28,6 +28,7 @@ from earshot.api.deepgram import prerecorded as deepgram_prerecorded
 from earshot.api.managed import endpoint as managed
 from earshot.api.metrics import Metrics
 from earshot.api.openai import rest as openai_rest
+from earshot.api.openai import speech as openai_speech
 from earshot.api.openai.errors import install_error_handlers
 from earshot.api.realtime import endpoint as openai_realtime
 from earshot.api.transcripts import endpoint as transcripts
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         metrics,
         openai_rest,
+        openai_speech,
         openai_realtime,
         managed,
         deepgram_live,

@@ -1,4 +1,5 @@
-"""A clean install serves: `earshot serve` from a venv made with `pip install .` alone transcribes a clip.
+"""A clean install serves: `earshot serve` from a venv made with `pip install .` alone transcribes a clip and
+speaks a sentence (espeak-ng from its wheel).
 
 It also serves the web page and its files at `/` and `/web/`, which only a wheel that ships them can do.
 
@@ -87,6 +88,25 @@ def check_web_page(base_url: str) -> None:
                 raise RuntimeError(f"GET {path} answered {served_type!r}, not a {media_type} file")
 
 
+def speak(base_url: str) -> float:
+    """Seconds of speech `POST /v1/audio/speech` gives a sentence as WAV (24 kHz PCM16 after 44 bytes)."""
+    body = json.dumps(
+        {"model": "tts-1", "voice": "alloy", "input": "Hello from earshot.", "response_format": "wav"}
+    )
+    request = urllib.request.Request(
+        f"{base_url}/v1/audio/speech",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        audio = response.read()
+    seconds = (len(audio) - 44) / 48_000
+    if audio[:4] != b"RIFF" or seconds < 0.5:
+        raise RuntimeError(f"speech synthesis gave {len(audio)} bytes, not a WAV of speech")
+    return seconds
+
+
 def main() -> int:
     venv = Path(sys.argv[1])
     if not CLIP.exists():
@@ -117,6 +137,7 @@ def main() -> int:
                 text = json.loads(response.read())["text"]
             if word_errors(words(EXPECTED), words(text)) > MAX_WORD_ERRORS:
                 raise RuntimeError(f"wrong transcript: {text!r}")
+            spoken_s = speak(base_url)
         except (RuntimeError, urllib.error.URLError, OSError, KeyError, ValueError) as e:
             print(f"clean install: FAILED: {e}\n--- server log ---\n{log_path.read_text(errors='replace')}")
             return 1
@@ -126,7 +147,10 @@ def main() -> int:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-    print(f"clean install: `pip install .` serves the web page, and transcribed {CLIP.name}: {text!r}")
+    print(
+        f"clean install: `pip install .` serves the web page, transcribed {CLIP.name}: {text!r},"
+        f" spoke {spoken_s:.1f} s"
+    )
     return 0
 
 

@@ -25,13 +25,15 @@ RESERVE_STEP_MS = 5_000
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """What a model costs per unit of audio; `minute` rounds up per request."""
+    """What a model costs per unit: of audio (`minute` rounds up per request), or of text (`character`)."""
 
     amount: float = 0.0
     unit: Unit = "second"
 
-    def quantity(self, audio_ms: int) -> float:
-        """Billed units for this much audio."""
+    def quantity(self, audio_ms: int, characters: int = 0) -> float:
+        """Billed units for this much audio, or for this many characters of text."""
+        if self.unit == "character":
+            return float(characters)
         if self.unit == "minute":
             return float(math.ceil(audio_ms / 60_000))
         return audio_ms / 1000
@@ -48,6 +50,8 @@ class UsageTicket:
     model: str | None = None
     price: Price = field(default_factory=Price)
     audio_ms: int = 0
+    # Characters of text synthesized (speech synthesis is priced per character).
+    characters: int = 0
     debited_ms: int = 0
     balance_ms: int | None = None
     opened: bool = False
@@ -151,16 +155,21 @@ class Meter:
         charged_ms = min(ticket.audio_ms, ticket.debited_ms) if ticket.limited else ticket.audio_ms
         if not billable:
             charged_ms = 0
-        record = self._record(ticket, outcome, charged_ms=charged_ms)
+        charged_characters = ticket.characters if billable else 0
+        record = self._record(ticket, outcome, charged_ms=charged_ms, charged_characters=charged_characters)
         if ticket.opened:
             await self.repository.close(record, refund_ms=ticket.debited_ms - record.debited_ms)
         else:
             await self.repository.insert_finished(record)
         return record
 
-    def _record(self, ticket: UsageTicket, outcome: Outcome | None, charged_ms: int = 0) -> UsageRecord:
+    def _record(
+        self, ticket: UsageTicket, outcome: Outcome | None, charged_ms: int = 0, charged_characters: int = 0
+    ) -> UsageRecord:
         finished = outcome is not None
-        quantity = ticket.price.quantity(charged_ms) if charged_ms else 0.0
+        quantity = (
+            ticket.price.quantity(charged_ms, charged_characters) if charged_ms or charged_characters else 0.0
+        )
         return UsageRecord(
             id=ticket.id,
             key_id=ticket.key_id,

@@ -24,6 +24,7 @@ from earshot.dials import DialBoard
 from earshot.engines.base import UpstreamError
 from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route
+from earshot.routing.synthesis import SpeechRoute
 from earshot.store.records import KeyRecord, Outcome, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ class Admission:
             check_model(self.key, requested, names)
         self.ticket.model = route.model_id
         self.ticket.price = Price(route.spec.price, route.spec.unit)
+
+    def use_speech_model(self, requested: str, route: SpeechRoute, names: set[str], characters: int) -> None:
+        """Check the key may use the synthesis model and price the ticket by its characters."""
+        if self.key is not None:
+            check_model(self.key, requested, names)
+        self.ticket.model = route.model_id
+        self.ticket.price = Price(route.spec.price, route.spec.unit)
+        self.ticket.characters = characters
 
     async def reserve(self, audio_ms: int) -> None:
         """Count one-shot audio and debit credit for it before the work starts."""

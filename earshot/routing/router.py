@@ -20,6 +20,7 @@ from earshot.routing.catalog import Catalog
 from earshot.routing.chain import FallbackEngine
 from earshot.routing.gate import ConcurrencyGate
 from earshot.routing.provider import Provider
+from earshot.routing.synthesis import SynthesisRouter, build_synthesizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +57,17 @@ def check_engines(catalog: Catalog) -> None:
     try:
         for model_id, spec in catalog.models.items():
             build_engine(model_id, spec, pool)
+        for model_id, synthesis in catalog.speech_models.items():
+            build_synthesizer(model_id, synthesis)
     finally:
         pool.shutdown()
 
 
 class Router:
-    """Resolves model ids to their fallback chains; engines are started together and stopped together."""
+    """Resolves model ids to their fallback chains; engines are started together and stopped together.
+
+    `synthesis` does the same for the speech synthesis models.
+    """
 
     def __init__(self, catalog: Catalog, pool: WorkerPool) -> None:
         self.catalog = catalog
@@ -89,11 +95,13 @@ class Router:
             model_id: FallbackEngine([providers[m] for m in (model_id, *spec.fallbacks)])
             for model_id, spec in catalog.models.items()
         }
+        self.synthesis = SynthesisRouter(catalog)
 
     async def start(self, model_id: str | None = None) -> None:
         """Start every engine, or only those of one model's chain (the model and its fallbacks)."""
         if model_id is None:
             chosen = list(self.engines)
+            await self.synthesis.start()
         else:
             canonical = self.catalog.resolve(model_id)
             chosen = [canonical, *self.catalog.models[canonical].fallbacks]
@@ -101,12 +109,12 @@ class Router:
 
     async def stop(self) -> None:
         """Stop every engine."""
-        await asyncio.gather(*(engine.stop() for engine in self.engines.values()))
+        await asyncio.gather(*(engine.stop() for engine in self.engines.values()), self.synthesis.stop())
 
     @property
     def ready(self) -> bool:
         """True when every engine has loaded."""
-        return all(engine.ready for engine in self.engines.values())
+        return all(engine.ready for engine in self.engines.values()) and self.synthesis.ready
 
     def route(self, model_id: str | None) -> Route:
         """The route for a requested model id or alias (raises ModelNotFound)."""

@@ -19,7 +19,7 @@ Outcome = Literal[
     "shutdown",
     "error",
 ]
-Unit = Literal["second", "minute"]
+Unit = Literal["second", "minute", "character"]
 
 
 @dataclass(frozen=True, slots=True)

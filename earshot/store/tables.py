@@ -71,7 +71,7 @@ class UsageRow(Base):
     audio_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     debited_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     quantity: Mapped[float] = mapped_column(Float, default=0.0)
-    unit: Mapped[str] = mapped_column(String(8), default="second")
+    unit: Mapped[str] = mapped_column(String(16), default="second")
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

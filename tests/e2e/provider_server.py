@@ -88,3 +88,4 @@ def reset(fake: FakeOpenAI) -> None:
     fake.faults.reset()
     fake.requests.clear()
     fake.sockets.clear()
+    fake.speech_requests.clear()

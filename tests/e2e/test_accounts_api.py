@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from earshot.routing.catalog import OPENAI_MODEL_NAMES
+from earshot.routing.catalog import OPENAI_MODEL_NAMES, OPENAI_SPEECH_MODEL_NAMES
 from earshot.store.db import Database
 from earshot.store.repositories import DialRepository
 from tests.conftest import (
@@ -174,7 +174,13 @@ def test_models_need_a_key_and_show_only_what_it_may_use(server: RunningServer, 
         sdk(server, "not-a-key").models.list()
     _, everything = new_key(admin)
     listed = {model.id: model for model in sdk(server, everything).models.list()}
-    assert set(listed) == {"whisper-tiny.en", "pocketsphinx", *OPENAI_MODEL_NAMES}
+    assert set(listed) == {
+        "whisper-tiny.en",
+        "pocketsphinx",
+        *OPENAI_MODEL_NAMES,
+        "espeak",
+        *OPENAI_SPEECH_MODEL_NAMES,
+    }
     assert listed["gpt-4o-transcribe"].alias_of == "whisper-tiny.en"  # type: ignore[attr-defined]
     assert listed["pocketsphinx"].alias_of is None  # type: ignore[attr-defined]
     _, none_of_them = new_key(admin, models=["another-model"])

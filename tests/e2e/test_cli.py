@@ -64,7 +64,13 @@ def test_models_json_lists_whisper_1_as_alias(tmp_path: Path) -> None:
     rows = json.loads(_earshot("models", "--json").stdout)
     assert [row["id"] for row in rows[:2]] == ["whisper-tiny.en", "pocketsphinx"]
     assert {"id": "whisper-1", "alias_of": "whisper-tiny.en"}.items() <= rows[2].items()
-    assert {"id": "gpt-realtime-whisper", "alias_of": "whisper-tiny.en"}.items() <= rows[-1].items()
+    by_id = {row["id"]: row for row in rows}
+    assert {"alias_of": "whisper-tiny.en"}.items() <= by_id["gpt-realtime-whisper"].items()
+    # Then the synthesis models, with OpenAI's names for the default one.
+    assert {"engine": "espeak", "capabilities": ["speech"], "default": True}.items() <= by_id[
+        "espeak"
+    ].items()
+    assert {"id": "gpt-4o-mini-tts", "alias_of": "espeak"}.items() <= rows[-1].items()
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: {}")
     result = _earshot("models", "--config", str(bad))

@@ -41,7 +41,8 @@ def _transcribe(server: RunningServer, **fields: str) -> httpx.Response:
 
 def test_models_aliases_and_whisper_1_follow_the_file(configured_server: RunningServer) -> None:
     ids = [m["id"] for m in httpx.get(f"{configured_server.base_url}/v1/models").json()["data"]]
-    # The file's models and aliases, then OpenAI's other names for the default model.
+    # The file's models and aliases, then OpenAI's other names for the default model; then the embedded
+    # synthesis model (the file has no speech_models) and OpenAI's synthesis names for it.
     assert ids == [
         "english",
         "batch-only",
@@ -50,6 +51,10 @@ def test_models_aliases_and_whisper_1_follow_the_file(configured_server: Running
         "gpt-4o-transcribe",
         "gpt-transcribe",
         "gpt-realtime-whisper",
+        "espeak",
+        "tts-1",
+        "tts-1-hd",
+        "gpt-4o-mini-tts",
     ]
     for model in ("gpt-4o-mini-transcribe", "whisper-1", "batch-only"):
         response = _transcribe(configured_server, model=model)

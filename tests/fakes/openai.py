@@ -1,11 +1,13 @@
 """A fake OpenAI and Azure OpenAI speech service on their real wire protocols, with injectable faults.
 
-REST: `POST /v1/audio/transcriptions` (and `/compat/v1/...` for a custom base URL) with `Authorization:
-Bearer`, and Azure's `POST /openai/deployments/{deployment}/audio/transcriptions?api-version=` with `api-key`.
+REST: `POST /v1/audio/transcriptions` and `POST /v1/audio/speech` (and `/compat/v1/...` for a custom base
+URL) with `Authorization: Bearer`, and Azure's
+`POST /openai/deployments/{deployment}/audio/transcriptions?api-version=` with `api-key`.
 Realtime transcription sockets: `WS /v1/realtime?intent=transcription` (GA, or beta with `OpenAI-Beta:
 realtime=v1`), Azure's `WS /openai/realtime?api-version=&deployment=` (beta) and `/openai/v1/realtime` (GA).
 
-It "transcribes" by answering its configured `transcript` for any audio. Faults are set per test:
+It "transcribes" by answering its configured `transcript` for any audio, and "speaks" any text as a tone of
+`speech_tone_s` seconds in the requested format, streamed in chunks. Faults are set per test:
 `fake.faults.fail_next(status=503, times=2)`, `fake.faults.delay_s = 2`,
 `fake.faults.close_1011_after_s = 0.5`.
 Error bodies carry SECRET_MARKER so tests can check that earshot never passes them on.
@@ -16,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import io
 import wave
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import av
+import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -32,6 +37,28 @@ OPENAI_KEY = "sk-fake-openai-key-5b2e9c"
 AZURE_KEY = "azure-fake-key-81d4f0"
 AZURE_DEPLOYMENT = "my-transcribe"
 REST_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+SPEECH_CONTENT_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+SPEECH_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+)
+SPEECH_RATE_HZ = 24_000
 
 
 @dataclass
@@ -42,6 +69,15 @@ class SeenRequest:
     query: dict[str, str]
     headers: dict[str, str]
     fields: dict[str, list[str]]
+
+
+@dataclass
+class SeenSpeech:
+    """One `/audio/speech` request as the fake received it: its JSON body."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
 
 
 def openai_error(message: str, kind: str, code: str | None, status: int) -> JSONResponse:
@@ -57,8 +93,14 @@ class FakeOpenAI:
         self.faults = Faults()
         self.requests: list[SeenRequest] = []
         self.sockets: list[SeenSocket] = []
+        self.speech_requests: list[SeenSpeech] = []
+        self.speech_tone_s = 0.5
+        # The speech body is cut (the connection dropped) after this many chunks of 4096 bytes.
+        self.speech_cut_after_chunks: int | None = None
         self.app = Starlette(
             routes=[
+                Route("/v1/audio/speech", self._openai_speech, methods=["POST"]),
+                Route("/compat/v1/audio/speech", self._openai_speech, methods=["POST"]),
                 Route("/v1/audio/transcriptions", self._openai_rest, methods=["POST"]),
                 Route("/compat/v1/audio/transcriptions", self._openai_rest, methods=["POST"]),
                 Route(
@@ -89,6 +131,51 @@ class FakeOpenAI:
                 401,
             )
         return await self._answer(seen, request)
+
+    async def _openai_speech(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return openai_error(
+                "We could not parse the JSON body of your request.", "invalid_request_error", None, 400
+            )
+        self.speech_requests.append(SeenSpeech(request.url.path, dict(request.headers), body))
+        if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
+            return openai_error(
+                f"Incorrect API key provided ({SECRET_MARKER})",
+                "invalid_request_error",
+                "invalid_api_key",
+                401,
+            )
+        failure = self.faults.take_failure()
+        if failure is not None:
+            return openai_error(
+                f"The server had an error ({SECRET_MARKER})", "server_error", None, failure.status
+            )
+        for name in ("model", "input", "voice"):
+            if not body.get(name):
+                return openai_error(
+                    f"Missing required parameter: '{name}'.", "invalid_request_error", None, 400
+                )
+        fmt = body.get("response_format", "mp3")
+        if fmt not in SPEECH_CONTENT_TYPES:
+            return openai_error(f"Invalid value: '{fmt}'.", "invalid_request_error", "invalid_value", 400)
+        if body["voice"] not in SPEECH_VOICES:
+            return openai_error(
+                f"Invalid value: '{body['voice']}'.", "invalid_request_error", "invalid_value", 400
+            )
+        audio = speech_tone(fmt, self.speech_tone_s)
+        delay_s, cut_after = self.faults.delay_s, self.speech_cut_after_chunks
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for index, start in enumerate(range(0, len(audio), 4096)):
+                if index == cut_after:
+                    raise ConnectionAbortedError("the fake drops the connection mid-body")
+                if delay_s:
+                    await asyncio.sleep(delay_s)
+                yield audio[start : start + 4096]
+
+        return StreamingResponse(chunks(), media_type=SPEECH_CONTENT_TYPES[fmt])
 
     async def _azure_rest(self, request: Request) -> Response:
         seen = await self._record(request)
@@ -228,3 +315,38 @@ def _spread(text: str, duration_s: float) -> list[dict[str, Any]]:
         {"word": word, "start": round(i * step, 3), "end": round((i + 1) * step, 3)}
         for i, word in enumerate(words)
     ]
+
+
+_SPEECH_CODECS = {
+    "mp3": ("mp3", "libmp3lame"),
+    "opus": ("ogg", "libopus"),
+    "aac": ("adts", "aac"),
+    "flac": ("flac", "flac"),
+}
+
+
+def speech_tone(fmt: str, seconds: float) -> bytes:
+    """A soft 440 Hz tone of `seconds` at 24 kHz mono, as OpenAI would send audio in `fmt`."""
+    t = np.arange(int(seconds * SPEECH_RATE_HZ)) / SPEECH_RATE_HZ
+    pcm = (np.sin(2 * np.pi * 440 * t) * 3000).astype("<i2")
+    if fmt == "pcm":
+        return pcm.tobytes()
+    if fmt == "wav":
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SPEECH_RATE_HZ)
+            out.writeframes(pcm.tobytes())
+        return buffer.getvalue()
+    container_format, codec = _SPEECH_CODECS[fmt]
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=SPEECH_RATE_HZ)
+        assert isinstance(stream, av.audio.stream.AudioStream)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SPEECH_RATE_HZ
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return buffer.getvalue()

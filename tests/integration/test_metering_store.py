@@ -301,3 +301,23 @@ async def test_abandoned_running_records_are_closed_once_with_credit_refunded(db
     [row] = await usage_of(db, live.key.id)
     assert row.outcome == "error" and (row.debited_ms, row.cost) == (0, 0.0)
     assert await balance_ms(live.keys, live.key.id) == 10_000
+
+
+async def test_speech_synthesis_is_recorded_per_character(db: Database) -> None:
+    ring = KeyRing(KeyRepository(db))
+    key, plaintext = await ring.create("speaker")
+    meter = Meter(UsageRepository(db))
+    ticket = meter.open(await ring.authenticate(plaintext), "openai.speech")
+    ticket.model = "espeak"
+    ticket.price = Price(0.000015, "character")
+    ticket.characters = 42
+    await meter.close(ticket, "client_closed")
+    refused = meter.open(await ring.authenticate(plaintext), "openai.speech")
+    refused.price, refused.characters = Price(0.000015, "character"), 42
+    await meter.close(refused, "upstream_error")
+
+    spoken, failed = sorted(await usage_of(db, key.id), key=lambda row: row.id != ticket.id)
+    # "character" is longer than the 8 characters the column first had (PostgreSQL enforces its width).
+    assert spoken.unit == "character" and spoken.quantity == 42 and spoken.audio_ms == 0
+    assert spoken.cost == pytest.approx(42 * 0.000015)
+    assert failed.quantity == 0 and failed.cost == 0, "a provider failure is not billed"

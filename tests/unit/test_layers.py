@@ -25,7 +25,17 @@ ABOVE_ENGINES = (
     "earshot.cli",
     "earshot.app",
 )
-ABOVE_AUDIO = ("earshot.engines", *ABOVE_ENGINES)
+ABOVE_AUDIO = ("earshot.engines", "earshot.voice", *ABOVE_ENGINES)
+# The speech synthesis engines sit beside the recognition engines: on audio and engines (for the provider
+# plumbing and its errors), below routing, which builds them from the catalog.
+SYNTHESIS_ENGINES = (
+    "earshot.voice.tts",
+    "earshot.voice.spec",
+    "earshot.voice.voices",
+    "earshot.voice.pieces",
+    "earshot.voice.espeak",
+    "earshot.voice.openai_tts",
+)
 
 # A sans-I/O protocol module turns messages into events and back; the socket shell beside it does the I/O. It
 # may use asyncio for tasks and queues, but never to open a connection.
@@ -86,6 +96,10 @@ SANS_IO_MODULES = (
     "earshot.engines.vosk_results",
     "earshot.engines.whisperlivekit_wire",
     "earshot.streaming",
+    "earshot.voice.pieces",
+    "earshot.voice.spec",
+    "earshot.voice.tts",
+    "earshot.voice.voices",
 )
 PROTOCOL_MODULE_NAME = "protocol"
 # The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its endpoint beside it.
@@ -229,6 +243,10 @@ def test_the_package_has_no_import_cycle() -> None:
 
 def test_engines_import_nothing_above_them() -> None:
     assert forbidden_imports(["earshot.engines"], ABOVE_ENGINES) == []
+
+
+def test_synthesis_engines_import_nothing_above_engines() -> None:
+    assert forbidden_imports(SYNTHESIS_ENGINES, ABOVE_ENGINES) == []
 
 
 def test_audio_imports_nothing_above_it() -> None:

@@ -35,6 +35,7 @@ from earshot.routing.catalog import ModelNotFound
 from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route
 from earshot.store.records import KeyRecord, Outcome
+from earshot.voice.spec import SPEECH_CAPABILITY
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -273,6 +274,11 @@ async def list_models(request: Request, gateway: GatewayDep) -> dict[str, Any]:
         for model_id in catalog.public_ids()
         if _allowed(key, catalog.names_of(catalog.resolve(model_id)))
     ]
+    cards += [
+        _speech_card(gateway, model_id).model_dump()
+        for model_id in catalog.public_speech_ids()
+        if _allowed(key, catalog.speech_names_of(catalog.resolve_speech(model_id)))
+    ]
     return {"object": "list", "data": cards}
 
 
@@ -281,12 +287,19 @@ async def get_model(model_id: str, request: Request, gateway: GatewayDep) -> dic
     """One model by id or alias."""
     key = await gateway.identify(request)
     catalog = gateway.router.catalog
+    not_found = OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found")
     try:
         canonical = catalog.resolve(model_id)
-    except ModelNotFound as e:
-        raise OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found") from e
+    except ModelNotFound:
+        try:
+            speech_canonical = catalog.resolve_speech(model_id)
+        except ModelNotFound as e:
+            raise not_found from e
+        if not _allowed(key, catalog.speech_names_of(speech_canonical)):
+            raise not_found from None
+        return _speech_card(gateway, model_id).model_dump()
     if not _allowed(key, catalog.names_of(canonical)):
-        raise OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found")
+        raise not_found
     return _card(gateway, model_id).model_dump()
 
 
@@ -303,5 +316,17 @@ def _card(gateway: Gateway, model_id: str) -> ModelCard:
         created=catalog.created,
         owned_by=spec.owned_by,
         capabilities=list(spec.capabilities),
+        alias_of=canonical if canonical != model_id else None,
+    )
+
+
+def _speech_card(gateway: Gateway, model_id: str) -> ModelCard:
+    catalog = gateway.router.catalog
+    canonical = catalog.resolve_speech(model_id)
+    return ModelCard(
+        id=model_id,
+        created=catalog.created,
+        owned_by=catalog.speech_models[canonical].owned_by,
+        capabilities=[SPEECH_CAPABILITY],
         alias_of=canonical if canonical != model_id else None,
     )

@@ -1,0 +1,1 @@
+"""Voice output: speech synthesis engines (espeak-ng embedded, OpenAI-shaped providers) and their voices."""
