@@ -40,6 +40,7 @@ from earshot.routing.router import Router
 from earshot.settings import Settings
 from earshot.store.db import Database
 from earshot.store.repositories import DialRepository, KeyRepository, TranscriptRepository, UsageRepository
+from earshot.voice.chat import ChatModels
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decode_limiter = asyncio.Semaphore(settings.decode_concurrency)
             vad = VadRunner(SileroModel.shared)
             stack.callback(vad.close)
+            chat = ChatModels(catalog)
+            stack.push_async_callback(chat.aclose)
             app.state.gateway = Gateway(
-                settings, router, decode_limiter, accounts, app_metrics, vad, TranscriptRepository(db)
+                settings, router, decode_limiter, accounts, app_metrics, vad, TranscriptRepository(db), chat
             )
             # Engines load in the background: /healthz answers at once, /readyz turns 200 once they're loaded.
             starting = asyncio.create_task(_start_engines(router))

@@ -25,6 +25,7 @@ from earshot.settings import Settings
 from earshot.store.records import KeyRecord
 from earshot.store.repositories import TranscriptRepository
 from earshot.streaming.engine_feed import EngineProgress
+from earshot.voice.chat import ChatModels
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Gateway:
     metrics: Metrics
     vad: VadRunner
     transcripts: TranscriptRepository
+    chat: ChatModels
     # Set when the server starts shutting down: live sessions finish their turn, say why, and close.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     live_sessions: int = 0

@@ -85,6 +85,7 @@ SANS_IO_MODULES = (
     "earshot.engines.vosk_results",
     "earshot.engines.whisperlivekit_wire",
     "earshot.streaming",
+    "earshot.voice.chat_wire",
 )
 PROTOCOL_MODULE_NAME = "protocol"
 # The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its endpoint beside it.

@@ -272,6 +272,11 @@ async def list_models(request: Request, gateway: GatewayDep) -> dict[str, Any]:
         for model_id in catalog.public_ids()
         if _allowed(key, catalog.names_of(catalog.resolve(model_id)))
     ]
+    cards += [
+        _chat_card(gateway, model_id).model_dump()
+        for model_id in catalog.chat_models
+        if _allowed(key, {model_id})
+    ]
     return {"object": "list", "data": cards}
 
 
@@ -280,6 +285,10 @@ async def get_model(model_id: str, request: Request, gateway: GatewayDep) -> dic
     """One model by id or alias."""
     key = await gateway.identify(request)
     catalog = gateway.router.catalog
+    if model_id in catalog.chat_models:
+        if not _allowed(key, {model_id}):
+            raise OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found")
+        return _chat_card(gateway, model_id).model_dump()
     try:
         canonical = catalog.resolve(model_id)
     except ModelNotFound as e:
@@ -303,4 +312,14 @@ def _card(gateway: Gateway, model_id: str) -> ModelCard:
         owned_by=spec.owned_by,
         capabilities=list(spec.capabilities),
         alias_of=canonical if canonical != model_id else None,
+    )
+
+
+def _chat_card(gateway: Gateway, model_id: str) -> ModelCard:
+    catalog = gateway.router.catalog
+    return ModelCard(
+        id=model_id,
+        created=catalog.created,
+        owned_by=catalog.chat_models[model_id].owned_by,
+        capabilities=["chat"],
     )

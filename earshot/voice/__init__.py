@@ -1,0 +1,1 @@
+"""The conversation brain shared by text turns and (next) voice: chat client, turns, tools, approvals."""
