@@ -30,6 +30,7 @@ from earshot.api.metrics import Metrics
 from earshot.api.openai import rest as openai_rest
 from earshot.api.openai.errors import install_error_handlers
 from earshot.api.realtime import endpoint as openai_realtime
+from earshot.api.sessions import endpoint as sessions
 from earshot.api.transcripts import endpoint as transcripts
 from earshot.audio.vad import SileroModel
 from earshot.audio.vad_runner import VadRunner
@@ -40,7 +41,9 @@ from earshot.routing.router import Router
 from earshot.settings import Settings
 from earshot.store.db import Database
 from earshot.store.repositories import DialRepository, KeyRepository, TranscriptRepository, UsageRepository
+from earshot.store.sessions import SessionRepository
 from earshot.voice.chat import ChatModels
+from earshot.voice.turn_lock import MemoryTurnLocks, RedisTurnLocks
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             chat = ChatModels(catalog)
             stack.push_async_callback(chat.aclose)
             app.state.gateway = Gateway(
-                settings, router, decode_limiter, accounts, app_metrics, vad, TranscriptRepository(db), chat
+                settings,
+                router,
+                decode_limiter,
+                accounts,
+                app_metrics,
+                vad,
+                TranscriptRepository(db),
+                chat,
+                SessionRepository(db),
+                RedisTurnLocks(redis, settings.redis_prefix) if redis is not None else MemoryTurnLocks(),
             )
             # Engines load in the background: /healthz answers at once, /readyz turns 200 once they're loaded.
             starting = asyncio.create_task(_start_engines(router))
@@ -124,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deepgram_live,
         deepgram_prerecorded,
         transcripts,
+        sessions,
     )
     for module in (*routers, usage, admin):
         app.include_router(module.router)

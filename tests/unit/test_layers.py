@@ -86,6 +86,7 @@ SANS_IO_MODULES = (
     "earshot.engines.whisperlivekit_wire",
     "earshot.streaming",
     "earshot.voice.chat_wire",
+    "earshot.voice.conversation",
 )
 PROTOCOL_MODULE_NAME = "protocol"
 # The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its endpoint beside it.

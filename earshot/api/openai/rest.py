@@ -101,7 +101,7 @@ async def create_transcription(request: Request, gateway: GatewayDep) -> Respons
 
 
 async def _transcribe(request: Request, gateway: Gateway, admission: Admission) -> Response:
-    form = await _read_form(request, gateway.accounts.dials.current.max_upload_bytes, body_pace(gateway))
+    form = await read_audio_form(request, gateway.accounts.dials.current.max_upload_bytes, body_pace(gateway))
     params = TranscriptionParams.from_form(form)
     route = _route(gateway, params.model)
     request.state.model = route.model_id
@@ -120,7 +120,7 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
             code="unsupported_language",
             param="language",
         )
-    audio = await _decode(form, gateway)
+    audio = await decode_form_audio(form, gateway)
     request.state.audio_seconds = audio.duration_s
     await admission.reserve(round(audio.duration_s * 1000))
     options = TranscribeOptions(
@@ -150,7 +150,8 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     return PlainTextResponse(body, media_type=media_type)
 
 
-async def _read_form(request: Request, limit_bytes: int, pace: BodyPace) -> UploadedForm:
+async def read_audio_form(request: Request, limit_bytes: int, pace: BodyPace) -> UploadedForm:
+    """The multipart form with its `file`, read within `limit_bytes`; refusals in OpenAI's shape."""
     try:
         form = await read_multipart(request, limit_bytes, pace)
     except UploadTooLarge as e:
@@ -177,7 +178,8 @@ def _route(gateway: Gateway, model_id: str | None) -> Route:
         ) from e
 
 
-async def _decode(form: UploadedForm, gateway: Gateway) -> Audio:
+async def decode_form_audio(form: UploadedForm, gateway: Gateway) -> Audio:
+    """The form's file decoded (kept encoded) within the audio length limit; refusals in OpenAI's shape."""
     assert form.file is not None
     limit_s = gateway.settings.max_audio_seconds
     try:
