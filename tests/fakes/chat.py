@@ -147,7 +147,7 @@ def _error(status: int, message: str, code: str | None) -> JSONResponse:
     )
 
 
-def _chunks(reply: Reply, model: str, include_usage: bool) -> list[dict[str, Any]]:
+def reply_chunks(reply: Reply, model: str, include_usage: bool) -> list[dict[str, Any]]:
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:20]}"
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def _chunks(reply: Reply, model: str, include_usage: bool) -> list[dict[str, Any
 
 
 async def _stream(reply: Reply, model: str, include_usage: bool) -> AsyncIterator[bytes]:
-    chunks = _chunks(reply, model, include_usage)
+    chunks = reply_chunks(reply, model, include_usage)
     for sent, body in enumerate(chunks):
         if reply.drop_after_chunks is not None and sent == reply.drop_after_chunks:
             # An exception in the body generator makes uvicorn cut the connection mid-response.
