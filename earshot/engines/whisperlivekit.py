@@ -3,9 +3,9 @@
 Each connection holds a model's state on the server, so a per-server gate lets at most `max_streams`
 connections run on one WhisperLiveKit URL at once (models sharing a URL and limit share the gate); a
 stream waits up to `gate_wait_s` for a slot, then fails as busy. Uploads are paced against the server's
-reported progress (whisperlivekit_wire.py), so one-shot audio takes about its own duration. Catalog
-`options`: `max_streams`, `gate_wait_s`, `max_lead_s`, `finalize_grace_s`, `ping_interval_s`,
-`ping_timeout_s`, `chunk_s`, `language`.
+reported progress (whisperlivekit_wire.py), so one-shot audio takes about its own duration, and its text
+comes out as the server commits it. Catalog `options`: `max_streams`, `gate_wait_s`, `max_lead_s`,
+`finalize_grace_s`, `ping_interval_s`, `ping_timeout_s`, `chunk_s`, `language`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines.base import Segment, TranscribeOptions, UpstreamError
+from earshot.engines.base import EngineError, Segment, TranscribeOptions
+from earshot.engines.results import Final
 from earshot.engines.spec import ModelSpec
 from earshot.engines.whisperlivekit_live import WhisperLiveKitStream
 from earshot.engines.whisperlivekit_server import WhisperLiveKitConfig, gate_for
@@ -49,29 +50,34 @@ class WhisperLiveKitEngine:
         return WhisperLiveKitStream(self.config, options, gate_for)
 
     async def transcribe_segments(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment]:
-        """Stream the buffer through `/asr` as fast as pacing allows; yield the server's final lines."""
+        """Stream the buffer through `/asr` as fast as pacing allows, yielding each stretch of text as the
+        server commits it (the words it holds uncommitted come last, once it has heard everything)."""
         stream = self.open_stream(TranscribeOptions(language=options.language, interim_results=False))
+        upload = asyncio.create_task(self._upload(stream, audio))
+        try:
+            async for result in stream.results():
+                if isinstance(result, Final) and result.text.strip():
+                    end = max(result.start, min(result.end, audio.duration_s))
+                    yield Segment(result.start, end, result.text.strip(), words=result.words)
+            await upload
+        finally:
+            if not upload.done():
+                # The caller stopped reading, or the stream failed: drop the connection, stop sending.
+                await stream.abort()
+            upload.cancel()
+            with contextlib.suppress(asyncio.CancelledError, EngineError):
+                await upload
+
+    async def _upload(self, stream: WhisperLiveKitStream, audio: Audio) -> None:
+        """Send the audio at the pace the server allows, then close (on any failure: abort) the stream."""
         step = max(1, round(self.config.chunk_s * ENGINE_RATE_HZ))
-        drain = asyncio.create_task(_drain(stream))
         try:
             for at in range(0, len(audio.samples), step):
                 await stream.send(Audio(np.asarray(audio.samples[at : at + step])))
-        finally:
-            await stream.close()
-            drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drain
-        if stream.error is not None:
-            raise stream.error
-        for line in stream.final_lines():
-            yield Segment(line.start, max(line.start, min(line.end, audio.duration_s)), line.text)
-
-
-async def _drain(stream: WhisperLiveKitStream) -> None:
-    """Read a stream's results so they do not pile up; one-shot uses the final lines instead."""
-    with contextlib.suppress(UpstreamError):
-        async for _ in stream.results():
-            pass
+        except BaseException:
+            await stream.abort()
+            raise
+        await stream.close()
 
 
 def build(model_id: str, spec: ModelSpec, pool: WorkerPool) -> WhisperLiveKitEngine:

@@ -125,6 +125,19 @@ class WhisperLiveKitStream:
             self._release()
             self._results.end()
 
+    async def abort(self) -> None:
+        """End at once, without waiting for the server: `results()` ends, what was sent is dropped."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        ws, self._ws = self._ws, None
+        self._release()
+        self._results.end()
+        if ws is not None:
+            # Nobody waits for this stream's text: drop the connection rather than wait out the server's close
+            # (a server finishes what it holds before it answers one).
+            ws.transport.abort()
+
     @property
     def error(self) -> EngineError | None:
         """The error that ended the stream, if one did."""

@@ -91,6 +91,37 @@ async def test_pacing_keeps_a_whole_file_within_the_servers_queue(wlk: WhisperLi
     assert transcript.text == LONG[1]
 
 
+async def test_one_shot_text_comes_out_as_the_server_commits_it_not_only_at_the_end(
+    wlk: WhisperLiveKitFake,
+) -> None:
+    audio = clip_with_script(wlk, LONG)
+    engine = make_engine(wlk.base_url)
+    heard_before_the_end: list[str] = []
+    texts = []
+    async for segment in engine.transcribe_segments(audio, TranscribeOptions()):
+        texts.append(segment.text)
+        if not wlk.connections[-1].finished:
+            heard_before_the_end.append(segment.text)
+    assert " ".join(texts) == LONG[1]
+    # The server commits lines as it goes, so most of the text is out while the audio is still going up.
+    assert len(heard_before_the_end) >= 2
+
+
+async def test_a_caller_that_stops_reading_drops_the_connection_at_once(wlk: WhisperLiveKitFake) -> None:
+    audio = clip_with_script(wlk, LONG)
+    engine = make_engine(wlk.base_url, max_lead_s=1.0)
+    segments = engine.transcribe_segments(audio, TranscribeOptions())
+    first = await anext(segments)
+    assert first.text
+    await segments.aclose()  # type: ignore[attr-defined]  # an async generator
+    for _ in range(100):
+        if not wlk.active:
+            break
+        await asyncio.sleep(0.02)
+    # The rest of the audio never went up.
+    assert wlk.active == 0 and wlk.connections[-1].audio_s < audio.duration_s - 0.5
+
+
 async def test_an_unpaced_flood_overflows_the_fakes_queue(wlk: WhisperLiveKitFake) -> None:
     wlk.max_queue_s = 1.5
     audio = clip_with_script(wlk, LONG)

@@ -11,6 +11,7 @@ from earshot.api.transcripts.documents import (
     Document,
     ExportFormat,
     Paragraph,
+    ParagraphBuilder,
     ValidatedParagraphs,
     paragraph_of,
     render,
@@ -44,6 +45,32 @@ def test_a_segment_becomes_a_paragraph_of_its_speaker_or_of_speaker_0() -> None:
     diarized = paragraph_of(Segment(3.0, 4.0, "second voice", speaker=2))
     assert diarized is not None and (diarized.speaker_no, diarized.speaker_id) == (2, "speaker-2")
     assert paragraph_of(Segment(5.0, 6.0, "   ")) is None
+
+
+def test_segments_going_on_a_sentence_join_its_paragraph_and_a_sentence_pause_or_speaker_starts_one() -> None:
+    builder = ParagraphBuilder()
+    for segment in [
+        Segment(0.0, 0.4, "had"),
+        Segment(0.4, 1.0, "he married"),
+        Segment(1.0, 2.0, "a more amiable woman."),
+        Segment(2.1, 3.0, "He might"),
+        Segment(4.0, 5.0, "have been"),
+        Segment(5.0, 6.0, "made still", speaker=1),
+    ]:
+        builder.add(segment)
+    assert [(p.start, p.end, p.text, p.speaker_no) for p in builder.paragraphs] == [
+        (0.0, 2.0, "had he married a more amiable woman.", 0),
+        (2.1, 3.0, "He might", 0),
+        (4.0, 5.0, "have been", 0),
+        (5.0, 6.0, "made still", 1),
+    ]
+
+
+def test_a_paragraph_stops_growing_at_max_joined_s() -> None:
+    builder = ParagraphBuilder()
+    for second in range(25):
+        builder.add(Segment(float(second), second + 1.0, "word"))
+    assert [p.end - p.start for p in builder.paragraphs] == [10.0, 10.0, 5.0]
 
 
 @pytest.mark.parametrize(

@@ -53,8 +53,8 @@ def test_a_transcript_streams_queued_then_growing_snapshots_then_the_document() 
     first, second = paragraph(0.0, 3.5, "hello there"), paragraph(4.0, 7.0, "general kenobi")
     sent = writer.queued(2, 0.1) + writer.queued(2, 0.2) + writer.queued(1, 0.3)
     sent += writer.started(9.0, 1.0)
-    sent += writer.transcribed(first, 3.5, 2.0) + writer.transcribed(None, 3.9, 2.1)
-    sent += writer.transcribed(second, 7.0, 3.0)
+    sent += writer.transcribed([first], 3.5, 2.0) + writer.transcribed([first], 3.9, 2.1)
+    sent += writer.transcribed([first, second], 7.0, 3.0)
     sent += writer.done(document([first, second]), 4.0)
     events = parse(sent)
     names = [name for name, _ in events]
@@ -99,14 +99,14 @@ def test_keepalives_are_off_at_zero() -> None:
 def test_a_failure_sends_one_error_and_nothing_after_it() -> None:
     writer = TranscriptEvents(DOCUMENT_ID, keepalive_s=0, now=0.0)
     writer.started(10.0, 0.0)
-    writer.transcribed(paragraph(0.0, 2.0, "half"), 2.0, 1.0)
+    writer.transcribed([paragraph(0.0, 2.0, "half")], 2.0, 1.0)
     events = parse(writer.error("UPSTREAM_SERVICE_ERROR", "the provider dropped the connection", 2.0))
     assert events == [
         ("error", {"code": "UPSTREAM_SERVICE_ERROR", "detail": "the provider dropped the connection"})
     ]
     assert writer.state is StreamState.FAILED
     with pytest.raises(IllegalTransition):
-        writer.transcribed(paragraph(2.0, 3.0, "more"), 3.0, 3.0)
+        writer.transcribed([paragraph(2.0, 3.0, "more")], 3.0, 3.0)
     with pytest.raises(IllegalTransition):
         writer.done(document([]), 3.0)
     with pytest.raises(IllegalTransition):
@@ -129,7 +129,7 @@ def test_a_cached_document_is_answered_with_done_alone() -> None:
 def test_events_out_of_order_are_refused() -> None:
     writer = TranscriptEvents(DOCUMENT_ID, keepalive_s=0, now=0.0)
     with pytest.raises(IllegalTransition):
-        writer.transcribed(paragraph(0.0, 1.0, "too early"), 1.0, 0.0)
+        writer.transcribed([paragraph(0.0, 1.0, "too early")], 1.0, 0.0)
     writer.started(5.0, 0.0)
     with pytest.raises(IllegalTransition):
         writer.queued(1, 0.0)
@@ -140,5 +140,5 @@ def test_events_out_of_order_are_refused() -> None:
 def test_progress_never_goes_back_nor_past_the_total() -> None:
     writer = TranscriptEvents(DOCUMENT_ID, keepalive_s=0, now=0.0)
     writer.started(5.0, 0.0)
-    times = [parse(writer.transcribed(None, t, 0.0))[0][1]["current_time"] for t in (2.0, 1.0, 7.0)]
+    times = [parse(writer.transcribed([], t, 0.0))[0][1]["current_time"] for t in (2.0, 1.0, 7.0)]
     assert times == [2.0, 2.0, 5.0]

@@ -109,6 +109,41 @@ def transcript_id(owner_key_id: str | None, audio: bytes, model: str, language: 
     return str(uuid.uuid5(TRANSCRIPT_NAMESPACE, "\n".join((owner, audio_sha, model, language or ""))))
 
 
+# A segment joins the paragraph before it when the same speaker goes on within JOIN_GAP_S, the paragraph has
+# not ended a sentence, and it stays within MAX_JOINED_S: engines that commit a few words at a time
+# (WhisperLiveKit) then read as phrases, while sentence-sized segments (Whisper) stay a paragraph each, short
+# enough for a subtitle cue.
+JOIN_GAP_S = 0.5
+MAX_JOINED_S = 10.0
+SENTENCE_ENDS = (".", "?", "!", "…")
+
+
+class ParagraphBuilder:
+    """A transcript's paragraphs, built as the engine's segments arrive."""
+
+    def __init__(self) -> None:
+        self.paragraphs: list[Paragraph] = []
+
+    def add(self, segment: Segment) -> None:
+        """Add one segment's text: to the last paragraph when it goes on from it, else as a new one."""
+        paragraph = paragraph_of(segment)
+        if paragraph is None:
+            return
+        last = self.paragraphs[-1] if self.paragraphs else None
+        if (
+            last is not None
+            and last.speaker_no == paragraph.speaker_no
+            and paragraph.start - last.end <= JOIN_GAP_S
+            and paragraph.end - last.start <= MAX_JOINED_S
+            and not last.text.endswith(SENTENCE_ENDS)
+        ):
+            self.paragraphs[-1] = last.model_copy(
+                update={"end": max(last.end, paragraph.end), "text": f"{last.text} {paragraph.text}"}
+            )
+        else:
+            self.paragraphs.append(paragraph)
+
+
 def paragraph_of(segment: Segment) -> Paragraph | None:
     """The paragraph of one engine segment (None when it has no text); speaker 0 when undiarized."""
     text = " ".join(segment.text.split())

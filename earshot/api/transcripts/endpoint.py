@@ -216,8 +216,8 @@ def _feed(writer: TranscriptEvents, event: JobEvent, now: float) -> str:
             return writer.queued(position, now) if writer.state is StreamState.QUEUED else ""
         case Started(total_time):
             return writer.started(total_time, now)
-        case Transcribed(paragraph, current_time):
-            return writer.transcribed(paragraph, current_time, now)
+        case Transcribed(paragraphs, current_time):
+            return writer.transcribed(paragraphs, current_time, now)
         case Finished(document):
             return writer.done(document, now)
         case Failed(failure, _):
@@ -234,24 +234,28 @@ async def _events(
     events: asyncio.Queue[JobEvent] = asyncio.Queue()
     work = asyncio.create_task(job.run(events.put_nowait))
     gone = asyncio.create_task(_client_gone(request))
+    next_event: asyncio.Task[JobEvent] | None = None
     try:
         while not writer.ended:
-            next_event = asyncio.ensure_future(events.get())
+            if next_event is None:
+                next_event = asyncio.create_task(events.get())
             done, _ = await asyncio.wait(
                 {next_event, gone},
                 timeout=writer.keepalive_due_in(loop.time()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            if next_event not in done:
-                next_event.cancel()
-                if gone in done:
-                    return
-                text = writer.tick(loop.time())
-            else:
+            if next_event in done:
                 text = _feed(writer, next_event.result(), loop.time())
+                next_event = None
+            elif gone in done:
+                return
+            else:
+                text = writer.tick(loop.time())
             if text:
                 yield text
     finally:
+        if next_event is not None:
+            next_event.cancel()
         gone.cancel()
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError):

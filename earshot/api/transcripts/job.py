@@ -20,7 +20,7 @@ from earshot.accounts.errors import AccessDenied
 from earshot.api.admission import Admission, outcome_of
 from earshot.api.context import Gateway
 from earshot.api.failures import Failure, of_denial, of_engine
-from earshot.api.transcripts.documents import Document, Paragraph, paragraph_of, paragraphs_json
+from earshot.api.transcripts.documents import Document, Paragraph, ParagraphBuilder, paragraphs_json
 from earshot.api.uploads import decode_upload
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
 from earshot.audio.pcm import Audio
@@ -48,9 +48,9 @@ class Started:
 
 @dataclass(frozen=True, slots=True)
 class Transcribed:
-    """The engine got through `current_time` seconds, adding `paragraph` (None: a stretch without text)."""
+    """The engine got through `current_time` seconds; `paragraphs` is the whole text so far."""
 
-    paragraph: Paragraph | None
+    paragraphs: tuple[Paragraph, ...]
     current_time: float
 
 
@@ -131,7 +131,12 @@ class TranscriptJob:
             incident = uuid.uuid4().hex[:12]
             log.exception("transcript %s failed incident=%s", self.document_id, incident)
             ended = Failed(Failure(500, "internal_error", f"internal server error (incident {incident})"), e)
-        self.outcome = "ok" if isinstance(ended, Finished) else outcome_of(ended.cause)
+        if isinstance(ended, Finished):
+            self.outcome = "ok"
+        elif ended.failure.status < 500 and not isinstance(ended.cause, EngineError):
+            self.outcome = "rejected"  # the caller's audio or credit: nothing was done
+        else:
+            self.outcome = outcome_of(ended.cause)
         emit(ended)
 
     async def _run(self, emit: Callable[[JobEvent], None]) -> Finished:
@@ -170,7 +175,7 @@ class TranscriptJob:
     async def _transcribe(self, audio: Audio, emit: Callable[[JobEvent], None]) -> list[Paragraph]:
         started_at = time.perf_counter()
         options = TranscribeOptions(language=self.upload.language)
-        paragraphs: list[Paragraph] = []
+        paragraphs = ParagraphBuilder()
         started = False
         # Closed at once when the job is cancelled (the caller left): the engine call stops, its slot frees.
         segments = aclosing(
@@ -183,16 +188,14 @@ class TranscriptJob:
                         # Queue positions come before this, while the model's gate holds the call back.
                         emit(Started(audio.duration_s))
                         started = True
-                    paragraph = paragraph_of(segment)
-                    if paragraph is not None:
-                        paragraphs.append(paragraph)
-                    emit(Transcribed(paragraph, segment.end))
+                    paragraphs.add(segment)
+                    emit(Transcribed(tuple(paragraphs.paragraphs), segment.end))
         if not started:
             emit(Started(audio.duration_s))
         self.gateway.metrics.engine_latency.labels(self.route.model_id).observe(
             time.perf_counter() - started_at
         )
-        return paragraphs
+        return paragraphs.paragraphs
 
     def _audio_failure(self, error: AudioDecodeError | AudioTooLong) -> Failure:
         if isinstance(error, AudioTooLong):

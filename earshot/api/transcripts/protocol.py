@@ -10,6 +10,7 @@ monotonic clock) instead of sleeping. A call that is illegal in the current stat
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -69,11 +70,10 @@ class TranscriptEvents:
         self.total_time = round(max(0.0, total_time), 3)
         return self._snapshot(now)
 
-    def transcribed(self, paragraph: Paragraph | None, current_time: float, now: float) -> str:
-        """The engine got through `current_time` seconds of audio, adding `paragraph` (None: no text)."""
+    def transcribed(self, paragraphs: Sequence[Paragraph], current_time: float, now: float) -> str:
+        """The engine got through `current_time` seconds of audio; `paragraphs` is the whole text so far."""
         self._require(StreamState.TRANSCRIBING, "transcribed")
-        if paragraph is not None:
-            self.paragraphs.append(paragraph)
+        self.paragraphs = list(paragraphs)
         self.current_time = max(self.current_time, min(self.total_time, round(current_time, 3)))
         return self._snapshot(now)
 
