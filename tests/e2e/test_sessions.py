@@ -379,6 +379,13 @@ def test_an_approved_call_goes_to_the_client_and_a_second_decision_loses(
         "message",
     ]
     assert items[2]["decision"] == {"approve": True, "reason": "ok by me"}
+    # Each decision is metered once: the winner's turn, and the loser's refusal.
+    outcomes = [
+        r.outcome
+        for r in usage_records(served.database_url)
+        if r.key_id == sessions.key_id and r.route == "sessions.approvals"
+    ]
+    assert sorted(outcomes, key=str) == ["ok", "rejected"]
 
 
 def test_a_denied_call_is_given_to_the_model_as_the_tools_result(served: Served, chat: FakeChat) -> None:

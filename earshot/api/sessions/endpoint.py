@@ -77,6 +77,17 @@ async def _body(request: Request, gateway: Gateway, shape: type[BodyT]) -> BodyT
         ) from e
 
 
+class AlreadyDecided(OpenAIError):
+    """A decision that lost: the 409 carries the winning decision beside the error."""
+
+    def __init__(self, approval_id: str, winning: dict[str, Any]) -> None:
+        super().__init__(409, f"approval request {approval_id!r} was already decided", code="already_decided")
+        self.winning = winning
+
+    def body(self) -> dict[str, Any]:  # type: ignore[override]
+        return {**super().body(), "decision": self.winning}
+
+
 def _owner(key: KeyRecord | None) -> str | None:
     return key.id if key is not None else None
 
@@ -351,18 +362,7 @@ async def decide_approval(
             )
         winning = {"approve": decision.request.approve, "reason": decision.request.reason}
         if not decision.won:
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": f"approval request {approval_id!r} was already decided",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "already_decided",
-                    },
-                    "decision": winning,
-                },
-                status_code=409,
-            )
+            raise AlreadyDecided(approval_id, winning)
         call_id = decision.request.call_id
 
         async def prepare(turn: Turn) -> tuple[list[NewItem], list[dict[str, Any]]]:
