@@ -241,6 +241,10 @@ def test_routing_and_streaming_sit_beside_each_other_below_the_protocols() -> No
     assert forbidden_imports(["earshot.streaming"], ["earshot.routing", "earshot.api"]) == []
 
 
+def test_the_conversation_brain_knows_no_channel() -> None:
+    assert forbidden_imports(["earshot.voice"], ["earshot.api", "earshot.cli", "earshot.app"]) == []
+
+
 def test_protocol_modules_do_no_network_io() -> None:
     assert sans_io_violations(protocol_modules()) == []
 
