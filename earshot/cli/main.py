@@ -24,6 +24,7 @@ from earshot.routing.router import Router, check_engines
 from earshot.settings import Settings
 from earshot.store.db import Database, DatabaseError
 from earshot.store.repositories import KeyRepository
+from earshot.voice.chat import check_chat_models
 
 app = typer.Typer(help="earshot: a self-hosted speech gateway.", no_args_is_help=True, add_completion=False)
 err = Console(stderr=True, soft_wrap=True)
@@ -46,6 +47,7 @@ def _catalog(settings: Settings, *, servable: bool = False) -> Catalog:
         catalog = Catalog.load(settings.config)
         if servable:
             check_engines(catalog)
+            check_chat_models(catalog)
         return catalog
     except CatalogError as e:
         err.print(f"[red]error:[/red] {e}")

@@ -82,6 +82,12 @@ def chat_target(model_id: str, spec: ChatModelSpec) -> ChatTarget:
     return ChatTarget(f"{base_url}/chat/completions", headers, spec.upstream_model or model_id)
 
 
+def check_chat_models(catalog: Catalog) -> None:
+    """Resolve every chat model's upstream once: a missing key or deployment is a one-line error at start."""
+    for model_id, spec in catalog.chat_models.items():
+        chat_target(model_id, spec)
+
+
 @dataclass(slots=True)
 class ChatProvider:
     """One chat model's upstream behind its breaker and gate."""

@@ -218,22 +218,28 @@ async def push_to_talk(session_id: str, request: Request, gateway: GatewayDep) -
 
 async def _turn_admission(
     request: Request, gateway: Gateway, session_id: str, route_name: str
-) -> tuple[Admission, SessionRecord]:
+) -> tuple[Admission, SessionRecord, ChatRoute]:
     admission = await gateway.admit(request, bucket="sessions", route=route_name)
     try:
         session = await _owned(gateway, session_id, admission.key)
         _active(session)
+        chat = _chat_route(gateway, session, admission)
     except BaseException as e:
         await admission.finish(outcome_of(e))
         raise
-    return admission, session
+    return admission, session, chat
 
 
-def _chat_route(gateway: Gateway, session: SessionRecord, admission: Admission) -> ChatRoute | None:
+def _chat_route(gateway: Gateway, session: SessionRecord, admission: Admission) -> ChatRoute:
     try:
         route = gateway.chat.route(session.chat_model)
-    except ChatModelNotFound:
-        return None
+    except ChatModelNotFound as e:
+        message = (
+            f"the session's chat model {session.chat_model!r} is not configured"
+            if session.chat_model
+            else "this session has no chat model: the server's catalog has no chat_models"
+        )
+        raise OpenAIError(400, message, code="no_chat_model") from e
     admission.ticket.model = route.model_id
     return route
 
@@ -243,6 +249,7 @@ async def _start_turn(
     gateway: Gateway,
     admission: Admission,
     session: SessionRecord,
+    chat: ChatRoute,
     prepare: Any,
 ) -> Response:
     """Hold the session's turn lock, let `prepare(turn)` store what opens the turn, then stream the turn.
@@ -255,7 +262,7 @@ async def _start_turn(
     except SessionBusy as e:
         raise OpenAIError(409, str(e), code="session_busy") from e
     try:
-        turn = Turn(gateway.sessions, session, _chat_route(gateway, session, admission))
+        turn = Turn(gateway.sessions, session, chat)
         opening, announce = await prepare(turn)
     except BaseException:
         await locks.aclose()
@@ -304,7 +311,7 @@ async def _stream(
 @router.post("/v1/sessions/{session_id}/messages")
 async def send_message(session_id: str, request: Request, gateway: GatewayDep) -> Response:
     """A text turn: the user's message, then the model's answer streamed as Realtime response events."""
-    admission, session = await _turn_admission(request, gateway, session_id, "sessions.messages")
+    admission, session, chat = await _turn_admission(request, gateway, session_id, "sessions.messages")
     async with admission:
         body = await _body(request, gateway, UserMessage)
 
@@ -319,13 +326,13 @@ async def send_message(session_id: str, request: Request, gateway: GatewayDep) -
             repairs = Conversation(await gateway.sessions.items(session.id)).repairs()
             return [*repairs, user_message(body.content)], []
 
-        return await _start_turn(request, gateway, admission, session, prepare)
+        return await _start_turn(request, gateway, admission, session, chat, prepare)
 
 
 @router.post("/v1/sessions/{session_id}/tool_outputs")
 async def send_tool_output(session_id: str, request: Request, gateway: GatewayDep) -> Response:
     """A client tool's result: continues the paused turn (streamed like a text turn)."""
-    admission, session = await _turn_admission(request, gateway, session_id, "sessions.tool_outputs")
+    admission, session, chat = await _turn_admission(request, gateway, session_id, "sessions.tool_outputs")
     async with admission:
         body = await _body(request, gateway, ToolOutput)
 
@@ -340,7 +347,7 @@ async def send_tool_output(session_id: str, request: Request, gateway: GatewayDe
                 )
             return [function_call_output(body.call_id, body.output)], []
 
-        return await _start_turn(request, gateway, admission, session, prepare)
+        return await _start_turn(request, gateway, admission, session, chat, prepare)
 
 
 @router.post("/v1/sessions/{session_id}/approvals/{approval_id}")
@@ -350,7 +357,7 @@ async def decide_approval(
     """A person's decision on an approval request; the first decision wins, a later one is a 409
     `already_decided` with the winning decision. The winner's answer continues the turn: an approved call
     goes to the client to run, a denied one is given to the model as the tool's result."""
-    admission, session = await _turn_admission(request, gateway, session_id, "sessions.approvals")
+    admission, session, chat = await _turn_admission(request, gateway, session_id, "sessions.approvals")
     async with admission:
         body = await _body(request, gateway, ApprovalDecision)
         decision = await gateway.sessions.decide(
@@ -372,4 +379,4 @@ async def decide_approval(
             call = Conversation(await gateway.sessions.items(session.id)).calls.get(call_id)
             return opening, [call.data] if call is not None else []
 
-        return await _start_turn(request, gateway, admission, session, prepare)
+        return await _start_turn(request, gateway, admission, session, chat, prepare)
