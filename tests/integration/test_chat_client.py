@@ -13,7 +13,7 @@ from earshot.engines.base import UpstreamError
 from earshot.routing.catalog import Catalog, CatalogError, ChatModelSpec
 from earshot.voice.chat import ChatModels
 from earshot.voice.chat_wire import ChatEvent, Finished, TextDelta, ToolCall, Usage
-from tests.fakes.chat import CHAT_KEY, SECRET_MARKER, FakeChat, Reply, ScriptedCall
+from tests.fakes.chat import AZURE_CHAT_KEY, CHAT_KEY, SECRET_MARKER, FakeChat, Reply, ScriptedCall
 from tests.fakes.server import FakeServer, serving
 
 KEY_ENV = "EARSHOT_TEST_CHAT_KEY"
@@ -125,6 +125,28 @@ async def test_a_failure_without_fallback_is_generic(chat: tuple[FakeChat, FakeC
     assert caught.value.transient
     assert SECRET_MARKER not in str(caught.value) and CHAT_KEY not in str(caught.value)
     assert "127.0.0.1" not in str(caught.value)
+
+
+async def test_azure_openai_names_the_deployment_in_the_url_and_sends_its_key_header(
+    fakes: tuple[FakeChat, FakeServer, FakeChat, FakeServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, primary_server, _, _ = fakes
+    primary.reset()
+    monkeypatch.setenv(KEY_ENV, AZURE_CHAT_KEY)
+    catalog = Catalog.embedded()
+    catalog.chat_models = {
+        "azure": ChatModelSpec(
+            engine="azure_openai",
+            base_url=primary_server.base_url,
+            api_key_env=KEY_ENV,
+            upstream_model="my-gpt",
+        )
+    }
+    primary.script(Reply(text="from azure"))
+    events = await collect(ChatModels(catalog), "azure")
+    assert "".join(event.text for event in events if isinstance(event, TextDelta)) == "from azure"
+    assert "model" not in primary.requests[-1]
+    assert primary.headers[-1]["api-key"] == AZURE_CHAT_KEY and "authorization" not in primary.headers[-1]
 
 
 async def test_a_missing_key_variable_is_a_catalog_error(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -301,6 +302,13 @@ async def _stream(
             outcome = "upstream_error" if isinstance(e, UpstreamError) else "error"
             code = "server_busy" if isinstance(e, ServerBusy) else "upstream_error"
             for event in writer.failed(code, str(e), turn.prompt_tokens, turn.completion_tokens):
+                yield sse(event)
+        except Exception:
+            # The response has started, so the failure can only be told as an `error` event.
+            incident = uuid.uuid4().hex[:12]
+            log.exception("session %s: turn failed incident=%s", turn.session.id, incident)
+            outcome = "error"
+            for event in writer.failed("internal_error", f"internal server error (incident {incident})"):
                 yield sse(event)
     finally:
         await locks.aclose()

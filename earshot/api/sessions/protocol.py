@@ -224,7 +224,7 @@ class ResponseEvents:
     ) -> list[dict[str, Any]]:
         """An `error` event, then the response done as failed."""
         self.ended = True
-        error_type = "invalid_request_error" if code in ("no_chat_model",) else "server_error"
+        error_type = "server_error"
         failure = {"type": "failed", "error": {"type": error_type, "code": code}}
         return [
             {"type": "error", "error": {"type": error_type, "code": code, "message": message, "param": None}},
