@@ -195,7 +195,7 @@ def models(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
-    """List the models this configuration serves."""
+    """List the models this configuration serves: speech models, their aliases, then chat models."""
     catalog = _catalog(_settings(config))
     rows = []
     for model_id in catalog.public_ids():
@@ -209,6 +209,17 @@ def models(
                 "capabilities": list(spec.capabilities),
                 "fallbacks": list(spec.fallbacks),
                 "default": canonical == catalog.default_model,
+            }
+        )
+    for model_id, chat in catalog.chat_models.items():
+        rows.append(
+            {
+                "id": model_id,
+                "alias_of": None,
+                "engine": chat.engine,
+                "capabilities": ["chat"],
+                "fallbacks": list(chat.fallbacks),
+                "default": model_id == catalog.default_chat_model,
             }
         )
     if as_json:
