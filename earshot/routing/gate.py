@@ -1,6 +1,7 @@
 """A per-provider concurrency gate: at most N calls at once, a bounded queue behind them for a bounded time,
 then 'busy' with a retry hint. A caller that wants to know its place in the queue watches it
-(`watching_queue`): every gate on its call path tells the watcher its position as it changes."""
+(`watching_queue`): every gate on its call path tells the watcher its position as it changes, and when the
+call takes a slot."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class QueueWatcher(Protocol):
 
     def queued(self, position: int) -> None:
         """The call waits with `position - 1` calls ahead of it (1: next in line); told again on each move."""
+
+    def admitted(self) -> None:
+        """The call took a slot (at once, or after waiting) and its work starts."""
 
 
 # The watcher of the calls made in this context (a task and what it awaits); None: nobody asks.
@@ -76,6 +80,7 @@ class ConcurrencyGate:
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for the body; raises ServerBusy at once when the queue is full."""
         if self._slots is None:
+            self._admitted()
             self.active += 1
             try:
                 yield
@@ -87,6 +92,7 @@ class ConcurrencyGate:
             await self._slots.acquire()
         else:
             await self._wait_in_line(self._slots)
+        self._admitted()
         self.active += 1
         try:
             yield
@@ -109,6 +115,12 @@ class ConcurrencyGate:
         finally:
             self._line.remove(waiter)
             self._tell_positions()
+
+    @staticmethod
+    def _admitted() -> None:
+        watcher = _watcher.get()
+        if watcher is not None:
+            watcher.admitted()
 
     def position_of(self, watcher: QueueWatcher) -> int | None:
         """Where `watcher`'s call waits in the queue (1: next in line); None when it does not wait here."""

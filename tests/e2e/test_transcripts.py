@@ -202,10 +202,6 @@ def test_a_long_clip_grows_to_the_stored_document_and_a_second_upload_is_answere
     records = records_of(fakes, fakes.key_a)[before:]
     assert [(r.outcome, r.audio_ms) for r in records] == [("ok", round(done["duration"] * 1000)), ("ok", 0)]
 
-    # use_cache=false transcribes again (and is billed again).
-    fresh = upload(fakes.server, long_wav, fakes.key_a, model="local", use_cache="false")
-    assert "transcription" in named(fresh) and of(fresh, "done")[0]["cached"] is False
-
 
 def test_another_keys_document_is_not_found_and_never_its_cache(fakes: Setup, long_wav: bytes) -> None:
     wav = tone_wav(1.0)
@@ -260,10 +256,13 @@ def test_keepalives_arrive_while_a_slow_engine_works(fakes: Setup) -> None:
     events = upload(fakes.server, tone_wav(1.2), fakes.key_a, model="slow", use_cache="false")
     keepalives_before_text = 0
     for name, data in events:
-        if name == "transcription":
+        if name == "transcription" and data["paragraphs"]:
             break
         keepalives_before_text += name == "comment" and data == "keepalive"
     assert keepalives_before_text >= 2
+    # The engine call started at once (an empty snapshot with the audio's length), then went quiet.
+    first = of(events, "transcription")[0]
+    assert first["paragraphs"] == [] and first["total_time"] == 1.2
     assert text_of(of(events, "done")[0]["paragraphs"]) == SLOW_TEXT
 
 
@@ -277,6 +276,7 @@ def test_a_full_model_tells_a_waiting_upload_its_queue_position(fakes: Setup) ->
         )
     )
     holder.start()
+    # use_cache=0: this audio was stored under this key before, and is transcribed again.
     wait_until(lambda: len(fakes.slow.requests) > seen_requests, timeout_s=20)
     waiting = upload(fakes.server, tone_wav(1.5), fakes.key_b, model="slow", use_cache="0")
     holder.join()
@@ -298,7 +298,9 @@ def test_a_client_that_leaves_midway_stops_the_work_is_billed_once_and_nothing_i
         headers=auth(fakes.key_a),
         timeout=30,
     ) as response:
-        assert next(read_events(response)) == ("comment", "keepalive")
+        name, snapshot = next(read_events(response))
+        # The provider is working on it: leave then.
+        assert name == "transcription" and snapshot["paragraphs"] == []
     wait_until(lambda: len(records_of(fakes, fakes.key_a)) > before, timeout_s=10)
     assert [r.outcome for r in records_of(fakes, fakes.key_a)[before:]] == ["client_closed"]
     # The record is written once the work has stopped, so nothing can be stored after it.
@@ -388,9 +390,12 @@ def test_the_list_pages_newest_first_and_delete_removes_a_document(fakes: Setup)
 
 
 def test_bad_uploads_are_refused_before_any_stream_in_openai_shape(fakes: Setup) -> None:
-    def post(**kwargs: Any) -> httpx.Response:
+    def post(headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         return httpx.post(
-            f"{fakes.server.base_url}/v1/transcripts", headers=auth(fakes.key_a), timeout=30, **kwargs
+            f"{fakes.server.base_url}/v1/transcripts",
+            headers={**auth(fakes.key_a), **(headers or {})},
+            timeout=30,
+            **kwargs,
         )
 
     missing = post(files={"model": (None, "local")})
@@ -405,6 +410,15 @@ def test_bad_uploads_are_refused_before_any_stream_in_openai_shape(fakes: Setup)
         f"{fakes.server.base_url}/v1/transcripts", files={"file": ("a.wav", tone_wav(0.5), "audio/wav")}
     )
     assert anonymous.status_code == 401
+    admin = Admin(fakes.server)
+    assert admin.http.put("/admin/settings", json={"max_upload_bytes": 4096}).status_code == 200
+    try:
+        too_big = post(
+            files={"file": ("a.wav", tone_wav(1.0), "audio/wav")}, headers={"Accept": "text/event-stream"}
+        )
+    finally:
+        assert admin.http.delete("/admin/settings/max_upload_bytes").status_code == 200
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "request_too_large"
 
 
 def test_audio_that_does_not_decode_is_an_invalid_audio_event_when_streamed(fakes: Setup) -> None:
@@ -463,10 +477,6 @@ def test_the_cli_lists_shows_exports_and_deletes_what_the_server_stored(fakes: S
     assert listed.returncode == 0, listed.stderr
     mine = json.loads(listed.stdout)
     assert mine[0]["id"] == document["id"] and mine[0]["key_id"] == fakes.key_a[0]
-    others = json.loads(
-        earshot_cli(fakes.database_url, "transcripts", "list", "--key", fakes.key_b[0], "--json").stdout
-    )
-    assert document["id"] not in [d["id"] for d in others]
 
     shown = earshot_cli(fakes.database_url, "transcripts", "show", document["id"])
     assert shown.returncode == 0 and shown.stdout == f"{SLOW_TEXT}\n\n"
@@ -487,13 +497,9 @@ def test_the_cli_lists_shows_exports_and_deletes_what_the_server_stored(fakes: S
         == get(fakes, f"/v1/transcripts/{document['id']}", fakes.key_a, format="srt").text
     )
     vtt = earshot_cli(fakes.database_url, "transcripts", "export", document["id"], "--format", "vtt")
-    assert vtt.stdout.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.770\n")
-    as_json = earshot_cli(fakes.database_url, "transcripts", "export", document["id"], "-f", "json")
-    assert json.loads(as_json.stdout)["id"] == document["id"]
+    assert vtt.stdout == f"WEBVTT\n\n00:00:00.000 --> 00:00:01.770\n{SLOW_TEXT}\n\n"
 
     assert earshot_cli(fakes.database_url, "transcripts", "delete", document["id"]).returncode == 0
     assert get(fakes, f"/v1/transcripts/{document['id']}", fakes.key_a).status_code == 404
     again = earshot_cli(fakes.database_url, "transcripts", "delete", document["id"])
     assert again.returncode == 1 and "no transcript" in again.stderr
-    bad_format = earshot_cli(fakes.database_url, "transcripts", "export", document["id"], "--format", "docx")
-    assert bad_format.returncode == 2

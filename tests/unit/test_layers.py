@@ -74,6 +74,7 @@ SANS_IO_MODULES = (
     "earshot.api.realtime.relay",
     "earshot.api.realtime.server_events",
     "earshot.api.realtime.session",
+    "earshot.api.transcripts.documents",
     "earshot.audio.raw",
     "earshot.client.deepgram_wire",
     "earshot.client.events",

@@ -276,9 +276,13 @@ class Positions:
 
     def __init__(self) -> None:
         self.told: list[int] = []
+        self.admitted_after: list[int] | None = None
 
     def queued(self, position: int) -> None:
         self.told.append(position)
+
+    def admitted(self) -> None:
+        self.admitted_after = list(self.told)
 
 
 async def test_a_waiting_call_is_told_its_queue_position_and_each_move_up() -> None:
@@ -305,6 +309,8 @@ async def test_a_waiting_call_is_told_its_queue_position_and_each_move_up() -> N
         await asyncio.sleep(0)
     # The second call holds the slot now; the third moved up to next in line.
     assert (watchers[1].told, watchers[2].told) == ([1], [2, 1])
+    assert watchers[0].admitted_after == [] and watchers[1].admitted_after == [1]
+    assert watchers[2].admitted_after is None
     assert gate.position_of(watchers[1]) is None and gate.position_of(watchers[2]) == 1
     releases[1].set()
     releases[2].set()
@@ -318,4 +324,4 @@ async def test_a_call_that_gets_a_slot_at_once_is_never_told_a_position() -> Non
     with watching_queue(watcher):
         async with gate.slot(), gate.slot():
             pass
-    assert watcher.told == []
+    assert watcher.told == [] and watcher.admitted_after == []

@@ -101,7 +101,7 @@ async def create_transcription(request: Request, gateway: GatewayDep) -> Respons
 
 
 async def _transcribe(request: Request, gateway: Gateway, admission: Admission) -> Response:
-    form = await read_audio_form(request, gateway.accounts.dials.current.max_upload_bytes, body_pace(gateway))
+    form = await read_form(request, gateway.accounts.dials.current.max_upload_bytes, body_pace(gateway))
     params = TranscriptionParams.from_form(form)
     route = _route(gateway, params.model)
     request.state.model = route.model_id
@@ -150,8 +150,8 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     return PlainTextResponse(body, media_type=media_type)
 
 
-async def read_audio_form(request: Request, limit_bytes: int, pace: BodyPace) -> UploadedForm:
-    """The multipart form with its `file`, read within `limit_bytes`; refusals in OpenAI's shape."""
+async def read_form(request: Request, limit_bytes: int, pace: BodyPace) -> UploadedForm:
+    """A multipart upload with a non-empty `file`, its refusals in OpenAI's shape (413, 408, 400)."""
     try:
         form = await read_multipart(request, limit_bytes, pace)
     except UploadTooLarge as e:

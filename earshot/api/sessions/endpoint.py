@@ -23,7 +23,7 @@ from earshot.accounts.keys import check_model
 from earshot.api.admission import Admission, outcome_of
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.openai.errors import OpenAIError
-from earshot.api.openai.rest import decode_form_audio, read_audio_form
+from earshot.api.openai.rest import decode_form_audio, read_form
 from earshot.api.sessions.protocol import (
     ApprovalDecision,
     ResponseEvents,
@@ -186,7 +186,7 @@ async def push_to_talk(session_id: str, request: Request, gateway: GatewayDep) -
     )
     async with admission:
         _active(await _owned(gateway, session_id, admission.key))
-        form = await read_audio_form(request, dials.push_to_talk_max_bytes, body_pace(gateway))
+        form = await read_form(request, dials.push_to_talk_max_bytes, body_pace(gateway))
         requested = form.first("model")
         try:
             route = gateway.router.route_for(requested, "transcribe")

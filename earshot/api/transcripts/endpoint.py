@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.openai.errors import OpenAIError
+from earshot.api.openai.rest import read_form
 from earshot.api.transcripts.documents import (
     MEDIA_TYPES,
     Document,
@@ -37,12 +38,8 @@ from earshot.api.transcripts.job import (
 )
 from earshot.api.transcripts.protocol import StreamState, TranscriptEvents
 from earshot.api.uploads import (
-    BadUpload,
     UploadedForm,
-    UploadTooLarge,
-    UploadTooSlow,
     body_pace,
-    read_multipart,
 )
 from earshot.engines.base import supports_language
 from earshot.routing.catalog import ModelNotFound
@@ -118,7 +115,7 @@ async def _create(
 ) -> Response:
     admission = await gateway.admit(request, bucket="transcribe", route=route_name)
     async with admission:
-        form = await _read_form(request, gateway)
+        form = await read_form(request, gateway.accounts.dials.current.max_upload_bytes, body_pace(gateway))
         params = TranscriptParams.from_form(form)
         route = _route(gateway, params, admission)
         request.state.model = route.model_id
@@ -148,25 +145,6 @@ async def _create(
 
 def _accepts_sse(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "").lower()
-
-
-async def _read_form(request: Request, gateway: Gateway) -> UploadedForm:
-    limit_bytes = gateway.accounts.dials.current.max_upload_bytes
-    try:
-        form = await read_multipart(request, limit_bytes, body_pace(gateway))
-    except UploadTooLarge as e:
-        raise OpenAIError(413, str(e), code="request_too_large") from e
-    except UploadTooSlow as e:
-        raise OpenAIError(408, str(e), code="request_timeout", type_="invalid_request_error") from e
-    except BadUpload as e:
-        raise OpenAIError(400, str(e), code="invalid_request") from e
-    if form.file is None:
-        raise OpenAIError(
-            400, "missing required parameter: file", code="missing_required_parameter", param="file"
-        )
-    if not form.file:
-        raise OpenAIError(400, "the uploaded file is empty", code="empty_file", param="file")
-    return form
 
 
 def _route(gateway: Gateway, params: TranscriptParams, admission: Admission) -> Route:

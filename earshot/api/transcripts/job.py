@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 from earshot.accounts.errors import AccessDenied
 from earshot.api.admission import Admission, outcome_of
@@ -83,14 +82,37 @@ class TranscriptUpload:
     use_cache: bool
 
 
-class _QueueReporter:
-    """Passes a gate's queue positions on as Queued events."""
+class _GateReporter:
+    """Passes a gate's queue positions on as Queued events, and the first slot taken as Started."""
 
-    def __init__(self, emit: Callable[[JobEvent], None]) -> None:
+    def __init__(self, emit: Callable[[JobEvent], None], total_time: float) -> None:
         self.emit = emit
+        self.total_time = total_time
+        self.started = False
 
     def queued(self, position: int) -> None:
-        self.emit(Queued(position))
+        if not self.started:
+            self.emit(Queued(position))
+
+    def admitted(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.emit(Started(self.total_time))
+
+
+@asynccontextmanager
+async def _closing(segments: AsyncIterator[Segment]) -> AsyncIterator[AsyncIterator[Segment]]:
+    """Close an engine's segment generator on the way out: when the job is cancelled (the caller left), the
+    engine call stops and its gate slot frees at once, not whenever the generator is collected."""
+    try:
+        yield segments
+    finally:
+        close = getattr(segments, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class TranscriptJob:
@@ -176,22 +198,15 @@ class TranscriptJob:
         started_at = time.perf_counter()
         options = TranscribeOptions(language=self.upload.language)
         paragraphs = ParagraphBuilder()
-        started = False
-        # Closed at once when the job is cancelled (the caller left): the engine call stops, its slot frees.
-        segments = aclosing(
-            cast(AsyncGenerator[Segment, None], self.route.engine.transcribe_segments(audio, options))
-        )
-        with watching_queue(_QueueReporter(emit)):
-            async with segments as stream:
+        reporter = _GateReporter(emit, audio.duration_s)
+        segments = self.route.engine.transcribe_segments(audio, options)
+        with watching_queue(reporter):
+            async with _closing(segments) as stream:
                 async for segment in stream:
-                    if not started:
-                        # Queue positions come before this, while the model's gate holds the call back.
-                        emit(Started(audio.duration_s))
-                        started = True
+                    reporter.start()  # where no gate said so (an engine routed without one)
                     paragraphs.add(segment)
                     emit(Transcribed(tuple(paragraphs.paragraphs), segment.end))
-        if not started:
-            emit(Started(audio.duration_s))
+        reporter.start()
         self.gateway.metrics.engine_latency.labels(self.route.model_id).observe(
             time.perf_counter() - started_at
         )
