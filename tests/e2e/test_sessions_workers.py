@@ -43,6 +43,8 @@ class Pair:
     first: RunningServer
     second: RunningServer
     chat: FakeChat
+    tmp: Path
+    env: dict[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         try:
             second = start_server(tmp, env)
             try:
-                yield Pair(first, second, chat)
+                yield Pair(first, second, chat, tmp, env)
             finally:
                 stop_server(second)
         finally:
@@ -134,3 +136,26 @@ def test_a_turn_on_one_worker_makes_the_session_busy_on_the_other(pair: Pair) ->
         assert done(answered)["status"] == "completed"
     finally:
         hold.set()
+
+
+def test_a_crashed_workers_turn_lock_expires(pair: Pair) -> None:
+    _, key = Admin(pair.first).create_key()
+    doomed = start_server(pair.tmp, pair.env)
+    on_doomed, on_first = SessionsClient(doomed.base_url, key), SessionsClient(pair.first.base_url, key)
+    session = on_first.create()
+    hold = threading.Event()
+    pair.chat.reset()
+    pair.chat.script(Reply(text="Never finished.", hold=hold))
+    path = f"/v1/sessions/{session['id']}/messages"
+    try:
+        with on_doomed.http.stream("POST", path, json={"content": "first"}) as running:
+            assert running.status_code == 200
+            wait_until(lambda: len(pair.chat.requests) == 1, 5)
+            doomed.process.kill()
+            doomed.process.wait()
+        assert on_first.http.post(path, json={"content": "too soon"}).status_code == 409
+        # Nobody renews the dead worker's hold: it lapses, and the session takes turns again.
+        wait_until(lambda: on_first.http.post(path, json={"content": "later"}).status_code == 200, 30, 0.5)
+    finally:
+        hold.set()
+        stop_server(doomed)
