@@ -185,6 +185,8 @@ def test_push_to_talk_refuses_an_empty_clip_and_hides_a_provider_failure(served:
     session = sessions.create()
     empty = push_to_talk(sessions, session["id"], b"")
     assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty_file"
+    bad_language = push_to_talk(sessions, session["id"], tone_wav(0.5), language="not a language")
+    assert bad_language.status_code == 400 and bad_language.json()["error"]["param"] == "language"
     failed = push_to_talk(sessions, session["id"], tone_wav(0.5), model="failing")
     assert failed.status_code == 502, failed.text
     assert failed.json()["error"]["code"] == "upstream_error"

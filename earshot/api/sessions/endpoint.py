@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -23,7 +23,7 @@ from earshot.accounts.keys import check_model
 from earshot.api.admission import Admission, outcome_of
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.openai.errors import OpenAIError
-from earshot.api.openai.rest import decode_form_audio, read_form
+from earshot.api.openai.rest import TranscriptionParams, decode_form_audio, read_form
 from earshot.api.sessions.protocol import (
     ApprovalDecision,
     ResponseEvents,
@@ -34,7 +34,7 @@ from earshot.api.sessions.protocol import (
     sse,
 )
 from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, read_body
-from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
+from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError, supports_language
 from earshot.routing.catalog import ChatModelNotFound, ModelNotFound
 from earshot.routing.gate import ServerBusy
 from earshot.store.records import KeyRecord, NewItem, Outcome, SessionRecord
@@ -187,7 +187,8 @@ async def push_to_talk(session_id: str, request: Request, gateway: GatewayDep) -
     async with admission:
         _active(await _owned(gateway, session_id, admission.key))
         form = await read_form(request, dials.push_to_talk_max_bytes, body_pace(gateway))
-        requested = form.first("model")
+        params = TranscriptionParams.from_form(form)
+        requested = params.model
         try:
             route = gateway.router.route_for(requested, "transcribe")
         except ModelNotFound as e:
@@ -201,13 +202,19 @@ async def push_to_talk(session_id: str, request: Request, gateway: GatewayDep) -
         admission.use_model(
             requested or route.model_id, route, gateway.router.catalog.names_of(route.model_id)
         )
+        if params.language and not supports_language(route.engine, params.language):
+            raise OpenAIError(
+                400,
+                f"model {route.model_id} does not support language {params.language!r}",
+                code="unsupported_language",
+                param="language",
+            )
         audio = await decode_form_audio(form, gateway)
         request.state.audio_seconds = audio.duration_s
         await admission.reserve(round(audio.duration_s * 1000))
         try:
-            transcript = await gateway.transcribe(
-                route, audio, TranscribeOptions(language=form.first("language"))
-            )
+            options = TranscribeOptions(language=params.language, prompt=params.prompt)
+            transcript = await gateway.transcribe(route, audio, options)
         except ServerBusy as e:
             raise OpenAIError.from_engine(e) from e
         except EngineError as e:
@@ -251,7 +258,7 @@ async def _start_turn(
     admission: Admission,
     session: SessionRecord,
     chat: ChatRoute,
-    prepare: Any,
+    prepare: Callable[[Turn], Awaitable[tuple[list[NewItem], list[dict[str, Any]]]]],
 ) -> Response:
     """Hold the session's turn lock, let `prepare(turn)` store what opens the turn, then stream the turn.
 
