@@ -306,7 +306,7 @@ async def _stream(
                 yield sse(event)
         except (EngineError, ServerBusy) as e:
             log.error("session %s: chat model failed: %s", turn.session.id, e)
-            outcome = "upstream_error" if isinstance(e, UpstreamError) else "error"
+            outcome = outcome_of(e)
             code = "server_busy" if isinstance(e, ServerBusy) else "upstream_error"
             for event in writer.failed(code, str(e), turn.prompt_tokens, turn.completion_tokens):
                 yield sse(event)
