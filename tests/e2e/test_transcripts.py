@@ -242,6 +242,19 @@ def test_a_provider_that_drops_midway_ends_the_stream_with_an_error_and_nothing_
     assert [r.outcome for r in records_of(fakes, fakes.key_a)[before:]] == ["upstream_error"]
 
 
+def test_a_provider_that_refuses_the_connection_is_an_error_event_too(fakes: Setup) -> None:
+    fakes.wlk.faults.fail_next(503)
+    wav = tone_wav(1.5)
+    before = len(records_of(fakes, fakes.key_a))
+    events = upload(fakes.server, wav, fakes.key_a, model="wlk")
+    # The call took its slot (an empty snapshot), then the connection was refused.
+    assert named(events) == ["transcription", "error"] and of(events, "transcription")[0]["paragraphs"] == []
+    assert of(events, "error")[0]["code"] == "UPSTREAM_SERVICE_ERROR"
+    document_id = transcript_id(fakes.key_a[0], wav, "wlk", None)
+    assert get(fakes, f"/v1/transcripts/{document_id}", fakes.key_a).status_code == 404
+    assert [r.outcome for r in records_of(fakes, fakes.key_a)[before:]] == ["upstream_error"]
+
+
 def test_a_streaming_only_upstream_is_paced_and_its_text_grows_as_it_commits(fakes: Setup) -> None:
     events = upload(fakes.server, tone_wav(3.5), fakes.key_a, model="wlk", use_cache="false")
     texts = [text_of(snapshot["paragraphs"]) for snapshot in of(events, "transcription")]
