@@ -31,6 +31,7 @@ from earshot.api.openai import rest as openai_rest
 from earshot.api.openai import speech as openai_speech
 from earshot.api.openai.errors import install_error_handlers
 from earshot.api.realtime import endpoint as openai_realtime
+from earshot.api.sessions import endpoint as sessions
 from earshot.api.transcripts import endpoint as transcripts
 from earshot.api.web import mount_web_page
 from earshot.audio.vad import SileroModel
@@ -42,6 +43,9 @@ from earshot.routing.router import Router
 from earshot.settings import Settings
 from earshot.store.db import Database
 from earshot.store.repositories import DialRepository, KeyRepository, TranscriptRepository, UsageRepository
+from earshot.store.sessions import SessionRepository
+from earshot.voice.chat import ChatModels
+from earshot.voice.turn_lock import MemoryTurnLocks, RedisTurnLocks
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +102,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decode_limiter = asyncio.Semaphore(settings.decode_concurrency)
             vad = VadRunner(SileroModel.shared)
             stack.callback(vad.close)
+            chat = ChatModels(catalog)
+            stack.push_async_callback(chat.aclose)
             app.state.gateway = Gateway(
-                settings, router, decode_limiter, accounts, app_metrics, vad, TranscriptRepository(db)
+                settings,
+                router,
+                decode_limiter,
+                accounts,
+                app_metrics,
+                vad,
+                TranscriptRepository(db),
+                chat,
+                SessionRepository(db),
+                RedisTurnLocks(redis, settings.redis_prefix) if redis is not None else MemoryTurnLocks(),
             )
             # Engines load in the background: /healthz answers at once, /readyz turns 200 once they're loaded.
             starting = asyncio.create_task(_start_engines(router))
@@ -124,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deepgram_live,
         deepgram_prerecorded,
         transcripts,
+        sessions,
     )
     for module in (*routers, usage, admin):
         app.include_router(module.router)

@@ -58,6 +58,13 @@ class Dials(BaseModel):
         ge=0, le=DAY_S, description="Seconds of silence after which an SSE stream sends a keepalive (0: none)"
     )
 
+    push_to_talk_max_bytes: int = Field(
+        gt=0, le=MAX_UPLOAD_BYTES_BOUND, description="Largest push-to-talk clip, in bytes"
+    )
+    push_to_talk_ip_rpm: int = Field(
+        ge=0, le=MAX_RATE, description="Push-to-talk requests per minute per client IP (0: none)"
+    )
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Dials:
         return cls(**{name: getattr(settings, name) for name in cls.model_fields})

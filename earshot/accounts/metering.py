@@ -52,6 +52,9 @@ class UsageTicket:
     audio_ms: int = 0
     # Characters of text synthesized (speech synthesis is priced per character).
     characters: int = 0
+    # A chat model's tokens (a session's text turn), counted beside the audio.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     debited_ms: int = 0
     balance_ms: int | None = None
     opened: bool = False
@@ -183,6 +186,8 @@ class Meter:
             outcome=outcome,
             started_at=ticket.started_at,
             ended_at=datetime.now(UTC) if finished else None,
+            prompt_tokens=ticket.prompt_tokens,
+            completion_tokens=ticket.completion_tokens,
         )
 
     async def sweep_abandoned(self, older_than_s: float) -> int:

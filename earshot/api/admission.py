@@ -65,6 +65,11 @@ class Admission:
         self.ticket.audio_ms = audio_ms
         await self.accounts.meter.reserve(self.ticket, audio_ms)
 
+    def count_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Count a chat model call's tokens on the usage record."""
+        self.ticket.prompt_tokens += prompt_tokens
+        self.ticket.completion_tokens += completion_tokens
+
     async def finish(self, outcome: Outcome) -> UsageRecord:
         """Release the session slot and write the usage record; later calls return the first record."""
         if self.record is not None:
@@ -161,11 +166,14 @@ class Accounts:
             raise InvalidKey("missing API key")
         return await self.keyring.authenticate(credential)
 
-    async def admit(self, credential: str | None, client_ip: str, bucket: str, route: str) -> Admission:
-        """Apply the address limit, authenticate, apply the key's limits, and open a usage ticket."""
+    async def admit(
+        self, credential: str | None, client_ip: str, bucket: str, route: str, ip_rpm: int | None = None
+    ) -> Admission:
+        """Apply the address limit (the bucket's own `ip_rpm` when given, else the `ip_rpm` dial),
+        authenticate, apply the key's limits, and open a usage ticket."""
         dials = self.dials.current
         # The address limit comes first so that guessing keys is throttled too.
-        await self.limiter.hit(f"ip:{bucket}:{client_ip}", dials.ip_rpm)
+        await self.limiter.hit(f"ip:{bucket}:{client_ip}", dials.ip_rpm if ip_rpm is None else ip_rpm)
         key = await self.identify(credential)
         key_scope = f"key:{key.id}" if key is not None else "key:anonymous"
         await self.limiter.hit(key_scope, (key.rpm if key and key.rpm is not None else dials.default_rpm))

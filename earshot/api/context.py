@@ -24,7 +24,10 @@ from earshot.routing.router import Route, Router
 from earshot.settings import Settings
 from earshot.store.records import KeyRecord
 from earshot.store.repositories import TranscriptRepository
+from earshot.store.sessions import SessionRepository
 from earshot.streaming.engine_feed import EngineProgress
+from earshot.voice.chat import ChatModels
+from earshot.voice.turn_lock import TurnLocks
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ class Gateway:
     metrics: Metrics
     vad: VadRunner
     transcripts: TranscriptRepository
+    chat: ChatModels
+    sessions: SessionRepository
+    turn_locks: TurnLocks
     # Set when the server starts shutting down: live sessions finish their turn, say why, and close.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     live_sessions: int = 0
@@ -102,12 +108,14 @@ class Gateway:
                 await asyncio.wait_for(self.no_live_sessions.wait(), timeout_s)
         await self.finish_cleanups(max(0.0, deadline - loop.time()))
 
-    async def admit(self, connection: HTTPConnection, *, bucket: str, route: str) -> Admission:
+    async def admit(
+        self, connection: HTTPConnection, *, bucket: str, route: str, ip_rpm: int | None = None
+    ) -> Admission:
         """Admit an HTTP request or WebSocket handshake by the key it carries (metered from here on)."""
         if self.draining.is_set():
             raise ServerDraining()
         peer = connection.client.host if connection.client else "unknown"
-        admission = await self.accounts.admit(_credential(connection), peer, bucket, route)
+        admission = await self.accounts.admit(_credential(connection), peer, bucket, route, ip_rpm)
         connection.state.key_id = admission.key_id
         return admission
 

@@ -1,4 +1,4 @@
-"""GET /v1/usage: audio seconds, requests and cost summed by model, day or key."""
+"""GET /v1/usage: audio seconds, chat tokens, requests and cost summed by model, day or key."""
 
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ def total_json(total: UsageTotal) -> dict[str, Any]:
     return {
         "requests": total.requests,
         "audio_seconds": total.audio_ms / 1000,
+        "prompt_tokens": total.prompt_tokens,
+        "completion_tokens": total.completion_tokens,
         "quantity": round(total.quantity, 6),
         "cost": round(total.cost, 6),
     }
@@ -101,6 +103,8 @@ async def get_usage(
         audio_ms=sum(t.audio_ms for t in totals),
         quantity=sum(t.quantity for t in totals),
         cost=sum(t.cost for t in totals),
+        prompt_tokens=sum(t.prompt_tokens for t in totals),
+        completion_tokens=sum(t.completion_tokens for t in totals),
     )
     return {
         "object": "usage",

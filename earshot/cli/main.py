@@ -24,6 +24,7 @@ from earshot.routing.router import Router, check_engines
 from earshot.settings import Settings
 from earshot.store.db import Database, DatabaseError
 from earshot.store.repositories import KeyRepository
+from earshot.voice.chat import check_chat_models
 from earshot.voice.spec import SPEECH_CAPABILITY
 
 app = typer.Typer(help="earshot: a self-hosted speech gateway.", no_args_is_help=True, add_completion=False)
@@ -47,6 +48,7 @@ def _catalog(settings: Settings, *, servable: bool = False) -> Catalog:
         catalog = Catalog.load(settings.config)
         if servable:
             check_engines(catalog)
+            check_chat_models(catalog)
         return catalog
     except CatalogError as e:
         err.print(f"[red]error:[/red] {e}")
@@ -194,7 +196,7 @@ def models(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
-    """List the models this configuration serves."""
+    """List the models this configuration serves: speech models, their aliases, then chat models."""
     catalog = _catalog(_settings(config))
     rows = []
     for model_id in catalog.public_ids():
@@ -221,6 +223,17 @@ def models(
                 "capabilities": [SPEECH_CAPABILITY],
                 "fallbacks": list(synthesis.fallbacks),
                 "default": canonical == catalog.default_speech_model,
+            }
+        )
+    for model_id, chat in catalog.chat_models.items():
+        rows.append(
+            {
+                "id": model_id,
+                "alias_of": None,
+                "engine": chat.engine,
+                "capabilities": ["chat"],
+                "fallbacks": list(chat.fallbacks),
+                "default": model_id == catalog.default_chat_model,
             }
         )
     if as_json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,6 +34,37 @@ OPENAI_SPEECH_MODEL_NAMES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 DEFAULT_SPEECH_MODEL_ID = "espeak"
 
 
+ChatEngine = Literal["openai_compatible", "openai", "azure_openai"]
+
+
+class ChatModelSpec(BaseModel):
+    """One chat model: an OpenAI-compatible `/chat/completions` upstream, streamed, with tools."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: ChatEngine
+    base_url: str | None = Field(default=None, description="Upstream base URL (ends in /v1 for OpenAI's)")
+    api_key_env: str | None = Field(default=None, description="Environment variable with the key")
+    upstream_model: str | None = Field(default=None, description="The provider's model name (or deployment)")
+    options: dict[str, Any] = Field(default_factory=dict, description="azure_openai: api_version, deployment")
+    owned_by: str = "earshot"
+    description: str = ""
+    timeout_s: float = Field(default=30.0, gt=0, description="Longest wait for the next streamed chunk")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait to connect upstream")
+    max_concurrency: int | None = Field(default=None, ge=1, description="Concurrent calls; unset: no bound")
+    max_queue: int = Field(default=64, ge=0, description="Calls waiting for a slot before 503 server_busy")
+    max_queue_wait_s: float = Field(default=30.0, gt=0, le=3600, description="Longest wait for a slot")
+    circuit_failures: int = Field(default=5, ge=1, description="Consecutive failures that open the breaker")
+    circuit_reset_s: float = Field(default=30.0, gt=0, description="Seconds open before one trial call")
+    fallbacks: tuple[str, ...] = Field(default=(), description="Chat models tried in order on failure")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ChatModelSpec:
+        if self.engine != "openai" and not self.base_url:
+            raise ValueError(f"a chat model with engine {self.engine} needs base_url")
+        return self
+
+
 class CatalogFile(BaseModel):
     """The YAML file's shape."""
 
@@ -48,6 +80,8 @@ class CatalogFile(BaseModel):
         default_factory=lambda: dict(EMBEDDED_SPEECH_MODELS),
         description="Speech synthesis models; absent: espeak-ng; empty: no synthesis",
     )
+    chat_models: dict[str, ChatModelSpec] = Field(default_factory=dict)
+    default_chat_model: str | None = None
 
     @model_validator(mode="after")
     def _references_exist(self) -> CatalogFile:
@@ -67,6 +101,7 @@ class CatalogFile(BaseModel):
                 if fallback == model_id:
                     raise ValueError(f"model {model_id!r} lists itself as a fallback")
         self._speech_references_exist()
+        self._chat_references_exist()
         return self
 
     def _speech_references_exist(self) -> None:
@@ -84,6 +119,20 @@ class CatalogFile(BaseModel):
                     )
                 if fallback == model_id:
                     raise ValueError(f"speech model {model_id!r} lists itself as a fallback")
+
+    def _chat_references_exist(self) -> None:
+        if self.default_chat_model is not None and self.default_chat_model not in self.chat_models:
+            raise ValueError(f"default_chat_model {self.default_chat_model!r} is not one of the chat_models")
+        for model_id, chat in self.chat_models.items():
+            if model_id in self.models or model_id in self.aliases or model_id in self.speech_models:
+                raise ValueError(
+                    f"chat model {model_id!r} is also a transcription or synthesis model or alias"
+                )
+            for fallback in chat.fallbacks:
+                if fallback not in self.chat_models:
+                    raise ValueError(f"chat model {model_id!r} falls back to unknown chat model {fallback!r}")
+                if fallback == model_id:
+                    raise ValueError(f"chat model {model_id!r} lists itself as a fallback")
 
 
 EMBEDDED_MODELS: dict[str, ModelSpec] = {
@@ -107,6 +156,10 @@ class ModelNotFound(LookupError):
     """No model or alias has this id."""
 
 
+class ChatModelNotFound(LookupError):
+    """No chat model has this id (or none is configured, when the default is asked for)."""
+
+
 class Catalog:
     """Model ids and aliases resolved to specs; OpenAI's model names mean the default model unless defined."""
 
@@ -117,10 +170,14 @@ class Catalog:
         aliases: dict[str, str],
         speech_models: dict[str, SynthesisSpec] | None = None,
         default_speech_model: str | None = None,
+        chat_models: dict[str, ChatModelSpec] | None = None,
+        default_chat_model: str | None = None,
     ) -> None:
         self.models = models
         self.default_model = default_model
         self.aliases = dict(aliases)
+        self.chat_models = dict(chat_models or {})
+        self.default_chat_model = default_chat_model or next(iter(self.chat_models), None)
         for name in OPENAI_MODEL_NAMES:
             if name not in models:
                 self.aliases.setdefault(name, default_model)
@@ -159,7 +216,15 @@ class Catalog:
         default = parsed.default_model or (
             DEFAULT_MODEL_ID if DEFAULT_MODEL_ID in parsed.models else next(iter(parsed.models))
         )
-        return cls(parsed.models, default, parsed.aliases, parsed.speech_models, parsed.default_speech_model)
+        return cls(
+            parsed.models,
+            default,
+            parsed.aliases,
+            speech_models=parsed.speech_models,
+            default_speech_model=parsed.default_speech_model,
+            chat_models=parsed.chat_models,
+            default_chat_model=parsed.default_chat_model,
+        )
 
     @classmethod
     def load(cls, path: Path | None) -> Catalog:
@@ -175,6 +240,13 @@ class Catalog:
         if model_id in self.aliases:
             return self.aliases[model_id]
         raise ModelNotFound(model_id)
+
+    def resolve_chat(self, model_id: str | None) -> str:
+        """The chat model id asked for, or the default chat model for None; ChatModelNotFound otherwise."""
+        chosen = model_id or self.default_chat_model
+        if chosen is None or chosen not in self.chat_models:
+            raise ChatModelNotFound(model_id or "")
+        return chosen
 
     def names_of(self, canonical: str) -> set[str]:
         """Every id that means this model: its own and its aliases'."""

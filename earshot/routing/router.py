@@ -121,6 +121,17 @@ class Router:
         canonical = self.catalog.resolve(model_id)
         return Route(canonical, self.catalog.models[canonical], self.chains[canonical])
 
+    def route_for(self, model_id: str | None, capability: str) -> Route | None:
+        """The route for a model that has `capability`; for one that lacks it (a streaming-only provider
+        asked for one-shot work, say), the route of its first fallback that has it; None when none does."""
+        route = self.route(model_id)
+        if capability in route.spec.capabilities:
+            return route
+        for fallback in route.spec.fallbacks:
+            if capability in self.catalog.models[fallback].capabilities:
+                return self.route(fallback)
+        return None
+
     async def take_live(self, model_id: str, holder: object, wait_s: float = LIVE_PLACE_WAIT_S) -> str | None:
         """A live place for `holder` on the model, or else on the first fallback with room.
 

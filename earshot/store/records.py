@@ -56,6 +56,8 @@ class UsageRecord:
     outcome: Outcome | None
     started_at: datetime
     ended_at: datetime | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class UsageTotal:
     audio_ms: int
     quantity: float
     cost: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +87,51 @@ class TranscriptRecord:
     validated: tuple[dict[str, Any], ...] | None
     created_at: datetime
     updated_at: datetime
+
+
+SessionState = Literal["active", "ended"]
+ItemType = Literal[
+    "message", "function_call", "function_call_output", "mcp_approval_request", "mcp_approval_response"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A stored conversation; `tools` are OpenAI function tools (each may carry `requires_approval`)."""
+
+    id: str
+    key_id: str | None
+    end_user: str | None
+    chat_model: str | None
+    instructions: str | None
+    tools: tuple[dict[str, Any], ...]
+    voice: str | None
+    state: SessionState
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """An item to add to a conversation: its wire shape (`data`, with its `id`) and the call it belongs to."""
+
+    type: ItemType
+    data: dict[str, Any]
+    call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionItemRecord:
+    """One stored item of a conversation at `position` (1, 2, ...); approval requests carry their decision."""
+
+    id: str
+    session_id: str
+    position: int
+    type: ItemType
+    call_id: str | None
+    data: dict[str, Any]
+    approve: bool | None
+    reason: str | None
+    decided_at: datetime | None
+    created_at: datetime

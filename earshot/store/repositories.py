@@ -122,6 +122,8 @@ class UsageRepository:
                     quantity=record.quantity,
                     unit=record.unit,
                     cost=record.cost,
+                    prompt_tokens=record.prompt_tokens,
+                    completion_tokens=record.completion_tokens,
                     outcome=record.outcome,
                     ended_at=record.ended_at,
                 )
@@ -187,6 +189,8 @@ class UsageRepository:
                 func.coalesce(func.sum(UsageRow.audio_ms), 0),
                 func.coalesce(func.sum(UsageRow.quantity), 0.0),
                 func.coalesce(func.sum(UsageRow.cost), 0.0),
+                func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
+                func.coalesce(func.sum(UsageRow.completion_tokens), 0),
             )
             .where(UsageRow.outcome.is_not(None), UsageRow.started_at >= start, UsageRow.started_at < end)
             .group_by(group)
@@ -205,8 +209,10 @@ class UsageRepository:
                     audio_ms=int(audio),
                     quantity=float(quantity),
                     cost=float(cost),
+                    prompt_tokens=int(prompt),
+                    completion_tokens=int(completion),
                 )
-                for grp, count, audio, quantity, cost in rows
+                for grp, count, audio, quantity, cost, prompt, completion in rows
             ]
 
 

@@ -1,11 +1,24 @@
-"""The database schema: API keys, usage records, runtime dials and stored transcripts."""
+"""The database schema: API keys, usage records, runtime dials, stored transcripts and sessions."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, Index, Integer, MetaData, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -73,6 +86,9 @@ class UsageRow(Base):
     quantity: Mapped[float] = mapped_column(Float, default=0.0)
     unit: Mapped[str] = mapped_column(String(16), default="second")
     cost: Mapped[float] = mapped_column(Float, default=0.0)
+    # Chat models' tokens (sessions' text turns), beside the audio.
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -105,6 +121,45 @@ class TranscriptRow(Base):
     validated: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SessionRow(Base):
+    """A conversation kept by the server, owned by a key (and optionally one of the app's end users)."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_key_created", "key_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # NULL for sessions made while the server had no keys (anonymous).
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    end_user: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    chat_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    voice: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SessionItemRow(Base):
+    """One item of a session's conversation, in order; an approval request carries its decision once made."""
+
+    __tablename__ = "session_items"
+    __table_args__ = (UniqueConstraint("session_id", "position", name="uq_session_items_position"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    # The function call an item belongs to (calls, outputs and approval requests).
+    call_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    approve: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 metadata = Base.metadata

@@ -1,1 +1,2 @@
-"""Voice output: speech synthesis engines (espeak-ng embedded, OpenAI-shaped providers) and their voices."""
+"""Voice: the conversation brain shared by text turns and voice (chat client, turns, tools, approvals), and
+speech synthesis (espeak-ng embedded, OpenAI-shaped providers) with its voices."""

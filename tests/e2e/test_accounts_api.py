@@ -81,7 +81,15 @@ def test_the_openai_sdk_transcribes_with_a_key_and_its_usage_is_metered(
     assert usage["total"]["requests"] == 1
     assert usage["total"]["audio_seconds"] == SHORT_CLIP_MS / 1000
     assert usage["data"] == [
-        {"model": "whisper-tiny.en", "requests": 1, "audio_seconds": 1.5, "quantity": 1.5, "cost": 0.0}
+        {
+            "model": "whisper-tiny.en",
+            "requests": 1,
+            "audio_seconds": 1.5,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "quantity": 1.5,
+            "cost": 0.0,
+        }
     ]
 
 
@@ -322,7 +330,15 @@ def test_usage_is_scoped_to_the_caller_and_groups_by_model_day_and_key(
         headers={"Authorization": f"Bearer {first}"},
     ).json()
     assert own["data"] == [
-        {"key": first_id, "requests": 2, "audio_seconds": 3.0, "quantity": 3.0, "cost": 0.0}
+        {
+            "key": first_id,
+            "requests": 2,
+            "audio_seconds": 3.0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "quantity": 3.0,
+            "cost": 0.0,
+        }
     ]
     everyone = admin.http.get("/v1/usage", params={"group_by": "key"}).json()["data"]
     by_key = {row["key"]: row["requests"] for row in everyone}

@@ -77,6 +77,41 @@ def test_models_json_lists_whisper_1_as_alias(tmp_path: Path) -> None:
     assert result.returncode == 2 and "at least one model" in result.stderr
 
 
+def test_models_lists_chat_models_after_the_speech_models(tmp_path: Path) -> None:
+    config = tmp_path / "earshot.yaml"
+    config.write_text(
+        "chat_models:\n  helper: {engine: openai_compatible, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  spare: {engine: openai}\ndefault_chat_model: spare\n"
+    )
+    rows = json.loads(_earshot("models", "--config", str(config), "--json").stdout)
+    assert rows[-2:] == [
+        {
+            "id": "helper",
+            "alias_of": None,
+            "engine": "openai_compatible",
+            "capabilities": ["chat"],
+            "fallbacks": [],
+            "default": False,
+        },
+        {
+            "id": "spare",
+            "alias_of": None,
+            "engine": "openai",
+            "capabilities": ["chat"],
+            "fallbacks": [],
+            "default": True,
+        },
+    ]
+
+
+def test_serve_refuses_a_chat_model_whose_key_variable_is_unset(tmp_path: Path) -> None:
+    config = tmp_path / "earshot.yaml"
+    config.write_text("chat_models:\n  c: {engine: openai, api_key_env: EARSHOT_TEST_UNSET_CHAT_KEY}\n")
+    result = _earshot("serve", "--config", str(config), "--port", "1")
+    assert result.returncode == 2
+    assert "EARSHOT_TEST_UNSET_CHAT_KEY is not set" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_serve_refuses_a_catalog_whose_provider_key_variable_is_unset(tmp_path: Path) -> None:
     config = tmp_path / "earshot.yaml"
     config.write_text(

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from earshot.routing.catalog import OPENAI_MODEL_NAMES, Catalog, CatalogError, ModelNotFound
+from earshot.routing.catalog import (
+    OPENAI_MODEL_NAMES,
+    Catalog,
+    CatalogError,
+    ChatModelNotFound,
+    ModelNotFound,
+)
 
 
 def test_embedded_catalog_serves_whisper_tiny_en_then_pocketsphinx_under_openais_names() -> None:
@@ -78,6 +84,11 @@ models:
         ("aliases: {x: b}\nmodels: {a: {engine: pocketsphinx}}", "alias 'x'"),
         ("models: {a: {engine: pocketsphinx, colour: red}}", "colour"),
         ("models: [", "not valid YAML"),
+        ("chat_models: {c: {engine: openai_compatible}}", "needs base_url"),
+        ("chat_models: {c: {engine: ollama, base_url: x}}", "engine"),
+        ("default_chat_model: d\nchat_models: {c: {engine: openai}}", "default_chat_model 'd'"),
+        ("chat_models: {c: {engine: openai, fallbacks: [d]}}", "unknown chat model 'd'"),
+        ("chat_models: {pocketsphinx: {engine: openai}}", "also a speech model"),
     ],
 )
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
@@ -85,6 +96,34 @@ def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: 
     config.write_text(text)
     with pytest.raises(CatalogError, match=message):
         Catalog.load(config)
+
+
+def test_chat_models_sit_beside_speech_models_in_the_issues_spelling(tmp_path: Path) -> None:
+    config = tmp_path / "earshot.yaml"
+    config.write_text(
+        """
+chat_models:
+  helper:
+    engine: openai_compatible        # or openai, azure_openai
+    base_url: http://127.0.0.1:9100/v1
+    api_key_env: CHAT_API_KEY        # optional for servers without keys
+    upstream_model: gpt-4o-mini
+    timeout_s: 30
+    fallbacks: []
+  spare:
+    engine: openai
+default_chat_model: helper
+"""
+    )
+    catalog = Catalog.load(config)
+    assert list(catalog.models) == ["whisper-tiny.en", "pocketsphinx"]
+    assert catalog.resolve_chat(None) == "helper"
+    assert catalog.resolve_chat("spare") == "spare"
+    assert catalog.chat_models["helper"].upstream_model == "gpt-4o-mini"
+    with pytest.raises(ChatModelNotFound):
+        catalog.resolve_chat("whisper-tiny.en")
+    with pytest.raises(ChatModelNotFound):
+        Catalog.embedded().resolve_chat(None)
 
 
 def test_missing_config_file_is_a_catalog_error(tmp_path: Path) -> None:

@@ -100,6 +100,8 @@ SANS_IO_MODULES = (
     "earshot.voice.spec",
     "earshot.voice.tts",
     "earshot.voice.voices",
+    "earshot.voice.chat_wire",
+    "earshot.voice.conversation",
 )
 PROTOCOL_MODULE_NAME = "protocol"
 # The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its endpoint beside it.
@@ -256,6 +258,10 @@ def test_audio_imports_nothing_above_it() -> None:
 def test_routing_and_streaming_sit_beside_each_other_below_the_protocols() -> None:
     assert forbidden_imports(["earshot.routing"], ["earshot.streaming", "earshot.api"]) == []
     assert forbidden_imports(["earshot.streaming"], ["earshot.routing", "earshot.api"]) == []
+
+
+def test_the_conversation_brain_knows_no_channel() -> None:
+    assert forbidden_imports(["earshot.voice"], ["earshot.api", "earshot.cli", "earshot.app"]) == []
 
 
 def test_protocol_modules_do_no_network_io() -> None:

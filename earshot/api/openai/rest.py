@@ -121,7 +121,7 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
             code="unsupported_language",
             param="language",
         )
-    audio = await _decode(form, gateway)
+    audio = await decode_form_audio(form, gateway)
     request.state.audio_seconds = audio.duration_s
     await admission.reserve(round(audio.duration_s * 1000))
     options = TranscribeOptions(
@@ -179,7 +179,8 @@ def _route(gateway: Gateway, model_id: str | None) -> Route:
         ) from e
 
 
-async def _decode(form: UploadedForm, gateway: Gateway) -> Audio:
+async def decode_form_audio(form: UploadedForm, gateway: Gateway) -> Audio:
+    """The form's file decoded (kept encoded) within the audio length limit; refusals in OpenAI's shape."""
     assert form.file is not None
     limit_s = gateway.settings.max_audio_seconds
     try:
@@ -279,6 +280,11 @@ async def list_models(request: Request, gateway: GatewayDep) -> dict[str, Any]:
         for model_id in catalog.public_speech_ids()
         if _allowed(key, catalog.speech_names_of(catalog.resolve_speech(model_id)))
     ]
+    cards += [
+        _chat_card(gateway, model_id).model_dump()
+        for model_id in catalog.chat_models
+        if _allowed(key, {model_id})
+    ]
     return {"object": "list", "data": cards}
 
 
@@ -288,6 +294,10 @@ async def get_model(model_id: str, request: Request, gateway: GatewayDep) -> dic
     key = await gateway.identify(request)
     catalog = gateway.router.catalog
     not_found = OpenAIError(404, f"the model {model_id!r} does not exist", code="model_not_found")
+    if model_id in catalog.chat_models:
+        if not _allowed(key, {model_id}):
+            raise not_found
+        return _chat_card(gateway, model_id).model_dump()
     try:
         canonical = catalog.resolve(model_id)
     except ModelNotFound:
@@ -329,4 +339,14 @@ def _speech_card(gateway: Gateway, model_id: str) -> ModelCard:
         owned_by=catalog.speech_models[canonical].owned_by,
         capabilities=[SPEECH_CAPABILITY],
         alias_of=canonical if canonical != model_id else None,
+    )
+
+
+def _chat_card(gateway: Gateway, model_id: str) -> ModelCard:
+    catalog = gateway.router.catalog
+    return ModelCard(
+        id=model_id,
+        created=catalog.created,
+        owned_by=catalog.chat_models[model_id].owned_by,
+        capabilities=["chat"],
     )

@@ -1,0 +1,1 @@
+"""Sessions: conversations owned by a key; push-to-talk, text turns with tools, and approvals over HTTP."""
