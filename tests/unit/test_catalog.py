@@ -88,7 +88,7 @@ models:
         ("chat_models: {c: {engine: ollama, base_url: x}}", "engine"),
         ("default_chat_model: d\nchat_models: {c: {engine: openai}}", "default_chat_model 'd'"),
         ("chat_models: {c: {engine: openai, fallbacks: [d]}}", "unknown chat model 'd'"),
-        ("chat_models: {pocketsphinx: {engine: openai}}", "also a speech model"),
+        ("chat_models: {pocketsphinx: {engine: openai}}", "also a transcription"),
     ],
 )
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
