@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, StreamResampler, pcm16_to_float
+from earshot.audio.speech_spans import SpanParams
 from earshot.audio.vad import WINDOW_SAMPLES, VadParams
 from earshot.engines.base import Engine, TranscribeOptions
 from earshot.streaming.engine_feed import EngineFeed, EngineProgress, Turn
@@ -25,11 +26,14 @@ from earshot.streaming.stability import TurnText
 from earshot.streaming.turns import TurnDetector, TurnEnded, TurnStarted
 
 Expiry = Literal["idle_timeout", "max_duration"]
-# Audio kept from before a turn is detected, beyond its prefix padding (the VAD decides a window late).
+# Audio kept from before a turn is detected, beyond its padding (the VAD decides a window late).
 LOOKBACK_SLACK_MS = 200
-# Silence after the last speech that the engine still hears, as one-shot decoding pads its speech regions;
-# the rest of a pause is held back and only sent if speech resumes within the turn.
-TRAILING_PAD_MS = 400
+# The silence either side of a turn's speech that the engine hears: what one-shot decoding pads its speech
+# spans with (audio/speech_spans.py), from the same VAD edges, so a turn is decoded as one-shot decoding
+# decodes the same speech. Before the speech, at least the caller's prefix padding; after it, the rest of a
+# pause is held back and only sent if speech resumes within the turn.
+SPEECH_PAD_MS = round(SpanParams().pad_s * 1000)
+TRAILING_PAD_MS = SPEECH_PAD_MS
 # A pause this long inside a turn ends a phrase: the engine finalizes what it heard so far, so text arrives
 # while the person is still speaking and each phrase is decoded whole (as one-shot decoding splits at pauses).
 PHRASE_PAUSE_MS = 300
@@ -194,10 +198,13 @@ class LiveSession:
             for change in self._turns.feed([float(probability)]):
                 if isinstance(change, TurnStarted):
                     self._emit(SpeechStarted(change.audio_start_ms / 1000))
-                    start = max(self._uncommitted_from, self._sample_at(change.audio_start_ms))
+                    lead_ms = max(change.onset_ms - SPEECH_PAD_MS, 0)
+                    start = max(self._uncommitted_from, self._sample_at(min(change.audio_start_ms, lead_ms)))
                     await self._start_turn(start)
                 elif isinstance(change, TurnEnded) and self._turn_start is not None:
-                    await self._send_until(self._heard_until(window_end, TRAILING_PAD_MS))
+                    # Padded from where the VAD ended the speech (its hysteresis keeps a fading word in).
+                    speech_end = self._sample_at(change.audio_end_ms)
+                    await self._send_until(self._heard_until(window_end, TRAILING_PAD_MS, speech_end))
                     self._emit(SpeechStopped(change.audio_end_ms / 1000))
                     # What follows the judged window may open the next turn (its prefix padding): where that
                     # may start depends on the audio, not on how much of it the chunk held.
@@ -225,13 +232,14 @@ class LiveSession:
         feed.turns.append(Turn(offset_s=current.offset_s, text=TurnText(current.text)))
         await feed.finalize()
 
-    def _heard_until(self, judged_until: int, pad_ms: int) -> int:
-        """Where the audio worth sending to the engine ends: the last speech plus `pad_ms` of silence, within
-        the audio the VAD has judged (up to sample `judged_until`)."""
+    def _heard_until(self, judged_until: int, pad_ms: int, speech_end: int = 0) -> int:
+        """Where the audio worth sending to the engine ends: the last speech (or `speech_end`, where the VAD
+        ended it, if later) plus `pad_ms` of silence, within the audio the VAD has judged (up to sample
+        `judged_until`)."""
         if self._speech_until <= self._phrase_start:
             # Nothing heard since the last phrase was cut: more of the pause would be a phrase of silence.
             return self._sent_until
-        return min(judged_until, self._speech_until + self._sample_at(pad_ms))
+        return min(judged_until, max(self._speech_until, speech_end) + self._sample_at(pad_ms))
 
     def _restart_turn_detection(self) -> None:
         """Turns start afresh from the VAD's next window (after a commit or clear)."""
@@ -373,7 +381,8 @@ class LiveSession:
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
     def _trim_recent(self) -> None:
-        keep_ms = (self.config.vad.prefix_padding_ms if self.config.vad else 0) + LOOKBACK_SLACK_MS
+        vad = self.config.vad
+        keep_ms = (max(vad.prefix_padding_ms, SPEECH_PAD_MS) if vad else 0) + LOOKBACK_SLACK_MS
         # Kept back from what the VAD has judged, not from what arrived: a turn found in the next chunk
         # reaches back the same way however long this chunk was.
         judged = (

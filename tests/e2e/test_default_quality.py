@@ -31,11 +31,6 @@ from tests.e2e.wer import (
 )
 
 MAX_POINTS_OVER_OFFLINE = 1.0
-# Deepgram live is held to a looser bound for now. Its finals are the same phrase decodes as /v1/realtime's
-# (0 to 0.4 points over), but of 16 kHz frames where realtime's are resampled from 24 kHz, and tiny.en turns
-# on such small differences in a few sub-second isolated digits and one phrase ("my fellow" heard as "am I
-# fellow"): 1.0 to 1.7 points over the offline decode of the same audio. Tracked in issue 12.
-DEEPGRAM_MAX_POINTS_OVER_OFFLINE = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -181,5 +176,4 @@ async def test_deepgram_live_with_interim_results(
         "Deepgram live",
         await transcribe_all_live(url, ENGLISH_CLIPS, of_clip(deepgram_session)),
         offline_live_wer,
-        DEEPGRAM_MAX_POINTS_OVER_OFFLINE,
     )
