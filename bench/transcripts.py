@@ -6,7 +6,8 @@ until long enough), as a 16 kHz FLAC, and serves it to a fresh `earshot serve` w
 
 - one-shot: `POST /v1/audio/transcriptions` (json), wall time to the answer;
 - streamed: `POST /v1/transcripts` with `Accept: text/event-stream` (`use_cache=false`): time to the first
-  `transcription` snapshot, the gaps between snapshots, and the wall time to `done`; the target is at most
+  `transcription` snapshot (sent, empty, when the decode starts) and to the first with text, the gaps between
+  snapshots, and the wall time to `done`; the target is at most
   5 % slower than one-shot on the same file;
 - the server's RSS (the app process, and its engine workers) sampled while 1 and then `--concurrent` streamed
   uploads of the same file run at once.
@@ -77,6 +78,8 @@ class StreamRun:
     """One streamed upload, timed from the request's start."""
 
     first_snapshot_s: float | None = None
+    # The first snapshot with any text (the first one may be empty: it only says the decode has started).
+    first_text_s: float | None = None
     snapshot_at_s: list[float] = field(default_factory=list)
     done_s: float | None = None
     queued_events: int = 0
@@ -130,6 +133,8 @@ async def stream_once(client: httpx.AsyncClient, flac: bytes) -> StreamRun:
                 snapshot = json.loads(data)
                 if run.first_snapshot_s is None:
                     run.first_snapshot_s = now
+                if run.first_text_s is None and any(p["text"] for p in snapshot["paragraphs"]):
+                    run.first_text_s = now
                 run.snapshot_at_s.append(now)
                 run.final_current_time = snapshot["current_time"]
                 run.total_time = snapshot["total_time"]
@@ -221,6 +226,7 @@ def print_report(
         ("streamed wall s (to done)", f"{single.done_s:.2f}"),
         ("streamed / one-shot", f"{ratio:.3f} (target <= {TARGET_STREAM_ONESHOT_RATIO:.2f})"),
         ("first snapshot s", f"{single.first_snapshot_s:.2f}"),
+        ("first text s", f"{single.first_text_s:.2f}" if single.first_text_s is not None else "-"),
         ("snapshots", str(len(single.snapshot_at_s))),
         ("snapshot gap median s", f"{statistics.median(gaps):.2f}" if gaps else "-"),
         ("snapshot gap p90 s", f"{np.percentile(gaps, 90):.2f}" if gaps else "-"),
@@ -251,6 +257,7 @@ def print_report(
             ("failed", str(len(failed)) + (f" (first: {failed[0]})" if failed else "")),
             ("told their queue position", str(sum(1 for run in many if run.queued_events))),
             ("first snapshot s (median)", f"{statistics.median(r.first_snapshot_s or 0 for r in many):.2f}"),
+            ("first text s (median)", f"{statistics.median(r.first_text_s or 0 for r in many):.2f}"),
             ("last done s", f"{max(finished):.2f}" if finished else "-"),
             ("audio s per wall s", f"{len(finished) * duration_s / max(finished):.1f}" if finished else "-"),
         ],
