@@ -89,7 +89,7 @@ def serve(
         raise typer.Exit(2) from e
     configure_logging(plan.worker_settings)
     if plan.note:
-        logging.getLogger("earshot.workers").warning(plan.note)
+        logging.getLogger("earshot.workers").info(plan.note)
     if plan.gateways == 1:
         serve_worker(plan.worker_settings, None)
         return
