@@ -125,9 +125,10 @@ def test_several_workers_without_redis_are_refused_at_start(tmp_path: Path) -> N
     assert "--workers 2 needs EARSHOT_REDIS_URL" in result.stderr
 
 
-def test_sigterm_to_the_supervisor_lets_each_workers_live_sessions_finish(tmp_path: Path) -> None:
+def test_sigterm_to_the_supervisor_lets_a_workers_live_session_finish(tmp_path: Path) -> None:
     async def stream_until_shutdown(server: RunningServer, key: str) -> list[int]:
-        sessions = [await connect(server, key) for _ in range(2)]
+        # One session: a worker admits what its one engine worker carries (one live session on a slow box).
+        sessions = [await connect(server, key)]
         sent_ms = await asyncio.gather(*(stream(ws, 1.0) for ws in sessions))
         await asyncio.sleep(0.3)
         server.process.terminate()
