@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,7 +126,7 @@ def test_several_workers_without_redis_are_refused_at_start(tmp_path: Path) -> N
     assert "--workers 2 needs EARSHOT_REDIS_URL" in result.stderr
 
 
-def test_sigterm_to_the_supervisor_lets_a_workers_live_session_finish(tmp_path: Path) -> None:
+def test_a_killed_worker_is_replaced_and_sigterm_lets_a_live_session_finish(tmp_path: Path) -> None:
     async def stream_until_shutdown(server: RunningServer, key: str) -> list[int]:
         # One session: a worker admits what its one engine worker carries (one live session on a slow box).
         sessions = [await connect(server, key)]
@@ -150,6 +151,10 @@ def test_sigterm_to_the_supervisor_lets_a_workers_live_session_finish(tmp_path: 
     server = start_server(tmp_path, env, "--workers", "2")
     try:
         wait_until(lambda: len(_ready_pids(server)) == 2, 60)
+        killed = min(_ready_pids(server))
+        os.kill(int(killed), signal.SIGKILL)
+        wait_until(lambda: len(_ready_pids(server)) == 3, 60)
+        assert f"earshot worker [{killed}] died (exit -9); starting another" in server.log_text()
         key_id, key = Admin(server).create_key()
         sent_ms = asyncio.run(stream_until_shutdown(server, key))
         assert server.process.wait(timeout=30) == 0
