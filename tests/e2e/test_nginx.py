@@ -29,7 +29,7 @@ from tests.conftest import (
 )
 from tests.e2e.realtime_client import EventLog, chunks, collect, paced, pcm24, silence, speech, trimmed
 from tests.e2e.test_deepgram import CHUNK_BYTES, RATE_HZ, environment, pcm16, transcript_of
-from tests.e2e.test_openai_realtime import TRANSCRIPTION, sdk
+from tests.e2e.test_openai_realtime import TRANSCRIPTION
 from tests.e2e.wer import words
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -100,7 +100,9 @@ async def test_a_realtime_transcription_session_passes_through_nginx(proxied: Ru
     sentence = trimmed(speech("pocketsphinx-testdata/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"))
     audio = np.concatenate([silence(0.3), sentence, silence(1.5)])
     log = EventLog()
-    async with sdk(proxied).realtime.connect(extra_query=TRANSCRIPTION) as connection:
+    _, key = Admin(proxied).create_key()
+    sdk = openai.AsyncOpenAI(base_url=f"{proxied.base_url}/v1", api_key=key, max_retries=0)
+    async with sdk.realtime.connect(extra_query=TRANSCRIPTION) as connection:
         assert (await connection.recv()).type == "session.created"
 
         async def append(payload: str) -> None:
