@@ -11,7 +11,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -22,13 +23,22 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Gateway processes sharing the port; unset: one per core with Redis, 1 without",
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Proxies whose X-Forwarded-For is believed (comma-separated; * for any; empty: none)",
+    )
     config: Path | None = Field(default=None, description="Model catalog YAML file")
     max_audio_seconds: float = Field(default=3600.0, gt=0)
-    engine_workers: int = Field(default_factory=_cpu_count, ge=1, description="Engine worker processes")
+    engine_workers: int = Field(default_factory=cpu_count, ge=1, description="Engine worker processes")
     max_worker_rss_mb: int = Field(
         default=4096, ge=0, description="An engine worker past this is replaced between jobs (0: never)"
     )
-    decode_concurrency: int = Field(default_factory=_cpu_count, ge=1, description="Concurrent audio decodes")
+    decode_concurrency: int = Field(default_factory=cpu_count, ge=1, description="Concurrent audio decodes")
     log_level: str = "info"
     ws_max_message_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest WebSocket message; bigger ones close with 1009"
@@ -94,6 +104,13 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [address.strip() for address in value.split(",") if address.strip()]
         return value
 
     @field_validator("listen_url_hosts", mode="before")

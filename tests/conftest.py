@@ -94,6 +94,8 @@ def start_server(
     env = {
         **os.environ,
         "EARSHOT_ENGINE_WORKERS": "2",
+        # One gateway process unless a test asks for `--workers N`.
+        "EARSHOT_WORKERS": "1",
         "EARSHOT_DATABASE_URL": sqlite_url(tmp_dir),
         **(extra_env or {}),
     }

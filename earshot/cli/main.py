@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -59,6 +60,12 @@ def _catalog(settings: Settings, *, servable: bool = False) -> Catalog:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Gateway processes on the port (default: one per core with Redis, 1 without)"
+        ),
+    ] = None,
     config: ConfigOption = None,
     allow_anonymous: Annotated[
         bool, typer.Option("--allow-anonymous", help="Serve without API keys on a non-loopback address")
@@ -68,35 +75,29 @@ def serve(
     # Imported here so that the other commands start without loading the web server and the app.
     import uvicorn
 
-    from earshot.app import create_app
-    from earshot.cli.http_protocol import with_header_timeout
-    from earshot.cli.server import DrainingServer
+    from earshot.cli.server import configure_logging, serve_worker
+    from earshot.cli.workers import Supervisor, WorkersRefused, plan_workers
 
-    settings = _settings(config, host=host, port=port, allow_anonymous=allow_anonymous or None)
+    anonymous = allow_anonymous or None
+    settings = _settings(config, host=host, port=port, workers=workers, allow_anonymous=anonymous)
     _catalog(settings, servable=True)
     try:
+        plan = plan_workers(settings)
         asyncio.run(_prepare_store(settings))
-    except (StartupRefused, DatabaseError) as e:
+    except (StartupRefused, DatabaseError, WorkersRefused) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    app = create_app(settings)
-    server_config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        ws_max_size=settings.ws_max_message_bytes,
-        # Dead peers are found by pings on every WebSocket (a quiet /v1/realtime session is kept open).
-        ws_ping_interval=settings.ws_ping_interval_s or None,
-        ws_ping_timeout=settings.ws_ping_timeout_s,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
-        http=with_header_timeout(settings.header_timeout_s),
-    )
-    DrainingServer(server_config, app).run()
+    configure_logging(plan.worker_settings)
+    if plan.note:
+        logging.getLogger("earshot.workers").info(plan.note)
+    if plan.gateways == 1:
+        serve_worker(plan.worker_settings, None)
+        return
+    bound = uvicorn.Config("earshot.app:create_app", host=settings.host, port=settings.port).bind_socket()
+    supervisor = Supervisor(plan.gateways, bound, partial(serve_worker, plan.worker_settings))
+    # Workers get the whole grace period to drain, and a little more to close down.
+    status = supervisor.run(stop_timeout_s=settings.shutdown_grace_s + 15)
+    raise typer.Exit(status)
 
 
 async def _prepare_store(settings: Settings) -> None:

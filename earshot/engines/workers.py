@@ -12,11 +12,13 @@ import functools
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -48,7 +50,7 @@ class WorkerPool:
         return len(self._executors)
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=_exit_with_parent)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` in the least busy worker, waiting while every worker is busy."""
@@ -194,3 +196,16 @@ def _rss_mb(executor: ProcessPoolExecutor) -> float | None:
             return None
         return resident_pages * PAGE_BYTES / 2**20
     return None
+
+
+def _exit_with_parent() -> None:
+    """In a worker: exit when the process that started it dies (killed, say) instead of living on orphaned."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="earshot-parent-watch", daemon=True).start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -51,9 +52,11 @@ class Database:
                 f"unsupported database {parsed.drivername!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
         options: dict[str, Any] = {}
+        self._sqlite_file: Path | None = None
         if self.backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                _create_private(Path(parsed.database).expanduser())
+                self._sqlite_file = Path(parsed.database).expanduser()
+                _create_private(self._sqlite_file)
             options["connect_args"] = {"timeout": 30}
         else:
             options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -87,12 +90,24 @@ class Database:
     async def upgrade(self) -> None:
         """Apply every pending migration; safe when several processes start at once."""
         try:
-            async with self.write() as conn:
-                if self.backend == "postgresql":
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-                await conn.run_sync(_upgrade)
+            if self._sqlite_file is not None:
+                # SQLite has no advisory lock: processes sharing the file take turns on a lock file beside it.
+                lock_path = self._sqlite_file.with_name(self._sqlite_file.name + ".migrate")
+                lock = await asyncio.to_thread(_lock_file, lock_path)
+                try:
+                    await self._upgrade()
+                finally:
+                    lock.close()
+            else:
+                await self._upgrade()
         except OSError as e:
             raise DatabaseError(f"cannot reach the database at {self.safe_url}: {e}") from e
+
+    async def _upgrade(self) -> None:
+        async with self.write() as conn:
+            if self.backend == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            await conn.run_sync(_upgrade)
 
     async def is_current(self) -> bool:
         """Whether every migration has been applied."""
@@ -112,6 +127,13 @@ def _create_private(path: Path) -> None:
     # The owner's own file may have been made by an older release with the umask's mode.
     if path.stat().st_uid == os.getuid():
         path.chmod(0o600)
+
+
+def _lock_file(path: Path) -> Any:
+    """The open lock file at `path`, held exclusively until it is closed (waits for another holder)."""
+    lock = os.fdopen(os.open(path, os.O_CREAT | os.O_RDWR, 0o600), "r+b")
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    return lock
 
 
 def _alembic_config(conn: Connection) -> Config:

@@ -283,4 +283,4 @@ def test_the_rules_catch_what_they_are_for() -> None:
     assert any("websockets" in line for line in sans_io_violations(["earshot.engines.realtime_upstream"]))
     assert any("httpx" in line for line in sans_io_violations(["earshot.engines.openai_wire"]))
     # An import inside a function is an edge too.
-    assert "earshot.app" in {found.imported for found in import_graph()["earshot.cli.main"]}
+    assert "earshot.app" in {found.imported for found in import_graph()["earshot.cli.server"]}

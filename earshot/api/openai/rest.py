@@ -134,7 +134,10 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
         admission.hand_off()
         events = _sse_events(route, audio, options, request, admission, gateway.metrics)
         return StreamingResponse(
-            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            events,
+            media_type="text/event-stream",
+            # A proxy (nginx) passes each event on as it comes instead of buffering the response.
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     try:
         transcript = await gateway.transcribe(route, audio, options)
