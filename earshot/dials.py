@@ -57,6 +57,9 @@ class Dials(BaseModel):
     sse_keepalive_s: float = Field(
         ge=0, le=DAY_S, description="Seconds of silence after which an SSE stream sends a keepalive (0: none)"
     )
+    transcript_queue_wait_s: float = Field(
+        ge=0, le=DAY_S, description="How long a streamed transcript waits for a model's slot, told its place"
+    )
 
     push_to_talk_max_bytes: int = Field(
         gt=0, le=MAX_UPLOAD_BYTES_BOUND, description="Largest push-to-talk clip, in bytes"

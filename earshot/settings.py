@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     max_session_s: float = Field(default=3600.0, gt=0)
     credits_low_seconds: float = Field(default=60.0, ge=0)
     sse_keepalive_s: float = Field(default=15.0, ge=0)
+    transcript_queue_wait_s: float = Field(default=3600.0, ge=0)
     push_to_talk_max_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     push_to_talk_ip_rpm: int = Field(default=30, ge=0)
 

@@ -1,7 +1,8 @@
 """A per-provider concurrency gate: at most N calls at once, a bounded queue behind them for a bounded time,
 then 'busy' with a retry hint. A caller that wants to know its place in the queue watches it
 (`watching_queue`): every gate on its call path tells the watcher its position as it changes, and when the
-call takes a slot."""
+call takes a slot. A watched call may also be more patient than the gate's own wait: a caller kept informed of
+its place (a streamed transcript) can wait for as long as its watch says."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -31,18 +33,34 @@ class QueueWatcher(Protocol):
         """The call took a slot (at once, or after waiting) and its work starts."""
 
 
-# The watcher of the calls made in this context (a task and what it awaits); None: nobody asks.
-_watcher: ContextVar[QueueWatcher | None] = ContextVar("earshot_queue_watcher", default=None)
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """Who is told a call's queue positions, and how long the call may wait in a queue (None: the gate's)."""
+
+    watcher: QueueWatcher
+    max_wait_s: float | None
+
+
+# The watch over the calls made in this context (a task and what it awaits); None: nobody asks.
+_watch: ContextVar[_Watch | None] = ContextVar("earshot_queue_watch", default=None)
 
 
 @contextmanager
-def watching_queue(watcher: QueueWatcher) -> Iterator[None]:
-    """Report the queue positions of the gated calls made inside the block (in this task) to `watcher`."""
-    token = _watcher.set(watcher)
+def watching_queue(watcher: QueueWatcher, max_wait_s: float | None = None) -> Iterator[None]:
+    """Report the queue positions of the gated calls made inside the block (in this task) to `watcher`.
+
+    With `max_wait_s`, those calls wait in a queue up to that long where the gate's own wait is shorter.
+    """
+    token = _watch.set(_Watch(watcher, max_wait_s))
     try:
         yield
     finally:
-        _watcher.reset(token)
+        _watch.reset(token)
+
+
+def _watcher() -> QueueWatcher | None:
+    watch = _watch.get()
+    return watch.watcher if watch is not None else None
 
 
 class _Waiter:
@@ -104,11 +122,15 @@ class ConcurrencyGate:
         if self.waiting >= self.max_queue:
             self.refused += 1
             raise ServerBusy(self.model_id, self._retry_after_s())
-        waiter = _Waiter(_watcher.get())
+        waiter = _Waiter(_watcher())
         self._line.append(waiter)
         self._tell_positions()
+        watch = _watch.get()
+        wait_s = self.max_wait_s
+        if watch is not None and watch.max_wait_s is not None:
+            wait_s = max(wait_s, watch.max_wait_s)
         try:
-            await asyncio.wait_for(slots.acquire(), self.max_wait_s)
+            await asyncio.wait_for(slots.acquire(), wait_s)
         except TimeoutError:
             self.refused += 1
             raise ServerBusy(self.model_id, self._retry_after_s()) from None
@@ -118,7 +140,7 @@ class ConcurrencyGate:
 
     @staticmethod
     def _admitted() -> None:
-        watcher = _watcher.get()
+        watcher = _watcher()
         if watcher is not None:
             watcher.admitted()
 

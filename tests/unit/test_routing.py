@@ -325,3 +325,32 @@ async def test_a_call_that_gets_a_slot_at_once_is_never_told_a_position() -> Non
         async with gate.slot(), gate.slot():
             pass
     assert watcher.told == [] and watcher.admitted_after == []
+
+
+async def test_a_watched_call_may_wait_longer_than_the_gate_lets_others() -> None:
+    gate = ConcurrencyGate("narrow", 1, max_queue=4, max_wait_s=0.05)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with gate.slot():
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    # Unwatched, a call gives up after the gate's own wait.
+    with pytest.raises(ServerBusy):
+        async with gate.slot():
+            pass
+    watcher = Positions()
+
+    async def patient() -> None:
+        with watching_queue(watcher, max_wait_s=10.0):
+            async with gate.slot():
+                pass
+
+    waiting = asyncio.create_task(patient())
+    await asyncio.sleep(0.2)  # four times the gate's wait
+    assert not waiting.done() and watcher.told == [1]
+    release.set()
+    await asyncio.gather(holder, waiting)
+    assert watcher.admitted_after == [1]

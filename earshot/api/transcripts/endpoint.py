@@ -128,14 +128,17 @@ async def _create(
             use_cache=params.use_cache,
         )
         document_id = transcript_id(admission.key_id, form.file, route.model_id, params.language)
-        job = TranscriptJob(gateway, admission, route, upload, document_id)
         stream = params.stream
         if stream is None:
             stream = stream_default if stream_default is not None else _accepts_sse(request)
+        dials = gateway.accounts.dials.current
+        # A streamed caller is told its place in line and kept alive, so it may wait longer than a plain one.
+        queue_wait_s = dials.transcript_queue_wait_s if stream else None
+        job = TranscriptJob(gateway, admission, route, upload, document_id, queue_wait_s)
         if not stream:
             return await _document(job, request)
         admission.hand_off()
-        keepalive_s = gateway.accounts.dials.current.sse_keepalive_s
+        keepalive_s = dials.sse_keepalive_s
         return StreamingResponse(
             _events(job, request, admission, keepalive_s),
             media_type="text/event-stream",

@@ -125,12 +125,15 @@ class TranscriptJob:
         route: Route,
         upload: TranscriptUpload,
         document_id: str,
+        queue_wait_s: float | None = None,
     ) -> None:
         self.gateway = gateway
         self.admission = admission
         self.route = route
         self.upload = upload
         self.document_id = document_id
+        # How long the engine call may wait for a model's slot (None: the model's own max_queue_wait_s).
+        self.queue_wait_s = queue_wait_s
         self.repository = gateway.transcripts
         # Seconds of audio, once decoded (a cache hit decodes nothing).
         self.audio_seconds = 0.0
@@ -200,7 +203,7 @@ class TranscriptJob:
         paragraphs = ParagraphBuilder()
         reporter = _GateReporter(emit, audio.duration_s)
         segments = self.route.engine.transcribe_segments(audio, options)
-        with watching_queue(reporter):
+        with watching_queue(reporter, self.queue_wait_s):
             async with _closing(segments) as stream:
                 async for segment in stream:
                     reporter.start()  # where no gate said so (an engine routed without one)
