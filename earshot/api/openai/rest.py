@@ -31,7 +31,7 @@ from earshot.api.uploads import (
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, TranscribeOptions, supports_language
-from earshot.routing.catalog import ModelNotFound
+from earshot.routing.catalog import VOICE_AGENT_CAPABILITY, ModelNotFound
 from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route
 from earshot.store.records import KeyRecord, Outcome
@@ -285,6 +285,11 @@ async def list_models(request: Request, gateway: GatewayDep) -> dict[str, Any]:
         for model_id in catalog.chat_models
         if _allowed(key, {model_id})
     ]
+    cards += [
+        _voice_agent_card(gateway, agent_id).model_dump()
+        for agent_id in catalog.voice_agents
+        if _allowed(key, {agent_id})
+    ]
     return {"object": "list", "data": cards}
 
 
@@ -298,6 +303,10 @@ async def get_model(model_id: str, request: Request, gateway: GatewayDep) -> dic
         if not _allowed(key, {model_id}):
             raise not_found
         return _chat_card(gateway, model_id).model_dump()
+    if model_id in catalog.voice_agents:
+        if not _allowed(key, {model_id}):
+            raise not_found
+        return _voice_agent_card(gateway, model_id).model_dump()
     try:
         canonical = catalog.resolve(model_id)
     except ModelNotFound:
@@ -349,4 +358,14 @@ def _chat_card(gateway: Gateway, model_id: str) -> ModelCard:
         created=catalog.created,
         owned_by=catalog.chat_models[model_id].owned_by,
         capabilities=["chat"],
+    )
+
+
+def _voice_agent_card(gateway: Gateway, agent_id: str) -> ModelCard:
+    catalog = gateway.router.catalog
+    return ModelCard(
+        id=agent_id,
+        created=catalog.created,
+        owned_by=catalog.voice_agents[agent_id].owned_by,
+        capabilities=[VOICE_AGENT_CAPABILITY],
     )
