@@ -102,6 +102,7 @@ SANS_IO_MODULES = (
     "earshot.voice.voices",
     "earshot.voice.chat_wire",
     "earshot.voice.conversation",
+    "earshot.voice.spoken",
 )
 PROTOCOL_MODULE_NAME = "protocol"
 # The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its endpoint beside it.
