@@ -81,7 +81,7 @@ class SpokenAnswer:
 
     def heard(self, played_ms: int | None = None) -> str:
         """The text a listener heard: the sentences whose audio was played, and the played share of the words
-        of the one cut off. `played_ms` is what the client says it played (a truncate); None: all that was sent.
+        of the one cut off. `played_ms` is what the client says it played (a truncate); None: all sent.
         Text-only answers were heard as far as they were sent."""
         if not self.with_audio:
             return self.text

@@ -165,7 +165,10 @@ async def test_barge_in_drops_every_later_piece_and_keeps_what_was_heard() -> No
         FakeBrain("First sentence here. Second one now. Third never said.", pieces=2, gate=gate)
     )
     harness.turns.respond([])
-    await harness.until(lambda: harness.of(AnswerAudio))
+    first_ms = len("Firstsentencehere.") * MS_PER_CHAR
+    await harness.until(
+        lambda: sum(len(a.pcm16) for a in harness.of(AnswerAudio)) == first_ms * PCM_BYTES_PER_MS
+    )
     generation = harness.turns.generation
     assert await harness.turns.cancel()
     assert harness.turns.generation == generation + 1
