@@ -138,6 +138,12 @@ class Brain(Protocol):
 
 
 Speak = Callable[[str], AsyncIterator[bytes]]
+# Given the approval requests a turn waits on: the items that continue it (the decisions, a denied call's
+# output) and the approved calls to announce, once any is decided; None while none is.
+Continuation = tuple[list[NewItem], list[dict[str, Any]]]
+Decided = Callable[[tuple[str, ...]], Awaitable[Continuation | None]]
+# How often a turn that waits for a person's decision looks for it (it may come over HTTP, from any worker).
+DECISION_POLL_S = 0.2
 
 
 @dataclass(slots=True)
@@ -162,6 +168,7 @@ class VoiceTurns:
         store: Callable[[list[NewItem]], Awaitable[None]],
         emit: Callable[[VoiceEvent], Awaitable[None]],
         *,
+        decided: Decided | None = None,
         filler: str = "One moment.",
         filler_after_ms: int = 1500,
         lead_ms: int = LEAD_MS,
@@ -173,6 +180,7 @@ class VoiceTurns:
         self.speak = speak
         self.store = store
         self.emit = emit
+        self.decided = decided
         self.filler = filler
         self.filler_timer = FillerTimer(filler_after_ms)
         self.lead_ms = lead_ms
@@ -265,12 +273,16 @@ class VoiceTurns:
         try:
             async with self.locks.hold(self.session_id):
                 await self._store_cut()
-                brain = response.brain = self.new_brain()
-                try:
-                    await self._answer(generation, response, brain, opening, announce)
-                finally:
-                    self.prompt_tokens += brain.prompt_tokens
-                    self.completion_tokens += brain.completion_tokens
+                waiting = await self._think(generation, response, opening, announce)
+                # A call waiting for a person's approval keeps the session: the decision (by this socket or
+                # over HTTP, whichever is first) continues the turn here, in a response of its own.
+                while waiting and self.decided is not None:
+                    continuation = await self.decided(waiting)
+                    if continuation is None:
+                        await asyncio.sleep(DECISION_POLL_S)
+                        continue
+                    response.response_id, response.answer, response.output = None, None, []
+                    waiting = await self._think(generation, response, *continuation)
         except SessionBusy as e:
             await self._out(generation, TurnRefused("conversation_busy", str(e)))
         except NoChatModel as e:
@@ -279,6 +291,16 @@ class VoiceTurns:
             log.error("voice session %s: the response failed: %s", self.session_id, e)
             code = "server_busy" if isinstance(e, ServerBusy) else "upstream_error"
             await self._failed(generation, response, code, str(e))
+
+    async def _think(
+        self, generation: int, response: _Response, opening: list[NewItem], announce: list[dict[str, Any]]
+    ) -> tuple[str, ...]:
+        brain = response.brain = self.new_brain()
+        try:
+            return await self._answer(generation, response, brain, opening, announce)
+        finally:
+            self.prompt_tokens += brain.prompt_tokens
+            self.completion_tokens += brain.completion_tokens
 
     async def _failed(self, generation: int, response: _Response, code: str, message: str) -> None:
         response_id = response.response_id or new_id("resp")
@@ -296,7 +318,9 @@ class VoiceTurns:
         brain: Brain,
         opening: list[NewItem],
         announce: list[dict[str, Any]],
-    ) -> None:
+    ) -> tuple[str, ...]:
+        """Run one brain turn out loud; returns the approval requests it now waits on."""
+        waiting: tuple[str, ...] = ()
         response.response_id = brain.response_id
         await self._out(generation, ResponseStarted(brain.response_id))
         cutter = SentenceCutter()
@@ -328,8 +352,18 @@ class VoiceTurns:
                     await self._out(generation, CallOut(brain.response_id, event.item))
                 elif isinstance(event, ApprovalRequested):
                     response.output.append(event.item)
+                    question = f"May I go ahead with {event.item.get('name', 'that')}?"
+                    asking = SpokenAnswer(new_id("item"), with_audio=not self.text_only)
+                    await self._out(generation, AnswerStarted(brain.response_id, asking.item_id))
+                    if self.text_only:
+                        await self._out(generation, AnswerText(brain.response_id, asking.item_id, question))
+                    else:
+                        await self._say(generation, brain.response_id, asking, question, playback)
+                    asked = assistant_message(asking.item_id, question).data
+                    await self._out(generation, AnswerDone(brain.response_id, asked, question))
                     await self._out(generation, ApprovalOut(brain.response_id, event.item))
                 elif isinstance(event, TurnEnded):
+                    waiting = event.waiting.approvals
                     if event.waiting.outputs:
                         self.filler_timer.call_started(self.clock())
                         self._start_filler()
@@ -337,6 +371,7 @@ class VoiceTurns:
                     await self._out(
                         generation, ResponseFinished(brain.response_id, "completed", event.output, usage)
                     )
+        return waiting
 
     async def _say(
         self, generation: int, response_id: str, answer: SpokenAnswer, sentence: str, playback: _Playback

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.websockets import WebSocket
 
@@ -42,7 +43,7 @@ from earshot.voice.conversation import (
 )
 from earshot.voice.tts import SpeechRequest
 from earshot.voice.turn import Turn
-from earshot.voice.voice_turns import VoiceEvent, VoiceTurns
+from earshot.voice.voice_turns import Continuation, VoiceEvent, VoiceTurns
 
 log = logging.getLogger(__name__)
 # "default" in a voice agent means the synthesis model's usual voice.
@@ -148,6 +149,7 @@ class ConversationSocket(LiveSocket):
             speak,
             self._store,
             self._emit,
+            decided=self._decided,
             filler=self.agent.filler,
             filler_after_ms=self.agent.filler_after_ms,
         )
@@ -183,22 +185,35 @@ class ConversationSocket(LiveSocket):
             await self._decide(action)
 
     async def _decide(self, action: DecideApproval) -> None:
-        assert self.turns is not None and self.record is not None
+        """Record the socket's decision; the turn waiting on it continues (the first decision wins)."""
+        assert self.record is not None
         now = datetime.now(UTC)
         decision = await self.gateway.sessions.decide(
             self.record.id, action.approval_id, action.approve, action.reason, now
         )
         if decision is None or not decision.won:
             code = "approval_not_found" if decision is None else "already_decided"
-            await self._send(
-                events.error("invalid_request_error", code, f"approval {action.approval_id!r}: {code}", None)
-            )
-            return
-        call_id = decision.request.call_id
-        opening = [approval_response(action.approval_id, call_id, action.approve, action.reason)]
-        if not action.approve:
-            opening.append(function_call_output(str(call_id), denial_output(action.reason)))
-            self.turns.respond(opening)
-            return
-        call = Conversation(await self.gateway.sessions.items(self.record.id)).calls.get(call_id)
-        self.turns.respond(opening, [call.data] if call is not None else [])
+            message = f"approval request {action.approval_id!r}: {code.replace('_', ' ')}"
+            await self._send(events.error("invalid_request_error", code, message, None))
+
+    async def _decided(self, approval_ids: tuple[str, ...]) -> Continuation | None:
+        """What continues a turn once any of its approval requests is decided (here or over HTTP)."""
+        assert self.record is not None
+        conversation = Conversation(await self.gateway.sessions.items(self.record.id))
+        decided = [
+            request
+            for request in conversation.approvals.values()
+            if request.id in approval_ids and request.approve is not None
+        ]
+        if not decided:
+            return None
+        opening: list[NewItem] = []
+        announce: list[dict[str, Any]] = []
+        for request in decided:
+            call_id = str(request.call_id)
+            opening.append(approval_response(request.id, call_id, bool(request.approve), request.reason))
+            if not request.approve:
+                opening.append(function_call_output(call_id, denial_output(request.reason)))
+            elif (call := conversation.calls.get(call_id)) is not None:
+                announce.append(call.data)
+        return opening, announce
