@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import json
 import threading
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from tests.conftest import (
     usage_records,
     wait_until,
 )
-from tests.e2e.realtime_client import EventLog, chunks, paced, pcm24, silence, speech, trimmed
+from tests.e2e.realtime_client import EventLog, as_wav, chunks, paced, pcm24, silence, speech, trimmed
 from tests.e2e.sessions_client import SessionsClient
 from tests.e2e.wer import words
 from tests.fakes.chat import CHAT_KEY, FakeChat, Reply, ScriptedCall
@@ -127,22 +125,12 @@ async def read_until(
             log.add((await connection.recv()).to_dict())
 
 
-def wav_of(pcm16: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(24_000)
-        out.writeframes(pcm16)
-    return buffer.getvalue()
-
-
 def heard(served: Served, key: str, pcm16: bytes) -> list[str]:
     """The default engine's words for the audio the agent sent."""
     response = httpx.post(
         f"{served.server.base_url}/v1/audio/transcriptions",
         headers={"Authorization": f"Bearer {key}"},
-        files={"file": ("answer.wav", wav_of(pcm16), "audio/wav")},
+        files={"file": ("answer.wav", as_wav(pcm16), "audio/wav")},
         data={"model": "whisper-1"},
         timeout=60,
     )

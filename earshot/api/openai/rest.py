@@ -352,20 +352,16 @@ def _speech_card(gateway: Gateway, model_id: str) -> ModelCard:
 
 
 def _chat_card(gateway: Gateway, model_id: str) -> ModelCard:
-    catalog = gateway.router.catalog
-    return ModelCard(
-        id=model_id,
-        created=catalog.created,
-        owned_by=catalog.chat_models[model_id].owned_by,
-        capabilities=["chat"],
-    )
+    return _plain_card(gateway, model_id, gateway.router.catalog.chat_models[model_id].owned_by, "chat")
 
 
 def _voice_agent_card(gateway: Gateway, agent_id: str) -> ModelCard:
-    catalog = gateway.router.catalog
+    owned_by = gateway.router.catalog.voice_agents[agent_id].owned_by
+    return _plain_card(gateway, agent_id, owned_by, VOICE_AGENT_CAPABILITY)
+
+
+def _plain_card(gateway: Gateway, model_id: str, owned_by: str, capability: str) -> ModelCard:
+    """The card of a model with one capability and no aliases (a chat model, a voice agent)."""
     return ModelCard(
-        id=agent_id,
-        created=catalog.created,
-        owned_by=catalog.voice_agents[agent_id].owned_by,
-        capabilities=[VOICE_AGENT_CAPABILITY],
+        id=model_id, created=gateway.router.catalog.created, owned_by=owned_by, capabilities=[capability]
     )
