@@ -36,14 +36,18 @@ CHUNK_MS = 100
 TRAILING_SILENCE_S = 1.5  # so the server VAD hears the question end
 
 
-async def ask(question: Path, answer_wav: Path, agent: str, session_id: str | None) -> int:
-    base_url = os.environ.get("EARSHOT_BASE_URL", "http://127.0.0.1:8000")
-    client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key=os.environ.get("EARSHOT_API_KEY", "unused"))
+def question_pcm(question: Path) -> bytes:
+    """The question as 24 kHz PCM16, with silence after it."""
     samples = decode_audio(question.read_bytes()).samples
     samples = np.concatenate(
         [soxr.resample(samples, ENGINE_RATE_HZ, RATE_HZ), np.zeros(int(RATE_HZ * TRAILING_SILENCE_S))]
     )
-    pcm = float_to_pcm16(samples.astype(np.float32))
+    return float_to_pcm16(samples.astype(np.float32))
+
+
+async def ask(pcm: bytes, answer_wav: Path, agent: str, session_id: str | None) -> int:
+    base_url = os.environ.get("EARSHOT_BASE_URL", "http://127.0.0.1:8000")
+    client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key=os.environ.get("EARSHOT_API_KEY", "unused"))
     step = RATE_HZ * 2 * CHUNK_MS // 1000
     audio = bytearray()
     query = {"session_id": session_id} if session_id else {}
@@ -75,13 +79,17 @@ async def ask(question: Path, answer_wav: Path, agent: str, session_id: str | No
                 print(f"error: {event.error.message}", file=sys.stderr)
                 return 1
         speaking.cancel()
-    with wave.open(str(answer_wav), "wb") as out:
+    await asyncio.to_thread(write_wav, answer_wav, bytes(audio))
+    print(f"wrote {len(audio) / (RATE_HZ * 2):.1f} s of the answer to {answer_wav}", file=sys.stderr)
+    return 0
+
+
+def write_wav(path: Path, pcm: bytes) -> None:
+    with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(RATE_HZ)
-        out.writeframes(bytes(audio))
-    print(f"wrote {len(audio) / (RATE_HZ * 2):.1f} s of the answer to {answer_wav}", file=sys.stderr)
-    return 0
+        out.writeframes(pcm)
 
 
 def main() -> int:
@@ -93,7 +101,7 @@ def main() -> int:
     parser.add_argument("--agent", default="assistant", help="a voice agent of the server's catalog")
     parser.add_argument("--session-id", help="talk in this existing session of your key")
     args = parser.parse_args()
-    return asyncio.run(ask(args.question, args.answer_wav, args.agent, args.session_id))
+    return asyncio.run(ask(question_pcm(args.question), args.answer_wav, args.agent, args.session_id))
 
 
 if __name__ == "__main__":
