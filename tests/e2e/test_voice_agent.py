@@ -365,3 +365,21 @@ async def test_a_revoked_key_ends_the_conversation_with_one_record(served: Serve
     assert log.of("error")[0]["error"]["code"] == "invalid_api_key"
     record = await one_record(served, me.key_id)
     assert record.outcome == "revoked"
+
+
+async def test_running_out_of_credit_mid_question_ends_with_one_record(
+    served: Served, chat: FakeChat
+) -> None:
+    key_id, key = served.admin.create_key(name="voice", credits_seconds=1)
+    sdk = AsyncOpenAI(base_url=f"{served.server.base_url}/v1", api_key=key, max_retries=0)
+    log = EventLog()
+    async with sdk.realtime.connect(model=AGENT) as connection:
+        await connection.recv()
+        with contextlib.suppress(Exception):
+            await speak_question(connection)
+        with contextlib.suppress(Exception):
+            await read_until(connection, log, "error", timeout_s=30)
+    assert log.of("error")[0]["error"]["code"] == "insufficient_quota"
+    record = await one_record(served, key_id)
+    assert record.outcome == "insufficient_credits" and record.debited_ms == 1000
+    assert not chat.requests, "no turn ran on credit it did not have"
