@@ -23,7 +23,6 @@ from earshot.store.records import UsageRecord
 from tests.conftest import (
     ADMIN_TOKEN,
     Admin,
-    RunningServer,
     sqlite_url,
     start_server,
     stop_server,
@@ -31,7 +30,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.e2e.realtime_client import EventLog, as_wav, chunks, paced, pcm24, silence, speech, trimmed
-from tests.e2e.sessions_client import SessionsClient
+from tests.e2e.sessions_client import Served, SessionsClient
 from tests.e2e.wer import words
 from tests.fakes.chat import CHAT_KEY, FakeChat, Reply, ScriptedCall
 from tests.fakes.server import serving
@@ -42,14 +41,6 @@ ANSWER = "The weather is sunny and warm."
 LONG_ANSWER = " ".join(f"Sentence number {n} goes on for a while." for n in range(1, 13))
 AGENT = "assistant"
 ROUTE = "/v1/realtime.conversation"
-
-
-@dataclass
-class Served:
-    server: RunningServer
-    database_url: str
-    chat: FakeChat
-    admin: Admin
 
 
 @pytest.fixture(scope="module")
