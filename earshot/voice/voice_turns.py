@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
@@ -32,6 +33,7 @@ from earshot.voice.turn import (
     TurnEvent,
 )
 from earshot.voice.turn_lock import SessionBusy, TurnLocks
+from earshot.voice.voices import UnknownVoice
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +293,15 @@ class VoiceTurns:
             log.error("voice session %s: the response failed: %s", self.session_id, e)
             code = "server_busy" if isinstance(e, ServerBusy) else "upstream_error"
             await self._failed(generation, response, code, str(e))
+        except UnknownVoice as e:
+            await self._failed(generation, response, "invalid_value", str(e))
+        except Exception:
+            # The response has started: its failure can only be told as a failed response.done.
+            incident = uuid.uuid4().hex[:12]
+            log.exception("voice session %s: the response failed incident=%s", self.session_id, incident)
+            await self._failed(
+                generation, response, "internal_error", f"internal server error (incident {incident})"
+            )
 
     async def _think(
         self, generation: int, response: _Response, opening: list[NewItem], announce: list[dict[str, Any]]

@@ -23,6 +23,7 @@ from earshot.voice.voice_turns import (
     VoiceEvent,
     VoiceTurns,
 )
+from earshot.voice.voices import UnknownVoice
 
 MS_PER_CHAR = 10  # the fake synthesizer speaks 10 ms of audio per character
 
@@ -207,3 +208,18 @@ async def test_a_slow_tool_call_gets_the_filler_once() -> None:
     assert not [item for item in harness.stored if "One moment" in str(item.data)], (
         "the filler is not history"
     )
+
+
+async def test_a_synthesis_that_fails_ends_the_response_failed_and_frees_the_session() -> None:
+    async def unknown_voice(text: str) -> AsyncIterator[bytes]:
+        raise UnknownVoice("nobody")
+        yield b""
+
+    harness = Harness(FakeBrain("Hello there. Bye."))
+    harness.turns.speak = unknown_voice
+    harness.turns.respond([])
+    done = await harness.finished()
+    assert done.status == "failed" and done.error is not None and done.error[0] == "invalid_value"
+    assert not harness.turns.in_flight
+    async with harness.locks.hold("sess_1"):
+        pass

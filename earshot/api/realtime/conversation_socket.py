@@ -7,6 +7,7 @@ another key's or an unknown session is refused like a 404, in the protocol's sha
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from earshot.api.admission import Admission
 from earshot.api.context import Gateway
 from earshot.api.live.actions import ChannelAction
 from earshot.api.live.admission import refuse
+from earshot.api.live.client_socket import SOCKET_GONE_ERRORS
 from earshot.api.live.models import ModelChooser
 from earshot.api.live.shell import LiveSocket
 from earshot.api.realtime import server_events as events
@@ -161,7 +163,13 @@ class ConversationSocket(LiveSocket):
         await self.gateway.sessions.append(self.record.id, items, datetime.now(UTC))
 
     async def _emit(self, event: VoiceEvent) -> None:
-        await self._execute(self.protocol.on_voice(event))
+        try:
+            await self._execute(self.protocol.on_voice(event))
+        except SOCKET_GONE_ERRORS as e:
+            log.debug("could not deliver a voice event: %s", e)
+            self.end("client_closed", "the connection was lost")
+            # Nobody is left to hear the response: it stops here (the conversation's close tidies up).
+            raise asyncio.CancelledError from e
 
     async def _carry_out(self, action: ChannelAction) -> None:
         turns, record = self.turns, self.record
