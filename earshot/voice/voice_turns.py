@@ -215,8 +215,10 @@ class VoiceTurns:
         self._response = _Response(generation, task)
         return True
 
-    async def cancel(self) -> bool:
-        """Cancel the running response at once (barge-in, response.cancel); False when none runs."""
+    async def cancel(self, announce: bool = True) -> bool:
+        """Cancel the running response at once (barge-in, response.cancel); False when none runs.
+
+        `announce`: say so with its `response.done` (not when the conversation closes: nobody hears it)."""
         response = self._response
         if self._filler_task is not None and not self._filler_task.done():
             self.generation += 1
@@ -231,7 +233,7 @@ class VoiceTurns:
             self._cut = response.answer
             heard = assistant_message(response.answer.item_id, response.answer.heard())
             response.output.append(heard.data)
-        if response.response_id is not None:
+        if response.response_id is not None and announce:
             usage = self._usage(response.brain)
             await self.emit(ResponseFinished(response.response_id, "cancelled", response.output, usage))
         return True
@@ -246,7 +248,7 @@ class VoiceTurns:
     async def close(self) -> None:
         """End the conversation: cancel what runs, store the last cut answer."""
         self._stop_filler()
-        await self.cancel()
+        await self.cancel(announce=False)
         await self._store_cut()
 
     async def _store_cut(self) -> None:

@@ -374,3 +374,21 @@ async def test_running_out_of_credit_mid_question_ends_with_one_record(
     record = await one_record(served, key_id)
     assert record.outcome == "insufficient_credits" and record.debited_ms == 1000
     assert not chat.requests, "no turn ran on credit it did not have"
+
+
+async def test_a_client_that_leaves_mid_answer_leaves_one_record_and_what_it_heard(
+    served: Served, chat: FakeChat
+) -> None:
+    chat.script(Reply(text=LONG_ANSWER))
+    me = caller(served)
+    log = EventLog()
+    async with me.sdk.realtime.connect(model=AGENT) as connection:
+        session_id = (await connection.recv()).to_dict()["session"]["id"]
+        await speak_question(connection)
+        await read_until(connection, log, "response.output_audio.delta", count=5)
+    record = await one_record(served, me.key_id)
+    assert record.outcome in ("ok", "client_closed")
+    assert 0 < record.characters < len(LONG_ANSWER)
+    items = me.sessions.get(session_id)["items"]
+    [cut] = [i["content"][0]["text"] for i in items if i["type"] == "message" and i["role"] == "assistant"]
+    assert cut and LONG_ANSWER.startswith(cut) and len(cut) < len(LONG_ANSWER)
