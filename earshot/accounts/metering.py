@@ -188,6 +188,7 @@ class Meter:
             ended_at=datetime.now(UTC) if finished else None,
             prompt_tokens=ticket.prompt_tokens,
             completion_tokens=ticket.completion_tokens,
+            characters=ticket.characters,
         )
 
     async def sweep_abandoned(self, older_than_s: float) -> int:

@@ -65,6 +65,29 @@ class ChatModelSpec(BaseModel):
         return self
 
 
+# What `GET /v1/models` lists for a voice agent: it serves Realtime conversations (`WS /v1/realtime?model=`).
+VOICE_AGENT_CAPABILITY = "realtime-conversation"
+DEFAULT_FILLER = "One moment."
+
+
+class VoiceAgentSpec(BaseModel):
+    """One voice agent: the models that hear, think and speak for a Realtime conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    speech_model: str | None = Field(
+        default=None, description="A transcription model (or alias) with the realtime capability"
+    )
+    chat_model: str | None = Field(default=None, description="From chat_models; unset: the default one")
+    voice: str = Field(default="default", description="A voice of the speech synthesis model")
+    speech_synthesis_model: str | None = Field(default=None, description="From speech_models; unset: default")
+    instructions: str | None = None
+    filler: str = Field(default=DEFAULT_FILLER, description="Spoken once while a tool call runs long")
+    filler_after_ms: int = Field(default=1500, ge=0, le=60_000, description="How long a call runs first")
+    owned_by: str = "earshot"
+    description: str = ""
+
+
 class CatalogFile(BaseModel):
     """The YAML file's shape."""
 
@@ -82,6 +105,7 @@ class CatalogFile(BaseModel):
     )
     chat_models: dict[str, ChatModelSpec] = Field(default_factory=dict)
     default_chat_model: str | None = None
+    voice_agents: dict[str, VoiceAgentSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references_exist(self) -> CatalogFile:
@@ -102,6 +126,7 @@ class CatalogFile(BaseModel):
                     raise ValueError(f"model {model_id!r} lists itself as a fallback")
         self._speech_references_exist()
         self._chat_references_exist()
+        self._voice_agent_references_exist()
         return self
 
     def _speech_references_exist(self) -> None:
@@ -133,6 +158,32 @@ class CatalogFile(BaseModel):
                     raise ValueError(f"chat model {model_id!r} falls back to unknown chat model {fallback!r}")
                 if fallback == model_id:
                     raise ValueError(f"chat model {model_id!r} lists itself as a fallback")
+
+    def _voice_agent_references_exist(self) -> None:
+        taken = {*self.models, *self.aliases, *self.speech_models, *self.chat_models}
+        for agent_id, agent in self.voice_agents.items():
+            if agent_id in taken:
+                raise ValueError(f"voice agent {agent_id!r} is also a transcription, synthesis or chat model")
+            default_model = self.default_model or next(iter(self.models))
+            speech_model = agent.speech_model or default_model
+            speech_model = self.aliases.get(speech_model, speech_model)
+            if speech_model in OPENAI_MODEL_NAMES and speech_model not in self.models:
+                speech_model = default_model
+            if speech_model not in self.models:
+                raise ValueError(f"voice agent {agent_id!r}: unknown speech_model {agent.speech_model!r}")
+            if "realtime" not in self.models[speech_model].capabilities:
+                raise ValueError(
+                    f"voice agent {agent_id!r}: speech_model {speech_model!r} lacks the realtime capability"
+                )
+            if agent.chat_model is not None and agent.chat_model not in self.chat_models:
+                raise ValueError(f"voice agent {agent_id!r}: unknown chat_model {agent.chat_model!r}")
+            if agent.chat_model is None and not self.chat_models:
+                raise ValueError(f"voice agent {agent_id!r} needs a chat model: the catalog has none")
+            synthesis = agent.speech_synthesis_model
+            if synthesis is not None and synthesis not in self.speech_models:
+                raise ValueError(f"voice agent {agent_id!r}: unknown speech_synthesis_model {synthesis!r}")
+            if synthesis is None and not self.speech_models:
+                raise ValueError(f"voice agent {agent_id!r} needs a synthesis model: none is configured")
 
 
 EMBEDDED_MODELS: dict[str, ModelSpec] = {
@@ -172,12 +223,14 @@ class Catalog:
         default_speech_model: str | None = None,
         chat_models: dict[str, ChatModelSpec] | None = None,
         default_chat_model: str | None = None,
+        voice_agents: dict[str, VoiceAgentSpec] | None = None,
     ) -> None:
         self.models = models
         self.default_model = default_model
         self.aliases = dict(aliases)
         self.chat_models = dict(chat_models or {})
         self.default_chat_model = default_chat_model or next(iter(self.chat_models), None)
+        self.voice_agents = dict(voice_agents or {})
         for name in OPENAI_MODEL_NAMES:
             if name not in models:
                 self.aliases.setdefault(name, default_model)
@@ -224,6 +277,7 @@ class Catalog:
             default_speech_model=parsed.default_speech_model,
             chat_models=parsed.chat_models,
             default_chat_model=parsed.default_chat_model,
+            voice_agents=parsed.voice_agents,
         )
 
     @classmethod
@@ -247,6 +301,10 @@ class Catalog:
         if chosen is None or chosen not in self.chat_models:
             raise ChatModelNotFound(model_id or "")
         return chosen
+
+    def resolve_voice_agent(self, agent_id: str | None) -> VoiceAgentSpec | None:
+        """The voice agent of this id, or None when the id names none."""
+        return self.voice_agents.get(agent_id) if agent_id else None
 
     def names_of(self, canonical: str) -> set[str]:
         """Every id that means this model: its own and its aliases'."""

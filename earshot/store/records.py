@@ -58,6 +58,8 @@ class UsageRecord:
     ended_at: datetime | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Characters of text synthesized (speech requests, the voice agent's answers).
+    characters: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,7 @@ class UsageRepository:
                     cost=record.cost,
                     prompt_tokens=record.prompt_tokens,
                     completion_tokens=record.completion_tokens,
+                    characters=record.characters,
                     outcome=record.outcome,
                     ended_at=record.ended_at,
                 )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import time
 import warnings
+import wave
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,6 +56,17 @@ def alaw8(samples: np.ndarray) -> bytes:
     """16 kHz samples as G.711 A-law at 8 kHz."""
     pcm = float_to_pcm16(np.asarray(soxr.resample(samples, ENGINE_RATE_HZ, 8_000), dtype=np.float32))
     return audioop.lin2alaw(pcm, 2)
+
+
+def as_wav(pcm: bytes, rate_hz: int = 24_000) -> bytes:
+    """PCM16 mono (24 kHz: OpenAI's output audio) as a WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate_hz)
+        out.writeframes(pcm)
+    return buffer.getvalue()
 
 
 def chunks(audio: bytes, bytes_per_second: int, chunk_ms: int) -> list[str]:

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from tests.conftest import Admin, RunningServer
+from tests.fakes.chat import FakeChat
+
+
+@dataclass
+class Served:
+    """A server with chat models (played by the fake), its database and its admin client."""
+
+    server: RunningServer
+    database_url: str
+    chat: FakeChat
+    admin: Admin
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,6 @@ from earshot.store.records import UsageRecord
 from tests.conftest import (
     ADMIN_TOKEN,
     Admin,
-    RunningServer,
     free_port,
     sqlite_url,
     start_server,
@@ -26,7 +24,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.e2e.catalogs import FAKE_KEY_ENV, openai_model, tone_wav
-from tests.e2e.sessions_client import SessionsClient, done, of_type, sse_events, text_of
+from tests.e2e.sessions_client import Served, SessionsClient, done, of_type, sse_events, text_of
 from tests.fakes.chat import CHAT_KEY, SECRET_MARKER, FakeChat, Reply, ScriptedCall, unanswered_calls
 from tests.fakes.openai import OPENAI_KEY, FakeOpenAI
 from tests.fakes.server import serving
@@ -47,14 +45,6 @@ TRANSFER = {
     "requires_approval": True,
     "parameters": {"type": "object", "properties": {"amount": {"type": "number"}}},
 }
-
-
-@dataclass
-class Served:
-    server: RunningServer
-    database_url: str
-    chat: FakeChat
-    admin: Admin
 
 
 @pytest.fixture(scope="module")

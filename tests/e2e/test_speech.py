@@ -6,7 +6,6 @@ priced per character."""
 from __future__ import annotations
 
 import io
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from tests.conftest import (
     usage_records,
     wait_until,
 )
+from tests.e2e.realtime_client import as_wav
 from tests.e2e.wer import words
 from tests.fakes.openai import OPENAI_KEY, SECRET_MARKER, FakeOpenAI, speech_tone
 from tests.fakes.server import FakeServer, serving
@@ -107,16 +107,6 @@ def client(setup: SpeechSetup) -> OpenAI:
     setup.fake.speech_requests.clear()
     setup.fake.speech_cut_after_chunks = None
     return OpenAI(base_url=f"{setup.server.base_url}/v1", api_key=setup.key, max_retries=0)
-
-
-def as_wav(pcm: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(24_000)
-        out.writeframes(pcm)
-    return buffer.getvalue()
 
 
 def decoded(data: bytes) -> tuple[int, float]:

@@ -75,6 +75,9 @@ models:
     assert catalog.models["en-small"].capabilities == ("transcribe",)
 
 
+_CHAT = "chat_models: {c: {engine: openai}}\n"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -89,6 +92,16 @@ models:
         ("default_chat_model: d\nchat_models: {c: {engine: openai}}", "default_chat_model 'd'"),
         ("chat_models: {c: {engine: openai, fallbacks: [d]}}", "unknown chat model 'd'"),
         ("chat_models: {pocketsphinx: {engine: openai}}", "also a transcription"),
+        (f"{_CHAT}voice_agents: {{a: {{chat_model: nope}}}}", "unknown chat_model 'nope'"),
+        ("voice_agents: {a: {}}", "the catalog has none"),
+        (f"{_CHAT}voice_agents: {{a: {{speech_model: nope}}}}", "unknown speech_model 'nope'"),
+        (f"{_CHAT}voice_agents: {{a: {{speech_synthesis_model: nope}}}}", "unknown speech_synthesis_model"),
+        (f"{_CHAT}voice_agents: {{c: {{}}}}", "voice agent 'c' is also"),
+        (
+            f"{_CHAT}models: {{b: {{engine: pocketsphinx, capabilities: [transcribe]}}}}\n"
+            "voice_agents: {a: {speech_model: b}}",
+            "lacks the realtime capability",
+        ),
     ],
 )
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
@@ -124,6 +137,32 @@ default_chat_model: helper
         catalog.resolve_chat("whisper-tiny.en")
     with pytest.raises(ChatModelNotFound):
         Catalog.embedded().resolve_chat(None)
+
+
+def test_voice_agents_in_the_issues_spelling(tmp_path: Path) -> None:
+    config = tmp_path / "earshot.yaml"
+    config.write_text(
+        """
+chat_models:
+  helper: {engine: openai}
+voice_agents:
+  assistant:
+    speech_model: whisper-tiny.en   # any model with the realtime capability
+    chat_model: helper             # from chat_models
+    voice: default                 # a voice of the speech synthesis model
+    speech_synthesis_model: espeak # from speech_models; the embedded default when left out
+    instructions: You are a helpful assistant.
+  quick:
+    speech_model: whisper-1
+"""
+    )
+    catalog = Catalog.load(config)
+    agent = catalog.resolve_voice_agent("assistant")
+    assert agent is not None and agent.chat_model == "helper"
+    assert agent.instructions == "You are a helpful assistant."
+    quick = catalog.resolve_voice_agent("quick")
+    assert quick is not None and quick.filler == "One moment." and quick.filler_after_ms == 1500
+    assert catalog.resolve_voice_agent("whisper-tiny.en") is None
 
 
 def test_missing_config_file_is_a_catalog_error(tmp_path: Path) -> None:

@@ -102,6 +102,9 @@ SANS_IO_MODULES = (
     "earshot.voice.voices",
     "earshot.voice.chat_wire",
     "earshot.voice.conversation",
+    "earshot.voice.spoken",
+    "earshot.api.realtime.conversation",
+    "earshot.api.realtime.conversation_events",
 )
 PROTOCOL_MODULE_NAME = "protocol"
 # The live protocols' packages: each keeps its sans-I/O class in `protocol.py`, its endpoint beside it.

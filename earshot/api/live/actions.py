@@ -81,6 +81,11 @@ class CloseSocket:
     reason: str = ""
 
 
+class ChannelAction:
+    """An action only the protocol's own socket (a `LiveSocket` subclass) carries out, such as starting a
+    voice agent's response; the plain shell has none."""
+
+
 class ModelRefused(Exception):
     """The requested model can't serve this live session; `code` is the protocol's error code."""
 
@@ -100,6 +105,7 @@ Action = (
     | EndStream
     | RefuseHandshake
     | CloseSocket
+    | ChannelAction
 )
 
 EndReason = Literal[

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -75,6 +75,17 @@ class LiveEndpoint(Protocol):
         ...
 
 
+@runtime_checkable
+class BuildsSocket(Protocol):
+    """A live endpoint whose protocol needs a socket of its own (a `LiveSocket` subclass)."""
+
+    def new_socket(
+        self, gateway: Gateway, admission: Admission, protocol: LiveProtocol, chooser: ModelChooser
+    ) -> LiveRunner:
+        """The socket that serves `protocol`."""
+        ...
+
+
 async def refuse(websocket: WebSocket, subprotocol: str | None, actions: list[Action]) -> None:
     """Refuse with an HTTP response where the protocol asks and the server can; else accept, say why, close.
 
@@ -129,7 +140,10 @@ async def serve_live(
         socket = endpoint.relay(chooser, admission, live_config)
         if socket is None:
             protocol = endpoint.new_protocol(chooser, model_id, live_config)
-            socket = LiveSocket(websocket, gateway, admission, protocol, chooser)
+            if isinstance(endpoint, BuildsSocket):
+                socket = endpoint.new_socket(gateway, admission, protocol, chooser)
+            else:
+                socket = LiveSocket(websocket, gateway, admission, protocol, chooser)
         gateway.live_session_started()
         try:
             outcome = await socket.run(subprotocol)

@@ -22,6 +22,7 @@ from earshot.api.live.actions import (
     Action,
     AppendAudio,
     AppendEncoded,
+    ChannelAction,
     Clear,
     CloseSocket,
     Commit,
@@ -222,8 +223,14 @@ class LiveSocket(ClientSocket):
             elif isinstance(action, CloseSocket):
                 self.end("client_closed" if action.code < 1008 else "error", action.reason)
                 await self._close(action.code, action.reason)
+            elif isinstance(action, ChannelAction):
+                await self._carry_out(action)
             if self._ended.done() and not finishing:
                 return
+
+    async def _carry_out(self, action: ChannelAction) -> None:
+        """A protocol's own action; a subclass serving that protocol carries it out."""
+        raise NotImplementedError(f"{type(self).__name__} cannot carry out {type(action).__name__}")
 
     async def _append(self, pcm16: bytes) -> None:
         self.chooser.locked = True
@@ -304,6 +311,8 @@ class LiveSocket(ClientSocket):
                 for action in self.protocol.on_event(event):
                     if isinstance(action, Send):
                         await self._send(action.message)
+                    elif isinstance(action, ChannelAction):
+                        await self._carry_out(action)
         except SOCKET_GONE_ERRORS as e:
             log.debug("could not deliver a live event: %s", e)
             self.end("client_closed", "the connection was lost")

@@ -31,7 +31,7 @@ from earshot.api.uploads import (
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
 from earshot.audio.pcm import Audio
 from earshot.engines.base import EngineError, TranscribeOptions, supports_language
-from earshot.routing.catalog import ModelNotFound
+from earshot.routing.catalog import VOICE_AGENT_CAPABILITY, ModelNotFound
 from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route
 from earshot.store.records import KeyRecord, Outcome
@@ -288,6 +288,11 @@ async def list_models(request: Request, gateway: GatewayDep) -> dict[str, Any]:
         for model_id in catalog.chat_models
         if _allowed(key, {model_id})
     ]
+    cards += [
+        _voice_agent_card(gateway, agent_id).model_dump()
+        for agent_id in catalog.voice_agents
+        if _allowed(key, {agent_id})
+    ]
     return {"object": "list", "data": cards}
 
 
@@ -301,6 +306,10 @@ async def get_model(model_id: str, request: Request, gateway: GatewayDep) -> dic
         if not _allowed(key, {model_id}):
             raise not_found
         return _chat_card(gateway, model_id).model_dump()
+    if model_id in catalog.voice_agents:
+        if not _allowed(key, {model_id}):
+            raise not_found
+        return _voice_agent_card(gateway, model_id).model_dump()
     try:
         canonical = catalog.resolve(model_id)
     except ModelNotFound:
@@ -346,10 +355,16 @@ def _speech_card(gateway: Gateway, model_id: str) -> ModelCard:
 
 
 def _chat_card(gateway: Gateway, model_id: str) -> ModelCard:
-    catalog = gateway.router.catalog
+    return _plain_card(gateway, model_id, gateway.router.catalog.chat_models[model_id].owned_by, "chat")
+
+
+def _voice_agent_card(gateway: Gateway, agent_id: str) -> ModelCard:
+    owned_by = gateway.router.catalog.voice_agents[agent_id].owned_by
+    return _plain_card(gateway, agent_id, owned_by, VOICE_AGENT_CAPABILITY)
+
+
+def _plain_card(gateway: Gateway, model_id: str, owned_by: str, capability: str) -> ModelCard:
+    """The card of a model with one capability and no aliases (a chat model, a voice agent)."""
     return ModelCard(
-        id=model_id,
-        created=catalog.created,
-        owned_by=catalog.chat_models[model_id].owned_by,
-        capabilities=["chat"],
+        id=model_id, created=gateway.router.catalog.created, owned_by=owned_by, capabilities=[capability]
     )

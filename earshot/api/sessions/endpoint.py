@@ -394,4 +394,13 @@ async def decide_approval(
             call = Conversation(await gateway.sessions.items(session.id)).calls.get(call_id)
             return opening, [call.data] if call is not None else []
 
-        return await _start_turn(request, gateway, admission, session, chat, prepare)
+        try:
+            return await _start_turn(request, gateway, admission, session, chat, prepare)
+        except OpenAIError as e:
+            if e.code != "session_busy":
+                raise
+            # The turn that asked still holds the session (a voice conversation waiting on this decision): the
+            # decision is recorded and that turn continues it.
+            return JSONResponse(
+                {"approval_request_id": approval_id, **winning, "continued_by": "session"}, 202
+            )
