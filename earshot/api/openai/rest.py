@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.metrics import Metrics
-from earshot.api.openai.errors import OpenAIError
+from earshot.api.openai.errors import OpenAIError, invalid_form_field
 from earshot.api.openai.formats import ResponseFormat, render
 from earshot.api.uploads import (
     BadUpload,
@@ -74,11 +74,7 @@ class TranscriptionParams(BaseModel):
         try:
             params = cls.model_validate(raw)
         except ValidationError as e:
-            first = e.errors()[0]
-            param = str(first["loc"][0]) if first["loc"] else None
-            raise OpenAIError(
-                400, f"invalid {param}: {first['msg']}", code="invalid_value", param=param
-            ) from e
+            raise invalid_form_field(e) from e
         if params.timestamp_granularities and params.response_format is not ResponseFormat.VERBOSE_JSON:
             raise OpenAIError(
                 400,

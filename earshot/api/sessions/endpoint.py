@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from earshot.accounts.keys import check_model
 from earshot.api.admission import Admission, outcome_of
 from earshot.api.context import Gateway, get_gateway
-from earshot.api.openai.errors import OpenAIError
+from earshot.api.openai.errors import OpenAIError, invalid_json_body
 from earshot.api.openai.rest import TranscriptionParams, decode_form_audio, read_form
 from earshot.api.sessions.protocol import (
     ApprovalDecision,
@@ -70,12 +70,7 @@ async def _body(request: Request, gateway: Gateway, shape: type[BodyT]) -> BodyT
     try:
         return shape.model_validate_json(raw or b"{}")
     except ValidationError as e:
-        first = e.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        raise OpenAIError(
-            400, f"invalid {param or 'body'}: {message}", code="invalid_value", param=param
-        ) from e
+        raise invalid_json_body(e) from e
 
 
 class AlreadyDecided(OpenAIError):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
-from earshot.api.openai.errors import OpenAIError
+from earshot.api.openai.errors import OpenAIError, invalid_form_field, invalid_json_body
 from earshot.api.openai.rest import read_form
 from earshot.api.transcripts.documents import (
     MEDIA_TYPES,
@@ -85,11 +85,7 @@ class TranscriptParams(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
-            first = e.errors()[0]
-            param = str(first["loc"][0]) if first["loc"] else None
-            raise OpenAIError(
-                400, f"invalid {param}: {first['msg']}", code="invalid_value", param=param
-            ) from e
+            raise invalid_form_field(e) from e
 
 
 @router.post("/v1/transcripts", response_model=None)
@@ -297,12 +293,7 @@ async def validate_transcript(document_id: str, request: Request, gateway: Gatew
     try:
         body = ValidatedParagraphs.model_validate_json(await request.body())
     except ValidationError as e:
-        first = e.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        raise OpenAIError(
-            400, f"invalid {param or 'body'}: {message}", code="invalid_value", param=param
-        ) from e
+        raise invalid_json_body(e) from e
     validated = paragraphs_json(body.validated) if body.validated is not None else None
     record = await gateway.transcripts.set_validated(document_id, owner, validated, datetime.now(UTC))
     if record is None:
