@@ -110,13 +110,7 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
         raise OpenAIError(
             400, f"model {route.model_id!r} does not offer {needed}", code="unsupported_model", param="model"
         )
-    if params.language and not supports_language(route.engine, params.language):
-        raise OpenAIError(
-            400,
-            f"model {params.model or route.model_id} does not support language {params.language!r}",
-            code="unsupported_language",
-            param="language",
-        )
+    require_language(route, params.language, params.model or route.model_id)
     audio = await decode_form_audio(form, gateway)
     request.state.audio_seconds = audio.duration_s
     await admission.reserve(round(audio.duration_s * 1000))
@@ -145,6 +139,17 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     if isinstance(body, dict):
         return JSONResponse(body)
     return PlainTextResponse(body, media_type=media_type)
+
+
+def require_language(route: Route, language: str | None, model_name: str) -> None:
+    """The 400 for a `language` the route's engine does not know, naming the model as `model_name`."""
+    if language and not supports_language(route.engine, language):
+        raise OpenAIError(
+            400,
+            f"model {model_name} does not support language {language!r}",
+            code="unsupported_language",
+            param="language",
+        )
 
 
 async def read_form(request: Request, limit_bytes: int, pace: BodyPace) -> UploadedForm:

@@ -23,7 +23,7 @@ from earshot.accounts.keys import check_model
 from earshot.api.admission import Admission, outcome_of
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.openai.errors import OpenAIError, invalid_json_body
-from earshot.api.openai.rest import TranscriptionParams, decode_form_audio, read_form
+from earshot.api.openai.rest import TranscriptionParams, decode_form_audio, read_form, require_language
 from earshot.api.sessions.protocol import (
     ApprovalDecision,
     ResponseEvents,
@@ -34,7 +34,7 @@ from earshot.api.sessions.protocol import (
     sse,
 )
 from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, read_body
-from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError, supports_language
+from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.routing.catalog import ChatModelNotFound, ModelNotFound
 from earshot.routing.gate import ServerBusy
 from earshot.store.records import KeyRecord, NewItem, Outcome, SessionRecord
@@ -197,13 +197,7 @@ async def push_to_talk(session_id: str, request: Request, gateway: GatewayDep) -
         admission.use_model(
             requested or route.model_id, route, gateway.router.catalog.names_of(route.model_id)
         )
-        if params.language and not supports_language(route.engine, params.language):
-            raise OpenAIError(
-                400,
-                f"model {route.model_id} does not support language {params.language!r}",
-                code="unsupported_language",
-                param="language",
-            )
+        require_language(route, params.language, route.model_id)
         audio = await decode_form_audio(form, gateway)
         request.state.audio_seconds = audio.duration_s
         await admission.reserve(round(audio.duration_s * 1000))

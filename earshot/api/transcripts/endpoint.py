@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.openai.errors import OpenAIError, invalid_form_field, invalid_json_body
-from earshot.api.openai.rest import read_form
+from earshot.api.openai.rest import read_form, require_language
 from earshot.api.transcripts.documents import (
     MEDIA_TYPES,
     Document,
@@ -41,7 +41,6 @@ from earshot.api.uploads import (
     UploadedForm,
     body_pace,
 )
-from earshot.engines.base import supports_language
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.router import Route
 
@@ -160,13 +159,7 @@ def _route(gateway: Gateway, params: TranscriptParams, admission: Admission) -> 
             code="unsupported_model",
             param="model",
         )
-    if params.language and not supports_language(route.engine, params.language):
-        raise OpenAIError(
-            400,
-            f"model {params.model or route.model_id} does not support language {params.language!r}",
-            code="unsupported_language",
-            param="language",
-        )
+    require_language(route, params.language, params.model or route.model_id)
     return route
 
 
