@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from earshot.accounts.keys import check_model
 from earshot.api.admission import Admission, outcome_of
-from earshot.api.context import Gateway, get_gateway
+from earshot.api.context import Gateway, get_gateway, key_id_of
 from earshot.api.openai.errors import OpenAIError, invalid_json_body
 from earshot.api.openai.rest import TranscriptionParams, decode_form_audio, read_form, require_language
 from earshot.api.sessions.protocol import (
@@ -84,16 +84,12 @@ class AlreadyDecided(OpenAIError):
         return {**super().body(), "decision": self.winning}
 
 
-def _owner(key: KeyRecord | None) -> str | None:
-    return key.id if key is not None else None
-
-
 def _not_found(session_id: str) -> OpenAIError:
     return OpenAIError(404, f"no session {session_id!r}", code="session_not_found", param="id")
 
 
 async def _owned(gateway: Gateway, session_id: str, key: KeyRecord | None) -> SessionRecord:
-    session = await gateway.sessions.get(session_id, _owner(key))
+    session = await gateway.sessions.get(session_id, key_id_of(key))
     if session is None:
         raise _not_found(session_id)
     return session
@@ -121,7 +117,7 @@ async def create_session(request: Request, gateway: GatewayDep) -> JSONResponse:
     now = datetime.now(UTC)
     record = SessionRecord(
         id=new_id("sess"),
-        key_id=_owner(key),
+        key_id=key_id_of(key),
         end_user=body.end_user,
         chat_model=chat_model,
         instructions=body.instructions,
@@ -145,7 +141,7 @@ async def list_sessions(
 ) -> dict[str, Any]:
     """The caller's sessions, newest first (without their items)."""
     key = await gateway.identify(request)
-    records = await gateway.sessions.page(_owner(key), limit=limit + 1, after=after)
+    records = await gateway.sessions.page(key_id_of(key), limit=limit + 1, after=after)
     data = [session_json(record) for record in records[:limit]]
     return {
         "object": "list",
@@ -166,7 +162,7 @@ async def get_session(session_id: str, request: Request, gateway: GatewayDep) ->
 async def end_session(session_id: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:
     """End one of the caller's sessions: it keeps its items and takes no more turns."""
     key = await gateway.identify(request)
-    ended = await gateway.sessions.end(session_id, _owner(key), datetime.now(UTC))
+    ended = await gateway.sessions.end(session_id, key_id_of(key), datetime.now(UTC))
     if ended is None:
         raise _not_found(session_id)
     return session_json(ended)

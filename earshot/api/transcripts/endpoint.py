@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from earshot.api.admission import Admission
-from earshot.api.context import Gateway, get_gateway
+from earshot.api.context import Gateway, get_gateway, key_id_of
 from earshot.api.openai.errors import OpenAIError, invalid_form_field, invalid_json_body
 from earshot.api.openai.rest import read_form, require_language
 from earshot.api.transcripts.documents import (
@@ -256,7 +256,7 @@ async def list_transcripts(
 ) -> TranscriptPage:
     """The caller's stored transcripts, newest first, `limit` at a time after the document `after`."""
     key = await gateway.identify(request)
-    owner = key.id if key is not None else None
+    owner = key_id_of(key)
     records = await gateway.transcripts.page(owner, limit=limit + 1, after=after)
     data = [Document.of(record) for record in records[:limit]]
     return TranscriptPage(data=data, has_more=len(records) > limit, last_id=data[-1].id if data else None)
@@ -282,7 +282,7 @@ async def get_transcript(
 async def validate_transcript(document_id: str, request: Request, gateway: GatewayDep) -> Document:
     """Keep a reviewed version beside the machine one (`{"validated": [paragraphs]}`; null clears it)."""
     key = await gateway.identify(request)
-    owner = key.id if key is not None else None
+    owner = key_id_of(key)
     try:
         body = ValidatedParagraphs.model_validate_json(await request.body())
     except ValidationError as e:
@@ -298,14 +298,14 @@ async def validate_transcript(document_id: str, request: Request, gateway: Gatew
 async def delete_transcript(document_id: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:
     """Delete one of the caller's transcripts."""
     key = await gateway.identify(request)
-    if not await gateway.transcripts.delete(document_id, key.id if key is not None else None):
+    if not await gateway.transcripts.delete(document_id, key_id_of(key)):
         raise _not_found(document_id)
     return {"id": document_id, "object": "transcript.deleted", "deleted": True}
 
 
 async def _owned(document_id: str, request: Request, gateway: Gateway) -> Document:
     key = await gateway.identify(request)
-    record = await gateway.transcripts.get(document_id, key.id if key is not None else None)
+    record = await gateway.transcripts.get(document_id, key_id_of(key))
     if record is None:
         raise _not_found(document_id)
     return Document.of(record)
