@@ -26,6 +26,7 @@ from earshot.api.uploads import (
     UploadTooSlow,
     body_pace,
     decode_upload,
+    read_body,
     read_multipart,
 )
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
@@ -150,6 +151,16 @@ def require_language(route: Route, language: str | None, model_name: str) -> Non
             code="unsupported_language",
             param="language",
         )
+
+
+async def read_json_body(request: Request, limit_bytes: int, pace: BodyPace) -> bytes:
+    """A request's raw (JSON) body, its refusals in OpenAI's shape (413, 408)."""
+    try:
+        return await read_body(request, limit_bytes, pace)
+    except UploadTooLarge as e:
+        raise OpenAIError(413, str(e), code="request_too_large") from e
+    except UploadTooSlow as e:
+        raise OpenAIError(408, str(e), code="request_timeout", type_="invalid_request_error") from e
 
 
 async def read_form(request: Request, limit_bytes: int, pace: BodyPace) -> UploadedForm:

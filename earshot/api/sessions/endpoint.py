@@ -23,7 +23,13 @@ from earshot.accounts.keys import check_model
 from earshot.api.admission import Admission, outcome_of
 from earshot.api.context import Gateway, get_gateway, key_id_of
 from earshot.api.openai.errors import OpenAIError, invalid_json_body
-from earshot.api.openai.rest import TranscriptionParams, decode_form_audio, read_form, require_language
+from earshot.api.openai.rest import (
+    TranscriptionParams,
+    decode_form_audio,
+    read_form,
+    read_json_body,
+    require_language,
+)
 from earshot.api.sessions.protocol import (
     ApprovalDecision,
     ResponseEvents,
@@ -33,7 +39,7 @@ from earshot.api.sessions.protocol import (
     session_json,
     sse,
 )
-from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, read_body
+from earshot.api.uploads import body_pace
 from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.routing.catalog import ChatModelNotFound, ModelNotFound
 from earshot.routing.gate import ServerBusy
@@ -61,12 +67,7 @@ ABANDONED_REASON = "abandoned: the conversation moved on before a decision"
 
 
 async def _body(request: Request, gateway: Gateway, shape: type[BodyT]) -> BodyT:
-    try:
-        raw = await read_body(request, MAX_JSON_BYTES, body_pace(gateway))
-    except UploadTooLarge as e:
-        raise OpenAIError(413, str(e), code="request_too_large") from e
-    except UploadTooSlow as e:
-        raise OpenAIError(408, str(e), code="request_timeout", type_="invalid_request_error") from e
+    raw = await read_json_body(request, MAX_JSON_BYTES, body_pace(gateway))
     try:
         return shape.model_validate_json(raw or b"{}")
     except ValidationError as e:
