@@ -212,6 +212,31 @@ def redis_prefix() -> str:
     return f"earshot-test-{uuid.uuid4().hex[:8]}"
 
 
+def shared_store_env(database_url: str) -> dict[str, str]:
+    """The environment of gateway processes sharing one database and one Redis, one engine worker each."""
+    return {
+        "EARSHOT_DATABASE_URL": database_url,
+        "EARSHOT_REDIS_URL": REDIS_URL,
+        "EARSHOT_REDIS_PREFIX": redis_prefix(),
+        "EARSHOT_ADMIN_TOKEN": ADMIN_TOKEN,
+        "EARSHOT_ENGINE_WORKERS": "1",
+    }
+
+
+@contextmanager
+def two_workers(tmp_dir: Path, env: dict[str, str]) -> Iterator[tuple[RunningServer, RunningServer]]:
+    """Two gateway processes started with `env`, stopped after."""
+    first = start_server(tmp_dir, env)
+    try:
+        second = start_server(tmp_dir, env)
+        try:
+            yield first, second
+        finally:
+            stop_server(second)
+    finally:
+        stop_server(first)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

@@ -122,8 +122,13 @@ class Gateway:
     async def identify(self, connection: HTTPConnection) -> KeyRecord | None:
         """The caller's key for an unmetered request (None while the server is anonymous)."""
         key = await self.accounts.identify(_credential(connection))
-        connection.state.key_id = key.id if key is not None else None
+        connection.state.key_id = key_id_of(key)
         return key
+
+
+def key_id_of(key: KeyRecord | None) -> str | None:
+    """The id of the caller's key, which owns what the caller stores (None while the server is anonymous)."""
+    return key.id if key is not None else None
 
 
 def _credential(connection: HTTPConnection) -> str | None:

@@ -97,26 +97,22 @@ class ConcurrencyGate:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for the body; raises ServerBusy at once when the queue is full."""
-        if self._slots is None:
-            self._admitted()
-            self.active += 1
-            try:
-                yield
-            finally:
-                self.active -= 1
-            return
-        if not self._slots.locked():
+        slots = self._slots
+        if slots is None:
+            pass  # unbounded: no slot to take
+        elif not slots.locked():
             # A free slot (and nobody waiting for it) is taken at once, without queueing.
-            await self._slots.acquire()
+            await slots.acquire()
         else:
-            await self._wait_in_line(self._slots)
+            await self._wait_in_line(slots)
         self._admitted()
         self.active += 1
         try:
             yield
         finally:
             self.active -= 1
-            self._slots.release()
+            if slots is not None:
+                slots.release()
 
     async def _wait_in_line(self, slots: asyncio.Semaphore) -> None:
         if self.waiting >= self.max_queue:

@@ -23,9 +23,14 @@ class Provider:
 
 def circuit_open_error(provider: Provider, now: float) -> UpstreamError:
     """What a caller is told when a provider's breaker refuses calls."""
+    return breaker_refusal(f"model {provider.model_id!r}", provider.breaker, now)
+
+
+def breaker_refusal(what: str, breaker: CircuitBreaker, now: float) -> UpstreamError:
+    """What a caller is told when the breaker of `what` (say "chat model 'gpt-4o'") refuses calls."""
     return UpstreamError(
-        f"model {provider.model_id!r} is unavailable after repeated upstream failures",
+        f"{what} is unavailable after repeated upstream failures",
         transient=True,
         status=503,
-        retry_after_s=provider.breaker.retry_after_s(now),
+        retry_after_s=breaker.retry_after_s(now),
     )

@@ -22,6 +22,7 @@ from earshot.engines.spec import CatalogError
 from earshot.routing.breaker import CircuitBreaker
 from earshot.routing.catalog import Catalog
 from earshot.routing.gate import ConcurrencyGate, ServerBusy
+from earshot.routing.provider import breaker_refusal
 from earshot.voice.spec import SynthesisSpec
 from earshot.voice.tts import SpeechRequest, Synthesizer
 
@@ -106,12 +107,8 @@ class SynthesisChain:
         failure: Exception | None = None
         for index, provider in enumerate(self.providers):
             if not provider.breaker.try_acquire(self.clock()):
-                failure = UpstreamError(
-                    f"speech model {provider.model_id!r} is unavailable after repeated upstream failures",
-                    transient=True,
-                    status=503,
-                    retry_after_s=provider.breaker.retry_after_s(self.clock()),
-                )
+                what = f"speech model {provider.model_id!r}"
+                failure = breaker_refusal(what, provider.breaker, self.clock())
                 continue
             exit_stack = AsyncExitStack()
             try:

@@ -23,7 +23,9 @@ from earshot.engines.base import UpstreamError
 from earshot.engines.upstream import reference, status_error, transport_error
 from earshot.routing.breaker import CircuitBreaker
 from earshot.routing.catalog import Catalog, CatalogError, ChatModelSpec
-from earshot.routing.gate import ConcurrencyGate, ServerBusy
+from earshot.routing.chain import first_to_answer
+from earshot.routing.gate import ConcurrencyGate
+from earshot.routing.provider import breaker_refusal
 from earshot.voice.chat_wire import (
     ChatEvent,
     ChatStreamDecoder,
@@ -117,43 +119,24 @@ class ChatClient:
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> AsyncIterator[ChatEvent]:
         """The events of one completion, from the first provider that answers; raises the last failure."""
-        failure: Exception | None = None
-        for provider in self.providers:
-            if not provider.breaker.try_acquire(self.clock()):
-                failure = UpstreamError(
-                    f"chat model {provider.model_id!r} is unavailable after repeated upstream failures",
-                    transient=True,
-                    status=503,
-                    retry_after_s=provider.breaker.retry_after_s(self.clock()),
-                )
-                continue
-            told = False
-            try:
-                async with provider.gate.slot():
-                    async for event in self._call(provider, messages, tools):
-                        told = told or isinstance(event, TextDelta | ToolCall)
-                        yield event
-            except ServerBusy as e:
-                provider.breaker.release()
-                failure = e
-                continue
-            except UpstreamError as e:
-                if not e.transient:
-                    provider.breaker.release()
-                    raise
-                provider.breaker.record_failure(self.clock())
-                if told:
-                    raise
-                failure = e
-                log.warning("chat model %s failed (%s); trying the next, if any", provider.model_id, e)
-                continue
-            except BaseException:
-                provider.breaker.release()
-                raise
-            provider.breaker.record_success()
-            return
-        assert failure is not None
-        raise failure
+
+        def refusal(provider: ChatProvider, now: float) -> UpstreamError:
+            return breaker_refusal(f"chat model {provider.model_id!r}", provider.breaker, now)
+
+        def log_fallback(index: int, error: UpstreamError) -> None:
+            log.warning(
+                "chat model %s failed (%s); trying the next, if any", self.providers[index].model_id, error
+            )
+
+        async for event in first_to_answer(
+            self.providers,
+            lambda provider: self._call(provider, messages, tools),
+            self.clock,
+            refusal,
+            log_fallback,
+            reaches_caller=lambda event: isinstance(event, TextDelta | ToolCall),
+        ):
+            yield event
 
     async def _call(
         self, provider: ChatProvider, messages: list[dict[str, Any]], tools: list[dict[str, Any]]

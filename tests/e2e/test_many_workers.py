@@ -10,15 +10,12 @@ import httpx
 import pytest
 
 from tests.conftest import (
-    ADMIN_TOKEN,
-    REDIS_URL,
     Admin,
     RunningServer,
     fresh_database,
-    redis_prefix,
-    start_server,
-    stop_server,
+    shared_store_env,
     transcribe_request,
+    two_workers,
     wait_until,
 )
 
@@ -27,23 +24,8 @@ from tests.conftest import (
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, RunningServer]]:
     """Two gateway processes on one PostgreSQL database and one Redis."""
     tmp: Path = tmp_path_factory.mktemp("workers")
-    with fresh_database("postgresql", tmp) as url:
-        env = {
-            "EARSHOT_DATABASE_URL": url,
-            "EARSHOT_REDIS_URL": REDIS_URL,
-            "EARSHOT_REDIS_PREFIX": redis_prefix(),
-            "EARSHOT_ADMIN_TOKEN": ADMIN_TOKEN,
-            "EARSHOT_ENGINE_WORKERS": "1",
-        }
-        first = start_server(tmp, env)
-        try:
-            second = start_server(tmp, env)
-            try:
-                yield first, second
-            finally:
-                stop_server(second)
-        finally:
-            stop_server(first)
+    with fresh_database("postgresql", tmp) as url, two_workers(tmp, shared_store_env(url)) as workers:
+        yield workers
 
 
 def test_a_key_revoked_through_one_worker_is_refused_by_the_other_within_a_second(

@@ -14,14 +14,13 @@ import httpx
 import pytest
 
 from tests.conftest import (
-    ADMIN_TOKEN,
-    REDIS_URL,
     Admin,
     RunningServer,
     fresh_database,
-    redis_prefix,
+    shared_store_env,
     start_server,
     stop_server,
+    two_workers,
     wait_until,
 )
 from tests.e2e.sessions_client import SessionsClient, done
@@ -67,24 +66,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                 }
             )
         )
-        env = {
-            "EARSHOT_DATABASE_URL": url,
-            "EARSHOT_REDIS_URL": REDIS_URL,
-            "EARSHOT_REDIS_PREFIX": redis_prefix(),
-            "EARSHOT_ADMIN_TOKEN": ADMIN_TOKEN,
-            "EARSHOT_ENGINE_WORKERS": "1",
-            "EARSHOT_CONFIG": str(catalog),
-            CHAT_KEY_ENV: CHAT_KEY,
-        }
-        first = start_server(tmp, env)
-        try:
-            second = start_server(tmp, env)
-            try:
-                yield Pair(first, second, chat, tmp, env)
-            finally:
-                stop_server(second)
-        finally:
-            stop_server(first)
+        env = {**shared_store_env(url), "EARSHOT_CONFIG": str(catalog), CHAT_KEY_ENV: CHAT_KEY}
+        with two_workers(tmp, env) as (first, second):
+            yield Pair(first, second, chat, tmp, env)
 
 
 def test_of_twenty_decisions_on_two_workers_exactly_one_wins(pair: Pair) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import av
@@ -28,7 +29,7 @@ from tests.conftest import (
 )
 from tests.e2e.realtime_client import as_wav
 from tests.e2e.wer import words
-from tests.fakes.openai import OPENAI_KEY, SECRET_MARKER, FakeOpenAI, speech_tone
+from tests.fakes.openai import OPENAI_KEY, SECRET_MARKER, SPEECH_CONTENT_TYPES, FakeOpenAI, speech_tone
 from tests.fakes.server import FakeServer, serving
 
 # A sentence Whisper tiny.en hears word for word from every espeak-ng voice earshot maps OpenAI's onto.
@@ -59,14 +60,6 @@ speech_models:
     circuit_failures: 100
 """
 FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
-CONTENT_TYPES = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",
-}
 
 
 @dataclass
@@ -126,7 +119,7 @@ def heard(client: OpenAI, data: bytes, fmt: str) -> list[str]:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_decodes_and_is_heard_as_the_input_words(client: OpenAI, fmt: str) -> None:
     response = client.audio.speech.create(model="tts-1", voice="alloy", input=SENTENCE, response_format=fmt)  # type: ignore[arg-type]
-    assert response.response.headers["content-type"] == CONTENT_TYPES[fmt]
+    assert response.response.headers["content-type"] == SPEECH_CONTENT_TYPES[fmt]
     data = response.content
     rate_hz, seconds = decoded(as_wav(data) if fmt == "pcm" else data)
     assert 1.0 < seconds < 6.0
@@ -248,24 +241,24 @@ def test_each_request_writes_one_record_priced_per_character(client: OpenAI, set
     assert record.cost == pytest.approx(len(SENTENCE) * PRICE_PER_CHARACTER)
 
 
+def stream_alone_speech(setup: SpeechSetup, fmt: str) -> AbstractContextManager[httpx.Response]:
+    """A streamed POST /v1/audio/speech of SENTENCE to the provider that has no fallback."""
+    return httpx.stream(
+        "POST",
+        f"{setup.server.base_url}/v1/audio/speech",
+        json={"model": "relayed-tts-alone", "voice": "alloy", "input": SENTENCE, "response_format": fmt},
+        headers={"Authorization": f"Bearer {setup.key}"},
+        timeout=30,
+    )
+
+
 def test_a_client_leaving_mid_stream_still_writes_one_record(client: OpenAI, setup: SpeechSetup) -> None:
     # A slow provider (a chunk every 0.2 s, 10 s of audio), so the client leaves long before the body ends.
     setup.fake.faults.delay_s = 0.2
     setup.fake.speech_tone_s = 10.0
     before = len(speech_records(setup))
     try:
-        with httpx.stream(
-            "POST",
-            f"{setup.server.base_url}/v1/audio/speech",
-            json={
-                "model": "relayed-tts-alone",
-                "voice": "alloy",
-                "input": SENTENCE,
-                "response_format": "pcm",
-            },
-            headers={"Authorization": f"Bearer {setup.key}"},
-            timeout=30,
-        ) as response:
+        with stream_alone_speech(setup, "pcm") as response:
             assert response.status_code == 200
             next(response.iter_bytes())
     finally:
@@ -357,18 +350,7 @@ def test_a_provider_failing_mid_body_cuts_the_response_and_is_not_billed(
     setup.fake.speech_cut_after_chunks = 2
     with (
         pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream(
-            "POST",
-            f"{setup.server.base_url}/v1/audio/speech",
-            json={
-                "model": "relayed-tts-alone",
-                "voice": "alloy",
-                "input": SENTENCE,
-                "response_format": "wav",
-            },
-            headers={"Authorization": f"Bearer {setup.key}"},
-            timeout=30,
-        ) as response,
+        stream_alone_speech(setup, "wav") as response,
     ):
         assert response.status_code == 200
         response.read()

@@ -85,6 +85,13 @@ def openai_error(message: str, kind: str, code: str | None, status: int) -> JSON
     return JSONResponse(body, status_code=status)
 
 
+def wrong_key_error() -> JSONResponse:
+    """OpenAI's 401 for a missing or wrong bearer key (its body carries SECRET_MARKER)."""
+    return openai_error(
+        f"Incorrect API key provided ({SECRET_MARKER})", "invalid_request_error", "invalid_api_key", 401
+    )
+
+
 class FakeOpenAI:
     """The ASGI app and what it saw; `transcript` is what every recognition answers."""
 
@@ -124,12 +131,7 @@ class FakeOpenAI:
     async def _openai_rest(self, request: Request) -> Response:
         seen = await self._record(request)
         if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
-            return openai_error(
-                f"Incorrect API key provided ({SECRET_MARKER})",
-                "invalid_request_error",
-                "invalid_api_key",
-                401,
-            )
+            return wrong_key_error()
         return await self._answer(seen, request)
 
     async def _openai_speech(self, request: Request) -> Response:
@@ -141,12 +143,7 @@ class FakeOpenAI:
             )
         self.speech_requests.append(SeenSpeech(request.url.path, dict(request.headers), body))
         if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
-            return openai_error(
-                f"Incorrect API key provided ({SECRET_MARKER})",
-                "invalid_request_error",
-                "invalid_api_key",
-                401,
-            )
+            return wrong_key_error()
         failure = self.faults.take_failure()
         if failure is not None:
             return openai_error(

@@ -24,24 +24,13 @@ from earshot.voice.espeak import MAX_WPM, MIN_WPM, NORMAL_WPM, words_per_minute
 from earshot.voice.pieces import text_pieces
 from earshot.voice.tts import SpeechRequest
 from earshot.voice.voices import OPENAI_VOICES, UnknownVoice, espeak_voice
+from tests.fakes.openai import SPEECH_VOICES
 
 # --- Voices -----------------------------------------------------------------------------------------
 
 
 def test_every_openai_voice_maps_onto_an_english_espeak_voice() -> None:
-    for name in (
-        "alloy",
-        "ash",
-        "ballad",
-        "coral",
-        "echo",
-        "fable",
-        "nova",
-        "onyx",
-        "sage",
-        "shimmer",
-        "verse",
-    ):
+    for name in SPEECH_VOICES:
         assert espeak_voice(name).startswith("en-")
     assert espeak_voice("marin") and espeak_voice("cedar")
     assert espeak_voice("Nova") == OPENAI_VOICES["nova"] == "en-us+f3"

@@ -8,6 +8,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -95,6 +96,21 @@ class OpenAIError(Exception):
     def from_engine(cls, failure: EngineError | ServerBusy) -> OpenAIError:
         """The OpenAI error for a failed engine or provider; its message is already safe to show."""
         return cls.of(of_engine(failure))
+
+
+def invalid_form_field(error: ValidationError) -> OpenAIError:
+    """The 400 for a form whose first bad field fails validation, naming that field."""
+    first = error.errors()[0]
+    param = str(first["loc"][0]) if first["loc"] else None
+    return OpenAIError(400, f"invalid {param}: {first['msg']}", code="invalid_value", param=param)
+
+
+def invalid_json_body(error: ValidationError) -> OpenAIError:
+    """The 400 for a JSON body that fails validation, naming the first bad field's dotted path."""
+    first = error.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"].removeprefix("Value error, ")
+    return OpenAIError(400, f"invalid {param or 'body'}: {message}", code="invalid_value", param=param)
 
 
 def install_error_handlers(app: FastAPI) -> None:

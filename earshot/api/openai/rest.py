@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.metrics import Metrics
-from earshot.api.openai.errors import OpenAIError
+from earshot.api.openai.errors import OpenAIError, invalid_form_field
 from earshot.api.openai.formats import ResponseFormat, render
 from earshot.api.uploads import (
     BadUpload,
@@ -26,6 +26,7 @@ from earshot.api.uploads import (
     UploadTooSlow,
     body_pace,
     decode_upload,
+    read_body,
     read_multipart,
 )
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
@@ -74,11 +75,7 @@ class TranscriptionParams(BaseModel):
         try:
             params = cls.model_validate(raw)
         except ValidationError as e:
-            first = e.errors()[0]
-            param = str(first["loc"][0]) if first["loc"] else None
-            raise OpenAIError(
-                400, f"invalid {param}: {first['msg']}", code="invalid_value", param=param
-            ) from e
+            raise invalid_form_field(e) from e
         if params.timestamp_granularities and params.response_format is not ResponseFormat.VERBOSE_JSON:
             raise OpenAIError(
                 400,
@@ -114,13 +111,7 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
         raise OpenAIError(
             400, f"model {route.model_id!r} does not offer {needed}", code="unsupported_model", param="model"
         )
-    if params.language and not supports_language(route.engine, params.language):
-        raise OpenAIError(
-            400,
-            f"model {params.model or route.model_id} does not support language {params.language!r}",
-            code="unsupported_language",
-            param="language",
-        )
+    require_language(route, params.language, params.model or route.model_id)
     audio = await decode_form_audio(form, gateway)
     request.state.audio_seconds = audio.duration_s
     await admission.reserve(round(audio.duration_s * 1000))
@@ -152,6 +143,27 @@ async def _transcribe(request: Request, gateway: Gateway, admission: Admission) 
     if isinstance(body, dict):
         return JSONResponse(body)
     return PlainTextResponse(body, media_type=media_type)
+
+
+def require_language(route: Route, language: str | None, model_name: str) -> None:
+    """The 400 for a `language` the route's engine does not know, naming the model as `model_name`."""
+    if language and not supports_language(route.engine, language):
+        raise OpenAIError(
+            400,
+            f"model {model_name} does not support language {language!r}",
+            code="unsupported_language",
+            param="language",
+        )
+
+
+async def read_json_body(request: Request, limit_bytes: int, pace: BodyPace) -> bytes:
+    """A request's raw (JSON) body, its refusals in OpenAI's shape (413, 408)."""
+    try:
+        return await read_body(request, limit_bytes, pace)
+    except UploadTooLarge as e:
+        raise OpenAIError(413, str(e), code="request_too_large") from e
+    except UploadTooSlow as e:
+        raise OpenAIError(408, str(e), code="request_timeout", type_="invalid_request_error") from e
 
 
 async def read_form(request: Request, limit_bytes: int, pace: BodyPace) -> UploadedForm:

@@ -15,7 +15,8 @@ from starlette.types import Send
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway, get_gateway
 from earshot.api.openai.errors import OpenAIError
-from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, read_body
+from earshot.api.openai.rest import read_json_body
+from earshot.api.uploads import body_pace
 from earshot.audio.encode import SpeechFormat, content_type
 from earshot.engines.base import EngineError
 from earshot.routing.catalog import ModelNotFound
@@ -125,12 +126,7 @@ async def create_speech(request: Request, gateway: GatewayDep) -> Response:
 
 
 async def _speak(request: Request, gateway: Gateway, admission: Admission) -> Response:
-    try:
-        body = await read_body(request, MAX_BODY_BYTES, body_pace(gateway))
-    except UploadTooLarge as e:
-        raise OpenAIError(413, str(e), code="request_too_large") from e
-    except UploadTooSlow as e:
-        raise OpenAIError(408, str(e), code="request_timeout") from e
+    body = await read_json_body(request, MAX_BODY_BYTES, body_pace(gateway))
     params = SpeechParams.from_body(body)
     route = _route(gateway, params.model)
     request.state.model = route.model_id

@@ -21,9 +21,15 @@ from pydantic import BaseModel, ValidationError
 
 from earshot.accounts.keys import check_model
 from earshot.api.admission import Admission, outcome_of
-from earshot.api.context import Gateway, get_gateway
-from earshot.api.openai.errors import OpenAIError
-from earshot.api.openai.rest import TranscriptionParams, decode_form_audio, read_form
+from earshot.api.context import Gateway, get_gateway, key_id_of
+from earshot.api.openai.errors import OpenAIError, invalid_json_body
+from earshot.api.openai.rest import (
+    TranscriptionParams,
+    decode_form_audio,
+    read_form,
+    read_json_body,
+    require_language,
+)
 from earshot.api.sessions.protocol import (
     ApprovalDecision,
     ResponseEvents,
@@ -33,8 +39,8 @@ from earshot.api.sessions.protocol import (
     session_json,
     sse,
 )
-from earshot.api.uploads import UploadTooLarge, UploadTooSlow, body_pace, read_body
-from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError, supports_language
+from earshot.api.uploads import body_pace
+from earshot.engines.base import EngineError, TranscribeOptions, UpstreamError
 from earshot.routing.catalog import ChatModelNotFound, ModelNotFound
 from earshot.routing.gate import ServerBusy
 from earshot.store.records import KeyRecord, NewItem, Outcome, SessionRecord
@@ -61,21 +67,11 @@ ABANDONED_REASON = "abandoned: the conversation moved on before a decision"
 
 
 async def _body(request: Request, gateway: Gateway, shape: type[BodyT]) -> BodyT:
-    try:
-        raw = await read_body(request, MAX_JSON_BYTES, body_pace(gateway))
-    except UploadTooLarge as e:
-        raise OpenAIError(413, str(e), code="request_too_large") from e
-    except UploadTooSlow as e:
-        raise OpenAIError(408, str(e), code="request_timeout", type_="invalid_request_error") from e
+    raw = await read_json_body(request, MAX_JSON_BYTES, body_pace(gateway))
     try:
         return shape.model_validate_json(raw or b"{}")
     except ValidationError as e:
-        first = e.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        raise OpenAIError(
-            400, f"invalid {param or 'body'}: {message}", code="invalid_value", param=param
-        ) from e
+        raise invalid_json_body(e) from e
 
 
 class AlreadyDecided(OpenAIError):
@@ -89,16 +85,12 @@ class AlreadyDecided(OpenAIError):
         return {**super().body(), "decision": self.winning}
 
 
-def _owner(key: KeyRecord | None) -> str | None:
-    return key.id if key is not None else None
-
-
 def _not_found(session_id: str) -> OpenAIError:
     return OpenAIError(404, f"no session {session_id!r}", code="session_not_found", param="id")
 
 
 async def _owned(gateway: Gateway, session_id: str, key: KeyRecord | None) -> SessionRecord:
-    session = await gateway.sessions.get(session_id, _owner(key))
+    session = await gateway.sessions.get(session_id, key_id_of(key))
     if session is None:
         raise _not_found(session_id)
     return session
@@ -126,7 +118,7 @@ async def create_session(request: Request, gateway: GatewayDep) -> JSONResponse:
     now = datetime.now(UTC)
     record = SessionRecord(
         id=new_id("sess"),
-        key_id=_owner(key),
+        key_id=key_id_of(key),
         end_user=body.end_user,
         chat_model=chat_model,
         instructions=body.instructions,
@@ -150,7 +142,7 @@ async def list_sessions(
 ) -> dict[str, Any]:
     """The caller's sessions, newest first (without their items)."""
     key = await gateway.identify(request)
-    records = await gateway.sessions.page(_owner(key), limit=limit + 1, after=after)
+    records = await gateway.sessions.page(key_id_of(key), limit=limit + 1, after=after)
     data = [session_json(record) for record in records[:limit]]
     return {
         "object": "list",
@@ -171,7 +163,7 @@ async def get_session(session_id: str, request: Request, gateway: GatewayDep) ->
 async def end_session(session_id: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:
     """End one of the caller's sessions: it keeps its items and takes no more turns."""
     key = await gateway.identify(request)
-    ended = await gateway.sessions.end(session_id, _owner(key), datetime.now(UTC))
+    ended = await gateway.sessions.end(session_id, key_id_of(key), datetime.now(UTC))
     if ended is None:
         raise _not_found(session_id)
     return session_json(ended)
@@ -202,13 +194,7 @@ async def push_to_talk(session_id: str, request: Request, gateway: GatewayDep) -
         admission.use_model(
             requested or route.model_id, route, gateway.router.catalog.names_of(route.model_id)
         )
-        if params.language and not supports_language(route.engine, params.language):
-            raise OpenAIError(
-                400,
-                f"model {route.model_id} does not support language {params.language!r}",
-                code="unsupported_language",
-                param="language",
-            )
+        require_language(route, params.language, route.model_id)
         audio = await decode_form_audio(form, gateway)
         request.state.audio_seconds = audio.duration_s
         await admission.reserve(round(audio.duration_s * 1000))

@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from earshot.api.admission import Admission
-from earshot.api.context import Gateway, get_gateway
-from earshot.api.openai.errors import OpenAIError
-from earshot.api.openai.rest import read_form
+from earshot.api.context import Gateway, get_gateway, key_id_of
+from earshot.api.openai.errors import OpenAIError, invalid_form_field, invalid_json_body
+from earshot.api.openai.rest import read_form, require_language
 from earshot.api.transcripts.documents import (
     MEDIA_TYPES,
     Document,
@@ -41,7 +41,6 @@ from earshot.api.uploads import (
     UploadedForm,
     body_pace,
 )
-from earshot.engines.base import supports_language
 from earshot.routing.catalog import ModelNotFound
 from earshot.routing.router import Route
 
@@ -85,11 +84,7 @@ class TranscriptParams(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
-            first = e.errors()[0]
-            param = str(first["loc"][0]) if first["loc"] else None
-            raise OpenAIError(
-                400, f"invalid {param}: {first['msg']}", code="invalid_value", param=param
-            ) from e
+            raise invalid_form_field(e) from e
 
 
 @router.post("/v1/transcripts", response_model=None)
@@ -167,13 +162,7 @@ def _route(gateway: Gateway, params: TranscriptParams, admission: Admission) -> 
             code="unsupported_model",
             param="model",
         )
-    if params.language and not supports_language(route.engine, params.language):
-        raise OpenAIError(
-            400,
-            f"model {params.model or route.model_id} does not support language {params.language!r}",
-            code="unsupported_language",
-            param="language",
-        )
+    require_language(route, params.language, params.model or route.model_id)
     return route
 
 
@@ -270,7 +259,7 @@ async def list_transcripts(
 ) -> TranscriptPage:
     """The caller's stored transcripts, newest first, `limit` at a time after the document `after`."""
     key = await gateway.identify(request)
-    owner = key.id if key is not None else None
+    owner = key_id_of(key)
     records = await gateway.transcripts.page(owner, limit=limit + 1, after=after)
     data = [Document.of(record) for record in records[:limit]]
     return TranscriptPage(data=data, has_more=len(records) > limit, last_id=data[-1].id if data else None)
@@ -296,16 +285,11 @@ async def get_transcript(
 async def validate_transcript(document_id: str, request: Request, gateway: GatewayDep) -> Document:
     """Keep a reviewed version beside the machine one (`{"validated": [paragraphs]}`; null clears it)."""
     key = await gateway.identify(request)
-    owner = key.id if key is not None else None
+    owner = key_id_of(key)
     try:
         body = ValidatedParagraphs.model_validate_json(await request.body())
     except ValidationError as e:
-        first = e.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        raise OpenAIError(
-            400, f"invalid {param or 'body'}: {message}", code="invalid_value", param=param
-        ) from e
+        raise invalid_json_body(e) from e
     validated = paragraphs_json(body.validated) if body.validated is not None else None
     record = await gateway.transcripts.set_validated(document_id, owner, validated, datetime.now(UTC))
     if record is None:
@@ -317,14 +301,14 @@ async def validate_transcript(document_id: str, request: Request, gateway: Gatew
 async def delete_transcript(document_id: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:
     """Delete one of the caller's transcripts."""
     key = await gateway.identify(request)
-    if not await gateway.transcripts.delete(document_id, key.id if key is not None else None):
+    if not await gateway.transcripts.delete(document_id, key_id_of(key)):
         raise _not_found(document_id)
     return {"id": document_id, "object": "transcript.deleted", "deleted": True}
 
 
 async def _owned(document_id: str, request: Request, gateway: Gateway) -> Document:
     key = await gateway.identify(request)
-    record = await gateway.transcripts.get(document_id, key.id if key is not None else None)
+    record = await gateway.transcripts.get(document_id, key_id_of(key))
     if record is None:
         raise _not_found(document_id)
     return Document.of(record)
