@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from earshot.engines.base import Engine
@@ -336,6 +337,29 @@ def one_shot_text(server: RunningServer, relpath: str, model: str) -> str:
     assert response.status_code == 200, response.text
     text: str = response.json()["text"]
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedDeltas:
+    """What a streamed `/v1/audio/transcriptions` sent: each delta with its arrival time, and the text."""
+
+    deltas: list[tuple[float, str]]
+    done_text: str | None
+    done_at_s: float
+
+
+def streamed_deltas(client: openai.OpenAI, relpath: str) -> StreamedDeltas:
+    """Stream a clip of ../shared/audio with the openai SDK's `stream=True`, timing each event's arrival."""
+    started = time.monotonic()
+    stream = client.audio.transcriptions.create(model="whisper-1", file=shared_audio(relpath), stream=True)
+    deltas: list[tuple[float, str]] = []
+    done_text, done_at_s = None, 0.0
+    for event in stream:
+        if event.type == "transcript.text.delta":
+            deltas.append((time.monotonic() - started, event.delta))
+        elif event.type == "transcript.text.done":
+            done_text, done_at_s = event.text, time.monotonic() - started
+    return StreamedDeltas(deltas, done_text, done_at_s)
 
 
 def usage_records(database_url: str) -> list[UsageRecord]:

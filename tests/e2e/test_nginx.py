@@ -23,9 +23,9 @@ from tests.conftest import (
     Admin,
     RunningServer,
     free_port,
-    shared_audio,
     start_server,
     stop_server,
+    streamed_deltas,
 )
 from tests.e2e.realtime_client import EventLog, chunks, collect, paced, pcm24, silence, speech, trimmed
 from tests.e2e.test_deepgram import CHUNK_BYTES, RATE_HZ, environment, pcm16, transcript_of
@@ -144,20 +144,13 @@ async def test_a_deepgram_live_stream_passes_through_nginx(proxied: RunningServe
 def test_an_sse_stream_arrives_event_by_event_through_nginx(proxied: RunningServer) -> None:
     _, key = Admin(proxied).create_key()
     client = openai.OpenAI(base_url=f"{proxied.base_url}/v1", api_key=key, max_retries=0)
-    started = time.monotonic()
-    stream = client.audio.transcriptions.create(
-        model="whisper-1", file=shared_audio("faster-whisper/multilingual.mp3"), stream=True
+    streamed = streamed_deltas(client, "faster-whisper/multilingual.mp3")
+    assert len(streamed.deltas) >= 2
+    assert "".join(delta for _, delta in streamed.deltas) == streamed.done_text
+    first_at_s = streamed.deltas[0][0]
+    assert first_at_s < streamed.done_at_s - 0.5, (
+        "the first delta arrives well before decoding ends, not buffered"
     )
-    deltas: list[tuple[float, str]] = []
-    done_text, done_at = None, 0.0
-    for event in stream:
-        if event.type == "transcript.text.delta":
-            deltas.append((time.monotonic() - started, event.delta))
-        elif event.type == "transcript.text.done":
-            done_text, done_at = event.text, time.monotonic() - started
-    assert len(deltas) >= 2
-    assert "".join(delta for _, delta in deltas) == done_text
-    assert deltas[0][0] < done_at - 0.5, "the first delta arrives well before decoding finishes, not buffered"
 
 
 def test_the_limiter_sees_each_real_client_behind_nginx_and_not_a_forged_address(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningServer, shared_audio
+from tests.conftest import RunningServer, shared_audio, streamed_deltas
 
 SRT_CUE = re.compile(r"^(\d+)\n(\d{2}:\d{2}:\d{2},\d{3}) --> (\d{2}:\d{2}:\d{2},\d{3})\n(.+)$")
 
@@ -71,20 +70,13 @@ def test_verbose_json_without_granularities_has_segments_only(client: openai.Ope
 
 
 def test_stream_sends_deltas_before_decoding_ends(client: openai.OpenAI) -> None:
-    started = time.monotonic()
-    stream = client.audio.transcriptions.create(
-        model="whisper-1", file=shared_audio("faster-whisper/multilingual.mp3"), stream=True
+    streamed = streamed_deltas(client, "faster-whisper/multilingual.mp3")
+    assert len(streamed.deltas) >= 2
+    assert "".join(delta for _, delta in streamed.deltas) == streamed.done_text
+    first_at_s = streamed.deltas[0][0]
+    assert first_at_s < streamed.done_at_s - 0.5, (
+        "the first delta should arrive well before decoding finishes"
     )
-    deltas: list[tuple[float, str]] = []
-    done_text, done_at = None, 0.0
-    for event in stream:
-        if event.type == "transcript.text.delta":
-            deltas.append((time.monotonic() - started, event.delta))
-        elif event.type == "transcript.text.done":
-            done_text, done_at = event.text, time.monotonic() - started
-    assert len(deltas) >= 2
-    assert "".join(delta for _, delta in deltas) == done_text
-    assert deltas[0][0] < done_at - 0.5, "the first delta should arrive well before decoding finishes"
 
 
 def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
