@@ -1,14 +1,15 @@
 """Streamed transcripts against the one-shot route: how soon text shows, how often it grows, what it costs.
 
-Run as `.venv/bin/python bench/transcripts.py [--minutes 10] [--concurrent 8] [--workers N]`. It builds one
-recording of `--minutes` from the English clips of ../shared/audio (in order, 0.4 s of silence between, looped
-until long enough), as a 16 kHz FLAC, and serves it to a fresh `earshot serve` with the embedded catalog:
+Run as `.venv/bin/python bench/transcripts.py [--minutes 10] [--concurrent 8] [--rounds 3] [--workers N]`.
+It builds one recording of `--minutes` from the English clips of ../shared/audio (in order, 0.4 s of silence
+between, looped until long enough), as a 16 kHz FLAC, and serves it to a fresh `earshot serve` with the
+embedded catalog:
 
-- one-shot: `POST /v1/audio/transcriptions` (json), wall time to the answer;
+- one-shot: `POST /v1/audio/transcriptions` (json), wall time to the answer; one-shot and streamed runs take
+  turns `--rounds` times and the medians are compared;
 - streamed: `POST /v1/transcripts` with `Accept: text/event-stream` (`use_cache=false`): time to the first
   `transcription` snapshot (sent, empty, when the decode starts) and to the first with text, the gaps between
-  snapshots, and the wall time to `done`; the target is at most
-  5 % slower than one-shot on the same file;
+  snapshots, and the wall time to `done`; the target is at most 5 % slower than one-shot on the same file;
 - the server's RSS (the app process, and its engine workers) sampled while 1 and then `--concurrent` streamed
   uploads of the same file run at once.
 
@@ -188,22 +189,38 @@ def mb(size: float) -> str:
 
 
 async def bench(
-    base_url: str, server: psutil.Process, flac: bytes, duration_s: float, concurrent: int
+    base_url: str, server: psutil.Process, flac: bytes, duration_s: float, concurrent: int, rounds: int
 ) -> None:
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=10.0)
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as client:
         await wait_ready(client, server)
         print(f"recording: {duration_s / 60:.1f} min, {len(flac) / 2**20:.1f} MiB FLAC", file=sys.stderr)
         await oneshot_once(client, flac)  # warm the workers and the decoder once
-        oneshot_s = await oneshot_once(client, flac)
-        print(f"  one-shot: {oneshot_s:.1f} s", file=sys.stderr, flush=True)
         idle_app = server.memory_info().rss
-        async with rss_sampler(server) as single_rss:
-            single = await stream_once(client, flac)
-        print(f"  streamed: {single.done_s} s", file=sys.stderr, flush=True)
+        # One-shot and streamed take turns, so a change in the machine's load falls on both alike.
+        oneshot_times: list[float] = []
+        singles: list[StreamRun] = []
+        single_rss: dict[str, list[int]] = {"app": [], "workers": []}
+        for _ in range(rounds):
+            oneshot_times.append(await oneshot_once(client, flac))
+            async with rss_sampler(server) as samples:
+                singles.append(await stream_once(client, flac))
+            for name, values in samples.items():
+                single_rss[name] += values
+            print(
+                f"  one-shot: {oneshot_times[-1]:.1f} s, streamed: {singles[-1].done_s} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        oneshot_s = statistics.median(oneshot_times)
+        # The streamed run whose wall time is the median's (the lower middle one for an even count).
+        finished = sorted((run for run in singles if run.done_s is not None), key=lambda run: run.done_s or 0)
+        single = finished[(len(finished) - 1) // 2] if finished else singles[0]
         async with rss_sampler(server) as many_rss:
             many = await asyncio.gather(*(stream_once(client, flac) for _ in range(concurrent)))
     print_report(duration_s, oneshot_s, single, many, idle_app, single_rss, many_rss)
+    print(f"\n{rounds} rounds: one-shot s {', '.join(f'{t:.2f}' for t in oneshot_times)};")
+    print(f"streamed s {', '.join(f'{run.done_s:.2f}' if run.done_s else 'failed' for run in singles)}")
 
 
 def print_report(
@@ -222,8 +239,8 @@ def print_report(
     gaps = single.gaps_s
     ratio = single.done_s / oneshot_s
     rows = [
-        ("one-shot wall s", f"{oneshot_s:.2f}"),
-        ("streamed wall s (to done)", f"{single.done_s:.2f}"),
+        ("one-shot wall s (median)", f"{oneshot_s:.2f}"),
+        ("streamed wall s, to done (median)", f"{single.done_s:.2f}"),
         ("streamed / one-shot", f"{ratio:.3f} (target <= {TARGET_STREAM_ONESHOT_RATIO:.2f})"),
         ("first snapshot s", f"{single.first_snapshot_s:.2f}"),
         ("first text s", f"{single.first_text_s:.2f}" if single.first_text_s is not None else "-"),
@@ -282,6 +299,7 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the recording (default 10)")
     parser.add_argument("--concurrent", type=int, default=8, help="concurrent streamed uploads (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="one-shot and streamed runs in turn (default 3)")
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="engine workers (default: cores)"
     )
@@ -290,7 +308,7 @@ def main() -> None:
     with server_log() as log:
         try:
             with running_server(args.workers, log) as (base_url, server):
-                asyncio.run(bench(base_url, server, flac, duration_s, args.concurrent))
+                asyncio.run(bench(base_url, server, flac, duration_s, args.concurrent, args.rounds))
         except ServerFailed as e:
             log.seek(0)
             tail = log.read().decode(errors="replace")[-SERVER_LOG_TAIL_CHARS:]
