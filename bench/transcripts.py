@@ -299,7 +299,7 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the recording (default 10)")
     parser.add_argument("--concurrent", type=int, default=8, help="concurrent streamed uploads (default 8)")
-    parser.add_argument("--rounds", type=int, default=3, help="one-shot and streamed runs in turn (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="one-shot and streamed runs, in turn")
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="engine workers (default: cores)"
     )
