@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from earshot.engines.base import EngineError
 from earshot.routing.gate import ServerBusy
@@ -33,6 +33,18 @@ from earshot.voice.turn import (
     TurnEvent,
 )
 from earshot.voice.turn_lock import SessionBusy, TurnLocks
+from earshot.voice.voice_events import (
+    AnswerAudio,
+    AnswerDone,
+    AnswerStarted,
+    AnswerText,
+    ApprovalOut,
+    CallOut,
+    ResponseFinished,
+    ResponseStarted,
+    TurnRefused,
+    VoiceEvent,
+)
 from earshot.voice.voices import UnknownVoice
 
 log = logging.getLogger(__name__)
@@ -42,91 +54,6 @@ log = logging.getLogger(__name__)
 AUDIO_DELTA_MS = 100
 LEAD_MS = 600
 T = TypeVar("T")
-ResponseStatus = Literal["completed", "cancelled", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseStarted:
-    response_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerStarted:
-    """An assistant message item begins."""
-
-    response_id: str
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerText:
-    """Text of the answer as it goes out (beside its audio, or alone when text-only)."""
-
-    response_id: str
-    item_id: str
-    delta: str
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerAudio:
-    """PCM16 mono 24 kHz audio of the answer."""
-
-    response_id: str
-    item_id: str
-    pcm16: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerDone:
-    response_id: str
-    item: dict[str, Any]
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallOut:
-    """A function call for the client to run."""
-
-    response_id: str
-    item: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalOut:
-    """A call that waits for a person's approval (an `mcp_approval_request` item)."""
-
-    response_id: str
-    item: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseFinished:
-    response_id: str
-    status: ResponseStatus
-    output: list[dict[str, Any]]
-    usage: dict[str, int]
-    error: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRefused:
-    """No response could start (another turn of the session runs)."""
-
-    code: str
-    message: str
-
-
-VoiceEvent = (
-    ResponseStarted
-    | AnswerStarted
-    | AnswerText
-    | AnswerAudio
-    | AnswerDone
-    | CallOut
-    | ApprovalOut
-    | ResponseFinished
-    | TurnRefused
-)
 
 
 class Brain(Protocol):

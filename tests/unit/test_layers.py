@@ -103,6 +103,7 @@ SANS_IO_MODULES = (
     "earshot.voice.chat_wire",
     "earshot.voice.conversation",
     "earshot.voice.spoken",
+    "earshot.voice.voice_events",
     "earshot.api.realtime.conversation",
     "earshot.api.realtime.conversation_events",
 )

@@ -14,15 +14,15 @@ from earshot.voice.conversation import Waiting, assistant_message, new_id
 from earshot.voice.spoken import PCM_BYTES_PER_MS, FillerTimer, SentenceCutter, SpokenAnswer
 from earshot.voice.turn import AssistantText, AssistantTextDone, CallReady, TurnEnded, TurnEvent
 from earshot.voice.turn_lock import MemoryTurnLocks
-from earshot.voice.voice_turns import (
+from earshot.voice.voice_events import (
     AnswerAudio,
     AnswerText,
     CallOut,
     ResponseFinished,
     TurnRefused,
     VoiceEvent,
-    VoiceTurns,
 )
+from earshot.voice.voice_turns import VoiceTurns
 from earshot.voice.voices import UnknownVoice
 
 MS_PER_CHAR = 10  # the fake synthesizer speaks 10 ms of audio per character

@@ -25,7 +25,7 @@ from earshot.store.records import NewItem
 from earshot.streaming.events import SessionEvent, SpeechStarted, UtteranceEnd
 from earshot.streaming.session import LiveConfig
 from earshot.voice.conversation import function_call_output, user_message
-from earshot.voice.voice_turns import (
+from earshot.voice.voice_events import (
     AnswerAudio,
     AnswerDone,
     AnswerStarted,

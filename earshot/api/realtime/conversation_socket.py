@@ -45,7 +45,8 @@ from earshot.voice.conversation import (
 )
 from earshot.voice.tts import SpeechRequest
 from earshot.voice.turn import Turn
-from earshot.voice.voice_turns import Continuation, VoiceEvent, VoiceTurns
+from earshot.voice.voice_events import VoiceEvent
+from earshot.voice.voice_turns import Continuation, VoiceTurns
 
 log = logging.getLogger(__name__)
 # "default" in a voice agent means the synthesis model's usual voice.
