@@ -204,6 +204,7 @@ def main() -> None:
     parser.add_argument(
         "--max-live", type=int, help="the speech model's max_live_sessions (unset: what it measured at start)"
     )
+    parser.add_argument("--server-log", type=Path, help="keep the server's log here (default: thrown away)")
     args = parser.parse_args()
     chat = FakeChat()
     with tempfile.TemporaryDirectory() as tmp, serving(chat.app) as chat_server:
@@ -233,7 +234,8 @@ def main() -> None:
             "BENCH_CHAT_KEY": CHAT_KEY,
             "EARSHOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/bench.db",
         }
-        with (Path(tmp) / "server.log").open("wb") as log, earshot_server(env, log) as (base_url, _):
+        log_path = args.server_log or Path(tmp) / "server.log"
+        with log_path.open("wb") as log, earshot_server(env, log) as (base_url, _):
             asyncio.run(wait_ready(base_url))
             asyncio.run(run(base_url, chat, args.rounds, args.sessions))
 

@@ -163,6 +163,8 @@ class AgreementStream:
         self._decoding = asyncio.Lock()
         self._finalizes_waiting = 0
         self._task: asyncio.Task[None] | None = None
+        # A final decode started early (`prepare_final`): the buffer's (start, end) and the decode.
+        self._prepared: tuple[int, int, asyncio.Task[Transcript | None]] | None = None
         self._closed = False
 
     async def send(self, audio: Audio) -> None:
@@ -173,6 +175,8 @@ class AgreementStream:
         if len(audio.samples):
             self._chunks.append(audio.samples)
             self._received += len(audio.samples)
+            # The turn went on: an early final decode is of audio that no longer ends it.
+            self._drop_prepared()
         # A running decode loops on to cover whatever arrived meanwhile, so at most one runs at a time.
         idle = self._task is None or self._task.done()
         if idle and self._received - self._decoded_until >= self._step_samples:
@@ -185,6 +189,32 @@ class AgreementStream:
         self._raise_if_failed()
         await self._finalize()
         self._raise_if_failed()
+
+    async def prepare_final(self) -> None:
+        """Start the final decode of the buffer now, in the background; `finalize` takes it if no audio
+        came after it, else it is dropped."""
+        if self._closed or self._results.error is not None or self._received <= self._start:
+            return
+        if self._prepared is not None and self._prepared[:2] == (self._start, self._received):
+            return
+        self._drop_prepared()
+        decode = asyncio.create_task(self._transcribe(self._buffer(), self._options))
+        self._prepared = (self._start, self._received, decode)
+
+    def _take_prepared(self) -> asyncio.Task[Transcript | None] | None:
+        """The early final decode, if it covers exactly the buffer as it is now."""
+        prepared = self._prepared
+        if prepared is None or prepared[:2] != (self._start, self._received):
+            self._drop_prepared()
+            return None
+        self._prepared = None
+        log.debug("final decode of %.2f s: prepared early", (prepared[1] - prepared[0]) / ENGINE_RATE_HZ)
+        return prepared[2]
+
+    def _drop_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared[2].cancel()
 
     async def close(self) -> None:
         """Finalize, then end `results()`; engine failures are reported there, not raised here."""
@@ -202,6 +232,7 @@ class AgreementStream:
     async def abort(self) -> None:
         """End `results()` now: a decode in progress is abandoned and nothing more is decoded."""
         self._closed = True
+        self._drop_prepared()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -225,9 +256,9 @@ class AgreementStream:
                     # Cut at exactly max_buffer_s, however much arrived during the last draft: the phrase's
                     # text then depends on the audio alone.
                     await self._decode(final=True, until=self._start + self._max_buffer_samples)
-                elif self._finalizes_waiting:
-                    # The phrase's full decode is next: a draft of it now would only delay its final text
-                    # (and, on a busy machine, everyone else's).
+                elif self._finalizes_waiting or self._prepared is not None:
+                    # The phrase's full decode is next (or under way): a draft of it now would only delay its
+                    # final text (and, on a busy machine, everyone else's).
                     return
                 else:
                     await self._draft()
@@ -237,7 +268,9 @@ class AgreementStream:
         try:
             async with self._decoding:
                 if self._results.error is None and self._received > self._start:
-                    await self._decode(final=True)
+                    await self._decode(final=True, prepared=self._take_prepared())
+                else:
+                    self._drop_prepared()
                 self._results.put(Flushed())
         finally:
             self._finalizes_waiting -= 1
@@ -276,15 +309,20 @@ class AgreementStream:
         if transcript is not None:
             self._emit_partial([Word(token, 0.0, 0.0) for token in transcript.text.split()], end, draft=True)
 
-    async def _decode(self, final: bool, until: int | None = None) -> None:
-        """Decode the buffer (up to sample `until`), queue what it commits and shows, and trim the committed
-        audio off."""
+    async def _decode(
+        self,
+        final: bool,
+        until: int | None = None,
+        prepared: asyncio.Task[Transcript | None] | None = None,
+    ) -> None:
+        """Decode the buffer (up to sample `until`; or take the `prepared` decode of it), queue what it
+        commits and shows, and trim the committed audio off."""
         samples = self._buffer()
         if until is not None:
             samples = samples[: until - self._start]
         start, end = self._start, self._start + len(samples)
         self._decoded_until = end
-        transcript = await self._transcribe(samples, self._options)
+        transcript = await (prepared or self._transcribe(samples, self._options))
         if transcript is None:
             return
         words = list(transcript.words)

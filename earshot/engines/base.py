@@ -137,6 +137,21 @@ class AbortableStream(Protocol):
         """End `results()` now without finalizing; what was sent is dropped."""
 
 
+@runtime_checkable
+class SpeculativeStream(Protocol):
+    """A stream that can start its final decode early: a pause that may end the turn is the moment."""
+
+    async def prepare_final(self) -> None:
+        """Start decoding what was sent as `finalize` would; a `finalize` with no audio sent after it then
+        takes that decode (done or under way) instead of starting one."""
+
+
+async def prepare_final(stream: EngineStream) -> None:
+    """Let the stream start its final decode now, where it can (nothing happens where it cannot)."""
+    if isinstance(stream, SpeculativeStream):
+        await stream.prepare_final()
+
+
 async def abort_stream(stream: EngineStream) -> None:
     """End a stream whose caller is gone: at once where the engine can, else by closing it."""
     if isinstance(stream, AbortableStream):

@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineError, EngineStream, TranscribeOptions, UpstreamError, abort_stream
+from earshot.engines.base import (
+    EngineError,
+    EngineStream,
+    TranscribeOptions,
+    UpstreamError,
+    abort_stream,
+    prepare_final,
+)
 from earshot.engines.results import EngineResult, Final, Flushed, Partial
 from earshot.routing.gate import ServerBusy
 from earshot.routing.provider import Provider, circuit_open_error
@@ -155,6 +162,15 @@ class FailoverStream:
                 await self._inner.finalize()
             except UpstreamError as e:
                 await self._switch(e)
+
+    async def prepare_final(self) -> None:
+        """Let the current provider start its final decode early, where it can."""
+        async with self._lock:
+            if self._failed is None and self._inner is not None:
+                try:
+                    await prepare_final(self._inner)
+                except UpstreamError as e:
+                    await self._switch(e)
 
     async def close(self) -> None:
         """Finalize and end; `results()` finishes after the last Final."""

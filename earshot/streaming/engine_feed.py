@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from earshot.audio.pcm import ENGINE_RATE_HZ, Audio
-from earshot.engines.base import EngineError, EngineStream, UpstreamError, abort_stream
+from earshot.engines.base import EngineError, EngineStream, UpstreamError, abort_stream, prepare_final
 from earshot.engines.results import Flushed
 from earshot.streaming.events import Error, PhraseEnd, SessionEvent, UtteranceEnd
 from earshot.streaming.stability import TurnText
@@ -62,7 +62,12 @@ class _FinalizeMark:
     """In an engine feed's queue: finalize here."""
 
 
+class _PrepareMark:
+    """In an engine feed's queue: the turn may end here; the stream may start its final decode."""
+
+
 _FINALIZE = _FinalizeMark()
+_PREPARE = _PrepareMark()
 
 
 class EngineFeed:
@@ -88,7 +93,7 @@ class EngineFeed:
         self.failed = False
         self._finalizes_owed = 0
         self._emit = emit
-        self._commands: deque[np.ndarray | _FinalizeMark | None] = deque()
+        self._commands: deque[np.ndarray | _FinalizeMark | _PrepareMark | None] = deque()
         self._queued_samples = 0
         self._queue_limit_samples = round(FEED_QUEUE_LIMIT_S * ENGINE_RATE_HZ)
         self._queue_changed = asyncio.Condition()
@@ -109,7 +114,11 @@ class EngineFeed:
         self._finalizes_owed += 1
         await self._put(_FINALIZE)
 
-    async def _put(self, command: _FinalizeMark | None) -> None:
+    async def prepare_final(self) -> None:
+        """The turn may end with what was sent: let the stream start its final decode (engines that can)."""
+        await self._put(_PREPARE)
+
+    async def _put(self, command: _FinalizeMark | _PrepareMark | None) -> None:
         async with self._queue_changed:
             self._commands.append(command)
             self._queue_changed.notify_all()
@@ -119,7 +128,7 @@ class EngineFeed:
         """Whether audio or a finalize is still queued, or a finalize's results have yet to come."""
         return self._finalizes_owed > 0 or bool(self._commands)
 
-    async def _next_command(self) -> np.ndarray | _FinalizeMark | None:
+    async def _next_command(self) -> np.ndarray | _FinalizeMark | _PrepareMark | None:
         """The next command; audio chunks queued one after another are joined into one."""
         async with self._queue_changed:
             await self._queue_changed.wait_for(lambda: bool(self._commands))
@@ -140,6 +149,8 @@ class EngineFeed:
             try:
                 if isinstance(command, _FinalizeMark):
                     await self.stream.finalize()
+                elif isinstance(command, _PrepareMark):
+                    await prepare_final(self.stream)
                 else:
                     await self.stream.send(Audio(command))
                 self.progress.advance()

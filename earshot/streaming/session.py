@@ -63,6 +63,10 @@ class LiveConfig:
     vad: VadParams | None = field(default_factory=VadParams)
     idle_timeout_s: float = 10.0
     max_duration_s: float = 3600.0
+    # A pause this long may be the end of the turn: the engine starts its final decode then, so the turn's
+    # text is ready about when the VAD ends it (a voice agent answers sooner); the decode is dropped if the
+    # speech goes on. None: the final decode starts when the turn ends.
+    prepare_final_after_ms: int | None = None
 
 
 class SessionClock:
@@ -112,6 +116,8 @@ class LiveSession:
         self._speech_until = 0
         self._phrase_start = 0
         self._turn_start: int | None = None
+        # The last speech sample the engine was asked to prepare a final decode after.
+        self._prepared_after: int | None = None
         self._uncommitted_from = 0
         self._closed = False
         self._closed_emitted = False
@@ -195,6 +201,8 @@ class LiveSession:
                 self._speech_until = window_end
             elif self._turn_start is not None and self._is_phrase_pause(window_end):
                 await self._end_phrase(window_end)
+            elif self._turn_start is not None and self._may_end_turn(window_end):
+                await self._prepare_final(window_end)
             for change in self._turns.feed([float(probability)]):
                 if isinstance(change, TurnStarted):
                     self._emit(SpeechStarted(change.audio_start_ms / 1000))
@@ -204,7 +212,9 @@ class LiveSession:
                 elif isinstance(change, TurnEnded) and self._turn_start is not None:
                     # Padded from where the VAD ended the speech (its hysteresis keeps a fading word in).
                     speech_end = self._sample_at(change.audio_end_ms)
-                    await self._send_until(self._heard_until(window_end, TRAILING_PAD_MS, speech_end))
+                    if self._prepared_after != self._speech_until:
+                        # (A prepared final decode is of the turn as sent: more padding would drop it.)
+                        await self._send_until(self._heard_until(window_end, TRAILING_PAD_MS, speech_end))
                     self._emit(SpeechStopped(change.audio_end_ms / 1000))
                     # What follows the judged window may open the next turn (its prefix padding): where that
                     # may start depends on the audio, not on how much of it the chunk held.
@@ -216,6 +226,25 @@ class LiveSession:
         if phrase_ms >= LONG_PHRASE_MS:
             return paused_ms >= LONG_PHRASE_PAUSE_MS
         return paused_ms >= PHRASE_PAUSE_MS and phrase_ms >= MIN_PHRASE_MS
+
+    def _may_end_turn(self, window_end: int) -> bool:
+        """Whether the pause has grown long enough to prepare the final decode (once per pause)."""
+        after_ms = self.config.prepare_final_after_ms
+        return (
+            after_ms is not None
+            and self._prepared_after != self._speech_until
+            and self._speech_until > self._phrase_start
+            and self._ms(window_end - self._speech_until) >= after_ms
+        )
+
+    async def _prepare_final(self, window_end: int) -> None:
+        """Send the pause so far and let the engine start decoding the turn as if it ended here."""
+        feed = self._feed
+        if feed is None:
+            return
+        await self._send_until(self._heard_until(window_end, TRAILING_PAD_MS))
+        self._prepared_after = self._speech_until
+        await feed.prepare_final()
 
     async def _end_phrase(self, window_end: int) -> None:
         """Flush the turn so far at a pause inside it: its text is final while the person goes on speaking."""

@@ -397,3 +397,38 @@ async def test_phrase_mode_without_pauses_is_made_final_at_max_buffer_s() -> Non
     assert max(engine.decodes) <= 5.0 + 1.0 + 1e-6
     indices = [int(word.word[1:].split("~")[0]) for final in finals for word in final.words]
     assert len(indices) == len(set(indices)), "no word is final twice"
+
+
+# --- a final decode prepared early (a pause that may end the turn) ---
+
+
+def full_decodes(engine: ScriptedEngine) -> list[float]:
+    pairs = zip(engine.decodes, engine.options, strict=True)
+    return [seconds for seconds, options in pairs if not options.draft]
+
+
+async def test_a_prepared_final_decode_is_the_finals_when_the_turn_ends_there() -> None:
+    engine = ScriptedEngine(script(2.5), delay_s=0.05)
+    stream = AgreementStream(engine, TranscribeOptions(), step_s=10.0, commit="phrase")
+    await feed(stream, 0.0, 3.0)
+    await stream.prepare_final()
+    await asyncio.sleep(0.1)  # the decode runs during the pause, before the turn is ended
+    assert full_decodes(engine) == [pytest.approx(3.0)]
+    await stream.finalize()
+    await stream.close()
+    finals = finals_of([result async for result in stream.results()])
+    assert [final.text for final in finals] == [script_text(script(2.5))]
+    assert len(full_decodes(engine)) == 1, "the turn is decoded once: the final is the prepared decode"
+
+
+async def test_a_prepared_final_decode_is_dropped_when_the_speech_goes_on() -> None:
+    engine = ScriptedEngine(script(4.5))
+    stream = AgreementStream(engine, TranscribeOptions(), step_s=10.0, commit="phrase")
+    await feed(stream, 0.0, 3.0)
+    await stream.prepare_final()
+    await feed(stream, 3.0, 5.0)
+    await stream.finalize()
+    await stream.close()
+    finals = finals_of([result async for result in stream.results()])
+    assert [final.text for final in finals] == [script_text(script(4.5))], "the final hears the whole turn"
+    assert full_decodes(engine)[-1] == pytest.approx(5.0)

@@ -45,6 +45,7 @@ class ScriptedStream:
         self.received: list[np.ndarray] = []
         self._results: asyncio.Queue[EngineResult | None] = asyncio.Queue()
         self._finalized_s = 0.0
+        self.prepared_at_s: list[float] = []  # audio received when each early final decode was asked for
 
     @property
     def heard_s(self) -> float:
@@ -60,6 +61,10 @@ class ScriptedStream:
             self._engine.buggy_sends -= 1
             raise KeyError("a bug inside the engine")
         self.received.append(audio.samples)
+
+    async def prepare_final(self) -> None:
+        """Note where the session let the engine start its final decode."""
+        self.prepared_at_s.append(self.heard_s)
 
     async def finalize(self) -> None:
         """A Final with the next scripted text for the audio since the last finalize, then Flushed."""
@@ -146,9 +151,9 @@ def manual_session(
     return LiveSession(engine, TranscribeOptions(), config, clock=clock or FakeClock())
 
 
-def vad_session(engine: Engine) -> LiveSession:
+def vad_session(engine: Engine, prepare_final_after_ms: int | None = None) -> LiveSession:
     """A session at the OpenAI rate (24 kHz) whose turns the server VAD finds."""
-    config = LiveConfig(input_rate_hz=CLIENT_RATE_HZ)
+    config = LiveConfig(input_rate_hz=CLIENT_RATE_HZ, prepare_final_after_ms=prepare_final_after_ms)
     return LiveSession(engine, TranscribeOptions(), config, vad_stream=SileroModel.shared().stream)
 
 
@@ -382,6 +387,33 @@ async def test_speech_pause_speech_makes_two_turns_in_order() -> None:
     assert start_2 == pytest.approx(start_1 + offset_s, abs=0.1)
     assert stop_2 == pytest.approx(stop_1 + offset_s, abs=0.1)
     assert stop_1 < start_2
+
+
+async def test_a_pause_that_may_end_the_turn_starts_its_final_decode_on_what_the_turn_ends_with() -> None:
+    engine = ScriptedEngine(GOFORWARD_TEXT)
+    session = vad_session(engine, prepare_final_after_ms=200)
+    await stream_audio(session, np.concatenate([speech_at_client_rate(), silence(1.0)]), 20)
+    events = await close_and_collect(session)
+    [stream] = engine.streams
+    assert the_one(events, Final).text == GOFORWARD_TEXT
+    # Asked once, in the pause; the turn then ends on exactly that audio, so the decode under way is its text.
+    assert stream.prepared_at_s == [stream.heard_s]
+    assert the_one(events, SpeechStopped).t < the_one(events, Final).end + 0.2
+
+
+async def test_an_early_final_decode_is_asked_again_when_the_speech_goes_on_after_the_pause() -> None:
+    engine = ScriptedEngine("the whole turn")
+    session = vad_session(engine, prepare_final_after_ms=150)
+    speech = speech_at_client_rate()[int(0.4 * CLIENT_RATE_HZ) : int(2.25 * CLIENT_RATE_HZ)]  # the words
+    # A pause of about 250 ms: long enough to prepare at, too short to end the turn (500 ms of silence) or a
+    # phrase (300 ms).
+    await stream_audio(session, np.concatenate([speech, silence(0.2), speech, silence(1.0)]), 20)
+    events = await close_and_collect(session)
+    [turn] = split_turns(events)
+    [stream] = engine.streams
+    assert len(stream.prepared_at_s) == 2 and stream.prepared_at_s[0] < stream.prepared_at_s[1]
+    assert stream.prepared_at_s[-1] == stream.heard_s
+    assert [e.text for e in turn if isinstance(e, Final)] == ["the whole turn"]
 
 
 # --- limits ---

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from earshot.api.live.actions import Action, ChannelAction, Configure, Send
@@ -37,6 +37,10 @@ from earshot.voice.voice_events import (
     TurnRefused,
     VoiceEvent,
 )
+
+# How far into a pause the engine starts the turn's final decode (at most half the silence that ends a
+# turn): the answer then starts about when the VAD ends the turn, not a decode later.
+PREPARE_FINAL_PAUSE_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,13 @@ class ConversationProtocol(RealtimeProtocol):
 
     def opened(self) -> list[Action]:
         return [Send(wire.session("created", self.conversation))]
+
+    def live_config(self) -> LiveConfig:
+        config = super().live_config()
+        if config.vad is None:
+            return config
+        after_ms = min(PREPARE_FINAL_PAUSE_MS, config.vad.silence_duration_ms // 2)
+        return replace(config, prepare_final_after_ms=after_ms)
 
     # --- client events ---
 
