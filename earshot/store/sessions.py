@@ -135,6 +135,24 @@ class SessionRepository:
             await conn.execute(update(SessionRow).where(SessionRow.id == session_id).values(updated_at=now))
         return added
 
+    async def rewrite(self, session_id: str, item: NewItem, now: datetime) -> bool:
+        """Replace a stored message item's content (an answer cut to what was heard); False when the session
+        has no such message."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(SessionItemRow)
+                .where(
+                    SessionItemRow.id == str(item.data["id"]),
+                    SessionItemRow.session_id == session_id,
+                    SessionItemRow.type == item.type,
+                )
+                .values(data=item.data)
+            )
+            if result.rowcount != 1:
+                return False
+            await conn.execute(update(SessionRow).where(SessionRow.id == session_id).values(updated_at=now))
+        return True
+
     async def decide(
         self, session_id: str, approval_id: str, approve: bool, reason: str | None, now: datetime
     ) -> Decision | None:

@@ -97,6 +97,7 @@ class VoiceTurns:
         store: Callable[[list[NewItem]], Awaitable[None]],
         emit: Callable[[VoiceEvent], Awaitable[None]],
         *,
+        rewrite: Callable[[NewItem], Awaitable[None]] | None = None,
         decided: Decided | None = None,
         filler: str = "One moment.",
         filler_after_ms: int = 1500,
@@ -109,6 +110,7 @@ class VoiceTurns:
         self.speak = speak
         self.store = store
         self.emit = emit
+        self.rewrite = rewrite
         self.decided = decided
         self.filler = filler
         self.filler_timer = FillerTimer(filler_after_ms)
@@ -126,6 +128,9 @@ class VoiceTurns:
         # cut it shorter) or when the conversation closes.
         self._cut: SpokenAnswer | None = None
         self._cut_played_ms: int | None = None
+        # The last answer that went out whole, already stored: a client still playing it when the person spoke
+        # over it truncates it, and the stored item is then cut to what was heard.
+        self._spoken: SpokenAnswer | None = None
 
     @property
     def in_flight(self) -> bool:
@@ -137,6 +142,7 @@ class VoiceTurns:
         if self.in_flight:
             return False
         self._stop_filler()
+        self._spoken = None
         generation = self.generation
         task = asyncio.create_task(self._run(generation, opening, list(announce or ())))
         self._response = _Response(generation, task)
@@ -165,11 +171,17 @@ class VoiceTurns:
             await self.emit(ResponseFinished(response.response_id, "cancelled", response.output, usage))
         return True
 
-    def truncate(self, item_id: str, audio_end_ms: int) -> bool:
+    async def truncate(self, item_id: str, audio_end_ms: int) -> bool:
         """The client played only `audio_end_ms` of this item: history keeps what was heard of it."""
-        if self._cut is None or self._cut.item_id != item_id:
+        if self._cut is not None and self._cut.item_id == item_id:
+            self._cut_played_ms = audio_end_ms
+            return True
+        spoken = self._spoken
+        if spoken is None or spoken.item_id != item_id or self.rewrite is None:
             return False
-        self._cut_played_ms = audio_end_ms
+        if audio_end_ms < spoken.audio_ms:
+            self._spoken = None
+            await self.rewrite(assistant_message(item_id, spoken.heard(audio_end_ms)))
         return True
 
     async def close(self) -> None:
@@ -286,6 +298,8 @@ class VoiceTurns:
                             )
                     response.output.append(event.item)
                     await self._out(generation, AnswerDone(brain.response_id, event.item, event.text))
+                    if response.answer is not None and response.answer.with_audio:
+                        self._spoken = response.answer
                     response.answer = None
                 elif isinstance(event, CallReady):
                     response.output.append(event.item)

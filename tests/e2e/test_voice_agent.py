@@ -169,6 +169,10 @@ async def test_a_spoken_question_gets_a_spoken_answer(served: Served, chat: Fake
         assert created["session"]["type"] == "realtime"
         await speak_question(connection)
         await read_until(connection, log, "response.done")
+        # All the answer was sent, but the client played only 700 ms of it before the person spoke again.
+        answer_id = log.of("response.done")[0]["response"]["output"][0]["id"]
+        await connection.conversation.item.truncate(item_id=answer_id, content_index=0, audio_end_ms=700)
+        await read_until(connection, log, "conversation.item.truncated")
     [completed] = log.completed
     assert completed["transcript"] == "Go forward 10 meters."
     [done] = log.of("response.done")
@@ -182,6 +186,8 @@ async def test_a_spoken_question_gets_a_spoken_answer(served: Served, chat: Fake
     assert sent[-1]["content"] == "Go forward 10 meters."
     items = me.sessions.get(session_id)["items"]
     assert [item["type"] for item in items] == ["message", "message"]
+    cut = items[1]["content"][0]["text"]
+    assert cut and ANSWER.startswith(cut) and len(cut) < len(ANSWER), "history holds what was played"
     record = await one_record(served, me.key_id)
     assert record.outcome in ("ok", "client_closed")
     assert record.audio_ms > 2000

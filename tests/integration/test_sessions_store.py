@@ -67,6 +67,25 @@ async def test_items_keep_their_order_across_appends(db: Database) -> None:
     ]
 
 
+async def test_a_message_rewritten_keeps_its_place_and_only_its_own_session_is_touched(db: Database) -> None:
+    sessions = SessionRepository(db)
+    await sessions.create(session("sess_r", "key1"))
+    now = datetime.now(UTC)
+    said = {
+        "id": "i1",
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": "a b"}],
+    }
+    await sessions.append("sess_r", [NewItem("message", said)], now)
+    heard = {**said, "content": [{"type": "output_text", "text": "a"}]}
+    assert await sessions.rewrite("sess_r", NewItem("message", heard), now)
+    assert not await sessions.rewrite("sess_other", NewItem("message", heard), now)
+    assert not await sessions.rewrite("sess_r", NewItem("message", {**heard, "id": "i9"}), now)
+    [item] = await sessions.items("sess_r")
+    assert (item.id, item.position, item.data["content"][0]["text"]) == ("i1", 1, "a")
+
+
 async def test_of_many_racing_decisions_exactly_one_wins_and_all_see_it(db: Database) -> None:
     sessions = SessionRepository(db)
     await sessions.create(session("sess_d", "key1"))

@@ -112,13 +112,25 @@ class Harness:
         self.events: list[VoiceEvent] = []
         self.changed = asyncio.Event()
         self.stored: list[NewItem] = []
+        self.rewritten: list[NewItem] = []
         self.locks = locks or MemoryTurnLocks()
         self.turns = VoiceTurns(
-            "sess_1", self.locks, lambda: brain, fake_speak, self._store, self._emit, lead_ms=10**9, **options
+            "sess_1",
+            self.locks,
+            lambda: brain,
+            fake_speak,
+            self._store,
+            self._emit,
+            rewrite=self._rewrite,
+            lead_ms=10**9,
+            **options,
         )
 
     async def _store(self, items: list[NewItem]) -> None:
         self.stored += items
+
+    async def _rewrite(self, item: NewItem) -> None:
+        self.rewritten.append(item)
 
     async def _emit(self, event: VoiceEvent) -> None:
         self.events.append(event)
@@ -181,9 +193,22 @@ async def test_barge_in_drops_every_later_piece_and_keeps_what_was_heard() -> No
     assert harness.brain.closed, "the chat stream was stopped"
     heard = done[0].output[0]["content"][0]["text"]
     assert heard == "First sentence here."
-    harness.turns.truncate(done[0].output[0]["id"], audio_end_ms=len("Firstsentence") * MS_PER_CHAR)
+    await harness.turns.truncate(done[0].output[0]["id"], audio_end_ms=len("Firstsentence") * MS_PER_CHAR)
     await harness.turns.close()
     assert [item.data["content"][0]["text"] for item in harness.stored] == ["First sentence"]
+
+
+async def test_an_answer_sent_whole_but_played_only_in_part_is_cut_in_history_by_the_truncate() -> None:
+    harness = Harness(FakeBrain("The sky is blue. Grass is green."))
+    harness.turns.respond([])
+    done = await harness.finished()
+    item_id = done.output[0]["id"]
+    # All of it was sent (the client buffers ahead); the person spoke over it while "Grass" played.
+    assert await harness.turns.truncate(item_id, audio_end_ms=len("Theskyisblue.Grass") * MS_PER_CHAR)
+    assert [(item.data["id"], item.data["content"][0]["text"]) for item in harness.rewritten] == [
+        (item_id, "The sky is blue. Grass")
+    ]
+    assert not await harness.turns.truncate("item_unknown", audio_end_ms=0)
 
 
 async def test_a_turn_while_another_holds_the_session_is_refused() -> None:

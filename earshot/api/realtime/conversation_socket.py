@@ -152,6 +152,7 @@ class ConversationSocket(LiveSocket):
             speak,
             self._store,
             self._emit,
+            rewrite=self._rewrite,
             decided=self._decided,
             filler=self.agent.filler,
             filler_after_ms=self.agent.filler_after_ms,
@@ -162,6 +163,10 @@ class ConversationSocket(LiveSocket):
     async def _store(self, items: list[NewItem]) -> None:
         assert self.record is not None
         await self.gateway.sessions.append(self.record.id, items, datetime.now(UTC))
+
+    async def _rewrite(self, item: NewItem) -> None:
+        assert self.record is not None
+        await self.gateway.sessions.rewrite(self.record.id, item, datetime.now(UTC))
 
     async def _emit(self, event: VoiceEvent) -> None:
         try:
@@ -184,7 +189,7 @@ class ConversationSocket(LiveSocket):
         elif isinstance(action, CancelResponse):
             await turns.cancel()
         elif isinstance(action, Truncate):
-            turns.truncate(action.item_id, action.audio_end_ms)
+            await turns.truncate(action.item_id, action.audio_end_ms)
         elif isinstance(action, Reconfigure):
             self.record = dataclasses.replace(
                 record, instructions=action.settings.instructions, tools=action.settings.tools
