@@ -327,6 +327,18 @@ async def test_another_keys_session_is_refused_like_a_missing_one(served: Served
     assert record.outcome == "rejected"
 
 
+async def test_a_key_limited_to_models_uses_the_agents_it_lists_not_the_speech_model(served: Served) -> None:
+    async def first_event(models: list[str]) -> dict[str, Any]:
+        _, key = served.admin.create_key(name="limited", models=models)
+        sdk = AsyncOpenAI(base_url=f"{served.server.base_url}/v1", api_key=key, max_retries=0)
+        async with sdk.realtime.connect(model=AGENT) as connection:
+            return (await connection.recv()).to_dict()
+
+    assert (await first_event([AGENT]))["type"] == "session.created", "the agent brings its own models"
+    refused = await first_event(["whisper-tiny.en"])
+    assert refused["type"] == "error" and refused["error"]["code"] == "model_not_allowed"
+
+
 async def test_attaching_to_a_session_continues_its_conversation(served: Served, chat: FakeChat) -> None:
     me = caller(served)
     session_id = me.sessions.create(chat_model="helper")["id"]

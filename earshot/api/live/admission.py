@@ -57,6 +57,8 @@ class LiveRequest:
     subprotocol: str | None = None
     # The key the client sent in its first message; None: the handshake's (header, query or subprotocol).
     credential: str | None = None
+    # The catalog name the requested model is used for (a voice agent): the key must list that name.
+    granted_by: str | None = None
 
 
 class LiveEndpoint(Protocol):
@@ -128,7 +130,8 @@ async def serve_live(
     socket: LiveRunner | None = None
     place = object()  # what holds this session's live place on its model
     try:
-        chooser = ModelChooser(gateway, admission, live_route.capability)
+        grants = {request.requested_model or "": request.granted_by} if request.granted_by else None
+        chooser = ModelChooser(gateway, admission, live_route.capability, grants)
         try:
             model_id = await _placed(gateway, chooser, chooser(request.requested_model), place)
         except ModelRefused as e:

@@ -13,10 +13,19 @@ from earshot.routing.router import Route
 class ModelChooser:
     """Resolves a session's requested model: it must exist, serve live audio and be allowed for the key."""
 
-    def __init__(self, gateway: Gateway, admission: Admission, capability: str) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        admission: Admission,
+        capability: str,
+        granted_by: dict[str, str] | None = None,
+    ) -> None:
         self._gateway = gateway
         self._admission = admission
         self._capability = capability
+        # A model asked for on behalf of another catalog name (a voice agent's speech model): the key must
+        # list that name instead.
+        self._granted_by = granted_by or {}
         self.route: Route | None = None
         # Once audio has been metered under one model, the session can't move to another.
         self.locked = False
@@ -36,10 +45,10 @@ class ModelChooser:
             raise ModelRefused(
                 "model_not_supported", f"the model {route.model_id!r} does not serve live transcription"
             )
+        grantor = self._granted_by.get(requested or "")
+        names = {grantor} if grantor is not None else router.catalog.names_of(route.model_id)
         try:
-            self._admission.use_model(
-                requested or route.model_id, route, router.catalog.names_of(route.model_id)
-            )
+            self._admission.use_model(grantor or requested or route.model_id, route, names)
         except ModelNotAllowed as e:
             raise ModelRefused("model_not_allowed", str(e)) from e
         self.route = route

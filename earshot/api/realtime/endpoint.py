@@ -101,7 +101,7 @@ async def realtime_transcription(websocket: WebSocket) -> None:
         conversation = ConversationEndpoint(
             websocket, agent_id, agent, websocket.query_params.get("session_id")
         )
-        request = LiveRequest(CONVERSATION_ROUTE, agent.speech_model, subprotocol)
+        request = LiveRequest(CONVERSATION_ROUTE, agent.speech_model, subprotocol, granted_by=agent_id)
         await serve_live(websocket, gateway, request, conversation)
         return
     endpoint = RealtimeEndpoint(websocket, dialect_of(websocket))
