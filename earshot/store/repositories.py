@@ -39,6 +39,11 @@ def _usage(row: RowMapping) -> UsageRecord:
     return UsageRecord(**{name: row[name] for name in UsageRecord.__slots__})
 
 
+def _usage_values(record: UsageRecord) -> dict[str, Any]:
+    """A usage record's columns (its fields are all plain values: no `asdict` deep copy needed)."""
+    return {name: getattr(record, name) for name in UsageRecord.__slots__}
+
+
 class KeyRepository:
     """API key rows."""
 
@@ -81,10 +86,11 @@ class UsageRepository:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    def _insert_once(self, values: dict[str, Any]) -> Any:
-        dialect = postgresql if self.db.backend == "postgresql" else sqlite
-        return dialect.insert(UsageRow).values(**values).on_conflict_do_nothing(index_elements=["id"])
+        dialect = postgresql if db.backend == "postgresql" else sqlite
+        # Built once and executed with each record's values, so SQLAlchemy compiles them once (building a
+        # statement with `.values(...)` per record costs more than the write itself).
+        self._insert_once = dialect.insert(UsageRow).on_conflict_do_nothing(index_elements=["id"])
+        self._insert_running = insert(UsageRow)
 
     async def open_with_debit(self, record: UsageRecord, debit_ms: int) -> Debit | None:
         """Insert a running record and debit its key in one transaction; None if the balance is short."""
@@ -92,8 +98,7 @@ class UsageRepository:
             debit = await _debit(conn, record.key_id, debit_ms)
             if debit is None:
                 return None
-            values = asdict(record)
-            await conn.execute(insert(UsageRow).values(**values))
+            await conn.execute(self._insert_running, _usage_values(record))
             return debit
 
     async def debit(self, record_id: str, key_id: str, debit_ms: int) -> Debit | None:
@@ -145,9 +150,8 @@ class UsageRepository:
 
     async def insert_finished(self, record: UsageRecord) -> bool:
         """Insert a finished record that moved no credit; idempotent on its id."""
-        values = asdict(record)
         async with self.db.write() as conn:
-            result = await conn.execute(self._insert_once(values))
+            result = await conn.execute(self._insert_once, _usage_values(record))
             return bool(result.rowcount == 1)
 
     async def get(self, record_id: str) -> UsageRecord | None:
