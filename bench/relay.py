@@ -430,14 +430,17 @@ def main() -> None:
         except BenchFailed as e:
             log.seek(0)
             sys.exit(f"relay bench failed: {e}\n{log.read().decode(errors='replace')[-3000:]}")
-    setup = (
-        f"earshot: serve --workers {workers}" + (", Redis" if workers > 1 else "") + ", SQLite, one API key;"
-        f" clients: lean HTTP/1.1 on {'uvloop' if _has_uvloop() else 'asyncio'} in the bench process"
-    )
-    assert isinstance(tallies, dict)
-    print_report(tallies, args.clients, setup, litellm_note)
-    if profile_to is not None:
-        print_profile(profile_to)
+        # The servers stop first: a profiled earshot writes its profile as it exits.
+        stack.close()
+        setup = (
+            f"earshot: serve --workers {workers}"
+            + (", Redis" if workers > 1 else "")
+            + ", SQLite, one API key;"
+            f" clients: lean HTTP/1.1 on {'uvloop' if _has_uvloop() else 'asyncio'} in the bench process"
+        )
+        print_report(tallies, args.clients, setup, litellm_note)
+        if profile_to is not None:
+            print_profile(profile_to)
 
 
 def _has_uvloop() -> bool:
