@@ -137,7 +137,7 @@ def _credential(connection: HTTPConnection) -> str | None:
     return credential_from(connection.headers, connection.query_params, subprotocols)
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     """FastAPI dependency: the app's Gateway."""
     gateway: Gateway = request.app.state.gateway
     return gateway

@@ -15,12 +15,15 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from earshot.api.context import Gateway
 from earshot.audio.decode import (
+    MAX_RAW_RATE_HZ,
+    MIN_RAW_RATE_HZ,
     container_blocks,
     encoded_audio_async,
     parse_raw_pcm_content_type,
-    pcm16_blocks,
+    pcm16_audio_async,
 )
 from earshot.audio.pcm import Audio
+from earshot.audio.wav import pcm16_wav_layout
 
 MAX_FORM_FIELDS = 64
 MAX_FIELD_BYTES = 64 * 1024
@@ -153,7 +156,8 @@ async def read_body(request: Request, limit_bytes: int, pace: BodyPace) -> bytes
 async def decode_upload(
     data: bytes, content_type: str | None, max_seconds: float, limiter: asyncio.Semaphore
 ) -> Audio:
-    """Uploaded audio: raw PCM16 where the content type says so (`audio/L16; rate=...`), else any container.
+    """Uploaded audio: raw PCM16 where the content type says so (`audio/L16; rate=...`), a PCM16 WAV from its
+    header, else any container.
 
     It is kept encoded (decoded once to count it, then again by whoever reads it), so a long upload is never
     held whole as samples. Raises the decoder's AudioTooLong, EmptyAudio or AudioDecodeError for the route to
@@ -162,8 +166,20 @@ async def decode_upload(
     raw_format = parse_raw_pcm_content_type(content_type)
     if raw_format is not None:
         rate, channels = raw_format
-        read = partial(pcm16_blocks, data, sample_rate=rate, channels=channels, max_seconds=max_seconds)
-        return await encoded_audio_async(read, limiter=limiter)
+        return await pcm16_audio_async(
+            data, sample_rate=rate, channels=channels, max_seconds=max_seconds, limiter=limiter
+        )
+    wav = pcm16_wav_layout(data)
+    if wav is not None and MIN_RAW_RATE_HZ <= wav.sample_rate <= MAX_RAW_RATE_HZ:
+        # A PCM16 WAV (what the OpenAI SDK sends) is counted from its header: no PyAV.
+        return await pcm16_audio_async(
+            wav.pcm16(data),
+            sample_rate=wav.sample_rate,
+            channels=wav.channels,
+            max_seconds=max_seconds,
+            limiter=limiter,
+            declared_frames=wav.declared_frames,
+        )
     return await encoded_audio_async(
         partial(container_blocks, data, max_seconds=max_seconds), limiter=limiter
     )

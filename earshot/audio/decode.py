@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from earshot.audio.encoded import EncodedAudio
-from earshot.audio.pcm import Audio, StreamResampler, float_to_pcm16, pcm16_to_float
+from earshot.audio.pcm import ENGINE_RATE_HZ, Audio, StreamResampler, float_to_pcm16, pcm16_to_float
 
 AudioT = TypeVar("AudioT", bound=Audio)
 RAW_PCM_TYPES = frozenset({"audio/pcm", "audio/l16", "audio/x-raw", "audio/raw"})
@@ -22,6 +22,8 @@ MIN_RAW_RATE_HZ, MAX_RAW_RATE_HZ = 8_000, 192_000
 MAX_RAW_CHANNELS = 8
 # Raw PCM is resampled a block at a time (a minute at 48 kHz), so no copy of the whole is made to read it.
 RAW_BLOCK_FRAMES = 48_000 * 60
+# Raw PCM up to this size that needs resampling is counted on the event loop (about 3 s at 44.1 kHz stereo).
+INLINE_COUNT_BYTES = 512 * 1024
 _SAMPLE_DTYPES = {"u8": "u1", "s16": "i2", "s32": "i4", "s64": "i8", "flt": "f4", "dbl": "f8"}
 
 
@@ -142,15 +144,10 @@ def decode_audio(data: bytes, *, max_seconds: float | None = None) -> Audio:
 
 
 def pcm16_blocks(
-    data: bytes, *, sample_rate: int, channels: int = 1, max_seconds: float | None = None
+    data: bytes | memoryview, *, sample_rate: int, channels: int = 1, max_seconds: float | None = None
 ) -> Iterator[np.ndarray]:
     """Raw little-endian interleaved PCM16, as engine-rate samples a block at a time."""
-    if not MIN_RAW_RATE_HZ <= sample_rate <= MAX_RAW_RATE_HZ:
-        raise AudioDecodeError(
-            f"raw PCM sample rate must be {MIN_RAW_RATE_HZ}..{MAX_RAW_RATE_HZ} Hz, got {sample_rate}"
-        )
-    if not 1 <= channels <= MAX_RAW_CHANNELS:
-        raise AudioDecodeError(f"raw PCM channels must be 1..{MAX_RAW_CHANNELS}, got {channels}")
+    _check_raw_layout(sample_rate, channels)
     frames = len(data) // (2 * channels)
     if frames == 0:
         raise EmptyAudio()
@@ -161,6 +158,15 @@ def pcm16_blocks(
     for start in range(0, frames * 2 * channels, block_bytes):
         yield resampler.feed(pcm16_to_float(data[start : start + block_bytes], channels))
     yield resampler.flush()
+
+
+def _check_raw_layout(sample_rate: int, channels: int) -> None:
+    if not MIN_RAW_RATE_HZ <= sample_rate <= MAX_RAW_RATE_HZ:
+        raise AudioDecodeError(
+            f"raw PCM sample rate must be {MIN_RAW_RATE_HZ}..{MAX_RAW_RATE_HZ} Hz, got {sample_rate}"
+        )
+    if not 1 <= channels <= MAX_RAW_CHANNELS:
+        raise AudioDecodeError(f"raw PCM channels must be 1..{MAX_RAW_CHANNELS}, got {channels}")
 
 
 def decode_pcm16(
@@ -337,6 +343,40 @@ async def encoded_audio_async(
     worker thread, to count it and to raise what the decoder raises; its samples are decoded again when
     read."""
     audio = await _in_thread(partial(EncodedAudio.counted, read), limiter)
+    if audio.duration_s <= 0:
+        raise EmptyAudio("could not decode audio: the file holds no samples")
+    return audio
+
+
+async def pcm16_audio_async(
+    data: bytes | memoryview,
+    *,
+    sample_rate: int,
+    channels: int = 1,
+    max_seconds: float | None = None,
+    limiter: asyncio.Semaphore | None = None,
+    declared_frames: int = 0,
+) -> EncodedAudio:
+    """Raw PCM16 (or a WAV file's samples) kept as it came, counted by its length where that is exact.
+
+    16 kHz mono is engine PCM already: it is counted by its length and never decoded to be counted. Other
+    rates and layouts are counted by resampling them, on the event loop when small (a thread hop would cost
+    more than the count), else in a worker thread. `declared_frames` is what a header claims: over the limit,
+    the audio is refused on its word, as the container decoder does.
+    """
+    _check_raw_layout(sample_rate, channels)
+    frames = len(data) // (2 * channels)
+    if frames == 0:
+        raise EmptyAudio()
+    if max_seconds is not None and max(frames, declared_frames) / sample_rate > max_seconds:
+        raise AudioTooLong(max_seconds)
+    read = partial(pcm16_blocks, data, sample_rate=sample_rate, channels=channels, max_seconds=max_seconds)
+    if sample_rate == ENGINE_RATE_HZ and channels == 1:
+        return EncodedAudio(read, frames, engine_pcm16=memoryview(data)[: frames * 2])
+    if len(data) <= INLINE_COUNT_BYTES:
+        audio = EncodedAudio.counted(read)
+    else:
+        audio = await _in_thread(partial(EncodedAudio.counted, read), limiter)
     if audio.duration_s <= 0:
         raise EmptyAudio("could not decode audio: the file holds no samples")
     return audio

@@ -23,11 +23,16 @@ class EncodedAudio(Audio):
 
     _read: Callable[[], Iterator[np.ndarray]]
     _length: int
+    _engine_pcm16: memoryview | None
 
-    def __init__(self, read: Callable[[], Iterator[np.ndarray]], length: int) -> None:
+    def __init__(
+        self, read: Callable[[], Iterator[np.ndarray]], length: int, engine_pcm16: memoryview | None = None
+    ) -> None:
         # Audio is a frozen dataclass; this subclass keeps its own attributes and computes `samples`.
         object.__setattr__(self, "_read", read)
         object.__setattr__(self, "_length", length)
+        # The upload's own bytes when they already are engine PCM16 (16 kHz mono): `pcm16` needs no decode.
+        object.__setattr__(self, "_engine_pcm16", engine_pcm16)
 
     @classmethod
     def counted(cls, read: Callable[[], Iterator[np.ndarray]]) -> EncodedAudio:
@@ -44,6 +49,12 @@ class EncodedAudio(Audio):
     def duration_s(self) -> float:
         """Length in seconds, as counted when the audio arrived."""
         return self._length / ENGINE_RATE_HZ
+
+    def pcm16(self) -> bytes:
+        """Little-endian PCM16 at the engine rate: the upload's own samples if it came so, else decoded."""
+        if self._engine_pcm16 is not None:
+            return bytes(self._engine_pcm16)
+        return super().pcm16()
 
     def blocks(self, block_samples: int = BLOCK_SAMPLES) -> Generator[np.ndarray, None, None]:
         """The samples in blocks of `block_samples` (the last may be shorter), decoded as they are read."""

@@ -36,7 +36,7 @@ def float_to_pcm16(samples: np.ndarray) -> bytes:
     return scaled.astype("<i2").tobytes()
 
 
-def pcm16_to_float(data: bytes, channels: int = 1) -> np.ndarray:
+def pcm16_to_float(data: bytes | memoryview, channels: int = 1) -> np.ndarray:
     """Little-endian PCM16 bytes to mono float32, averaging interleaved channels."""
     usable = len(data) - len(data) % (2 * channels)
     ints = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0

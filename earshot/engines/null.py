@@ -14,6 +14,8 @@ class NullEngine:
     """An engine whose every transcript is empty; it costs nothing, so what is measured is earshot."""
 
     language = "en"
+    # It reads no samples, so an upload kept encoded is handed over as it is, never decoded for it.
+    reads_encoded_audio = True
 
     def __init__(self, name: str = "null") -> None:
         self.name = name

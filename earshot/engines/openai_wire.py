@@ -6,7 +6,9 @@ carry the key (`RestTarget`), and in whether they can stream through a Realtime 
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -16,6 +18,7 @@ import httpx
 from earshot.audio.pcm import Audio
 from earshot.engines.agreement import AgreementStream
 from earshot.engines.base import EngineStream, Segment, TranscribeOptions, UpstreamError, base_language
+from earshot.engines.pooled_post import PooledPoster, ReplyUnreadable, direct_route
 from earshot.engines.provider_io import HttpProviderEngine, wav_bytes
 
 # Re-exported: the `/v1/realtime` relay takes the upstream socket's description from here.
@@ -92,6 +95,24 @@ def form_fields(
     return fields
 
 
+def multipart_form(
+    fields: dict[str, str | list[str]], file_field: str, file_name: str, file_type: str, file: bytes
+) -> tuple[str, bytes]:
+    """(content type, body) of a multipart form: the fields (a list is one part per value), then the file."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, values in fields.items():
+        for value in [values] if isinstance(values, str) else values:
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n')
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{file_name}"\r\n'
+        f"Content-Type: {file_type}\r\n\r\n"
+    )
+    parts.append(head)
+    body = b"".join((("".join(parts)).encode(), file, f"\r\n--{boundary}--\r\n".encode()))
+    return f"multipart/form-data; boundary={boundary}", body
+
+
 def segments_of(provider: str, body: Any, duration_s: float) -> list[Segment]:
     """Segments (with their words) from a json or verbose_json reply."""
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
@@ -128,6 +149,10 @@ def segments_of(provider: str, body: Any, duration_s: float) -> list[Segment]:
 class OpenAIWireEngine(HttpProviderEngine):
     """An engine that transcribes through an OpenAI-style `/audio/transcriptions` endpoint."""
 
+    # It reads an upload once, as PCM16 for the WAV it sends: one that came as 16 kHz mono PCM16 is passed
+    # on as it came, never decoded.
+    reads_encoded_audio = True
+
     def __init__(
         self,
         name: str,
@@ -151,11 +176,22 @@ class OpenAIWireEngine(HttpProviderEngine):
         self._realtime = realtime
         self._response_format = response_format
         self._target: RestTarget | None = None
+        self._poster: PooledPoster | None = None
 
     async def start(self) -> None:
-        """Read the key and open the HTTP client."""
+        """Read the key and open the HTTP clients."""
         self._target = self._rest()
         await super().start()
+        if direct_route(self._target.url):
+            # No proxy in the way: one-shot calls take the lean pooled client (httpx stays for the rest).
+            self._poster = PooledPoster(self._spec.timeout_s, self._spec.connect_timeout_s)
+
+    async def stop(self) -> None:
+        """Close the HTTP clients."""
+        if self._poster is not None:
+            self._poster.close()
+            self._poster = None
+        await super().stop()
 
     def realtime_target(self) -> RealtimeTarget | None:
         """The upstream Realtime socket, for engines that stream through one; None otherwise."""
@@ -166,24 +202,47 @@ class OpenAIWireEngine(HttpProviderEngine):
         if self._client is None or self._target is None:
             raise UpstreamError("the engine is not started", transient=True)
         target = self._target
-        files = {"file": ("audio.wav", wav_bytes(audio), "audio/wav")}
         data = form_fields(target, options, self._response_format)
-        headers = target.headers
-        request = self._client.build_request("POST", target.url, headers=headers, data=data, files=files)
+        wav = wav_bytes(audio)
+        if self._poster is not None:
+            body = await self._post_pooled(self._poster, target, data, wav)
+        else:
+            body = await self._post_httpx(self._client, target, data, wav)
+        for segment in segments_of(self.provider, body, audio.duration_s):
+            yield segment
+
+    async def _post_pooled(
+        self, poster: PooledPoster, target: RestTarget, data: dict[str, str | list[str]], wav: bytes
+    ) -> Any:
+        content_type, form = multipart_form(data, "file", "audio.wav", "audio/wav", wav)
+        try:
+            reply = await poster.post(target.url, target.headers, content_type, form)
+        except (OSError, TimeoutError, ReplyUnreadable) as e:
+            raise transport_error(self.provider, e) from e
+        if reply.status >= 400:
+            raise status_error(self.provider, reply.as_httpx())
+        try:
+            return json.loads(reply.body)
+        except ValueError as e:
+            raise transport_error(self.provider, e) from e
+
+    async def _post_httpx(
+        self, client: httpx.AsyncClient, target: RestTarget, data: dict[str, str | list[str]], wav: bytes
+    ) -> Any:
+        files = {"file": ("audio.wav", wav, "audio/wav")}
+        request = client.build_request("POST", target.url, headers=target.headers, data=data, files=files)
         # One body buffer instead of httpx writing the multipart parts in many small pieces.
         request.read()
         try:
-            response = await self._client.send(request)
+            response = await client.send(request)
         except httpx.TransportError as e:
             raise transport_error(self.provider, e) from e
         if response.status_code >= 400:
             raise status_error(self.provider, response)
         try:
-            body = response.json()
+            return response.json()
         except ValueError as e:
             raise transport_error(self.provider, e) from e
-        for segment in segments_of(self.provider, body, audio.duration_s):
-            yield segment
 
     def open_stream(self, options: TranscribeOptions) -> EngineStream:
         """The upstream Realtime socket where there is one, else re-decodes made stable by LocalAgreement."""

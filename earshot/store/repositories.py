@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -37,6 +38,20 @@ def _key(row: RowMapping) -> KeyRecord:
 
 def _usage(row: RowMapping) -> UsageRecord:
     return UsageRecord(**{name: row[name] for name in UsageRecord.__slots__})
+
+
+def _settle(done: asyncio.Future[bool], result: bool = False, error: BaseException | None = None) -> None:
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
+
+
+def _usage_values(record: UsageRecord) -> dict[str, Any]:
+    """A usage record's columns (its fields are all plain values: no `asdict` deep copy needed)."""
+    return {name: getattr(record, name) for name in UsageRecord.__slots__}
 
 
 class KeyRepository:
@@ -81,10 +96,13 @@ class UsageRepository:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    def _insert_once(self, values: dict[str, Any]) -> Any:
-        dialect = postgresql if self.db.backend == "postgresql" else sqlite
-        return dialect.insert(UsageRow).values(**values).on_conflict_do_nothing(index_elements=["id"])
+        dialect = postgresql if db.backend == "postgresql" else sqlite
+        # Built once and executed with each record's values, so SQLAlchemy compiles them once (building a
+        # statement with `.values(...)` per record costs more than the write itself).
+        self._insert_once = dialect.insert(UsageRow).on_conflict_do_nothing(index_elements=["id"])
+        self._insert_running = insert(UsageRow)
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     async def open_with_debit(self, record: UsageRecord, debit_ms: int) -> Debit | None:
         """Insert a running record and debit its key in one transaction; None if the balance is short."""
@@ -92,8 +110,7 @@ class UsageRepository:
             debit = await _debit(conn, record.key_id, debit_ms)
             if debit is None:
                 return None
-            values = asdict(record)
-            await conn.execute(insert(UsageRow).values(**values))
+            await conn.execute(self._insert_running, _usage_values(record))
             return debit
 
     async def debit(self, record_id: str, key_id: str, debit_ms: int) -> Debit | None:
@@ -144,11 +161,44 @@ class UsageRepository:
             return [_usage(row._mapping) for row in (await conn.execute(query)).all()]
 
     async def insert_finished(self, record: UsageRecord) -> bool:
-        """Insert a finished record that moved no credit; idempotent on its id."""
-        values = asdict(record)
+        """Insert a finished record that moved no credit; idempotent on its id (False if it was there).
+
+        Records finished while a write is under way are written together, in one transaction, as soon as it
+        ends (each caller still returns once its own record is stored): under load the store sees one
+        commit for many requests rather than one each.
+        """
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((_usage_values(record), done))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    inserted = await self._insert_all([values for values, _ in batch])
+                except Exception as e:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], error=e)
+                        continue
+                    # One bad record must not fail the others: each is written (or fails) on its own.
+                    for values, done in batch:
+                        try:
+                            _settle(done, (await self._insert_all([values]))[0])
+                        except Exception as each_error:
+                            _settle(done, error=each_error)
+                    continue
+                for (_, done), each in zip(batch, inserted, strict=True):
+                    _settle(done, each)
+        finally:
+            self._flushing = None
+
+    async def _insert_all(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """Insert the rows in one transaction; whether each was new."""
         async with self.db.write() as conn:
-            result = await conn.execute(self._insert_once(values))
-            return bool(result.rowcount == 1)
+            return [(await conn.execute(self._insert_once, row)).rowcount == 1 for row in rows]
 
     async def get(self, record_id: str) -> UsageRecord | None:
         async with self.db.read() as conn:

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningServer, shared_audio, streamed_deltas
+from tests.conftest import RunningServer, shared_audio, streamed_deltas, wait_until
 
 SRT_CUE = re.compile(r"^(\d+)\n(\d{2}:\d{2}:\d{2},\d{3}) --> (\d{2}:\d{2}:\d{2},\d{3})\n(.+)$")
 
@@ -180,8 +180,13 @@ def test_every_request_is_logged_once_without_secrets(client: openai.OpenAI, ser
     marker = "sk-test-secret-do-not-log"
     secret_client = client.with_options(api_key=marker)
     secret_client.audio.transcriptions.create(model="whisper-1", file=shared_audio("fsdd/2_george_0.wav"))
-    lines = [line for line in server.log_text().splitlines() if "route=/v1/audio/transcriptions" in line]
-    assert any("status=200" in line and "audio_s=0.330" in line for line in lines)
+
+    def logged() -> bool:
+        lines = [line for line in server.log_text().splitlines() if "route=/v1/audio/transcriptions" in line]
+        return any("status=200" in line and "audio_s=0.330" in line for line in lines)
+
+    # The line is written once the response has gone out, so it can land a moment after the client has it.
+    wait_until(logged, 5)
     assert marker not in server.log_text()
 
 
