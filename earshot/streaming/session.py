@@ -251,10 +251,12 @@ class LiveSession:
         feed = self._feed
         if feed is None or not feed.turns:
             return
-        # The cut goes mid-pause, so both phrases keep some silence around their words.
-        await self._send_until(
-            self._speech_until + self._sample_at(self._ms(window_end - self._speech_until)) // 2
-        )
+        # The cut goes mid-pause, so both phrases keep some silence around their words (unless a final decode
+        # was prepared on this pause: more audio would drop it).
+        if self._prepared_after != self._speech_until:
+            await self._send_until(
+                self._speech_until + self._sample_at(self._ms(window_end - self._speech_until)) // 2
+            )
         self._phrase_start = self._sent_until
         current = feed.turns[-1]
         current.ends_turn = False

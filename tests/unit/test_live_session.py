@@ -389,9 +389,12 @@ async def test_speech_pause_speech_makes_two_turns_in_order() -> None:
     assert stop_1 < start_2
 
 
-async def test_a_pause_that_may_end_the_turn_starts_its_final_decode_on_what_the_turn_ends_with() -> None:
+@pytest.mark.parametrize("after_ms", [100, 200])
+async def test_a_pause_that_may_end_the_turn_starts_its_final_decode_on_what_the_turn_ends_with(
+    after_ms: int,
+) -> None:
     engine = ScriptedEngine(GOFORWARD_TEXT)
-    session = vad_session(engine, prepare_final_after_ms=200)
+    session = vad_session(engine, prepare_final_after_ms=after_ms)
     await stream_audio(session, np.concatenate([speech_at_client_rate(), silence(1.0)]), 20)
     events = await close_and_collect(session)
     [stream] = engine.streams
