@@ -169,14 +169,17 @@ def median(values: list[float]) -> str:
     return f"{statistics.median(values):.0f}" if values else "-"
 
 
-async def run(base_url: str, chat: FakeChat, rounds: int, sessions: tuple[int, ...]) -> None:
+async def run(
+    base_url: str, chat: FakeChat, rounds: int, sessions: tuple[int, ...], speech_model: str
+) -> None:
     """Print the latency table, then the sessions held."""
     sdk = AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
     await one_round(sdk, chat)  # warm-up: the engines' first call
     turns = [await one_round(sdk, chat) for _ in range(rounds)]
     barges = [await barge_in(sdk, chat) for _ in range(rounds)]
     print(
-        f"\nVoice agent, {rounds} rounds, VAD silence_duration_ms={SILENCE_MS}, fake brain answering at once"
+        f"\nVoice agent ({speech_model}), {rounds} rounds, VAD silence_duration_ms={SILENCE_MS}, "
+        "fake brain answering at once"
     )
     print("| measure                                          | median ms | max ms | target |")
     print("|--------------------------------------------------|----------:|-------:|-------:|")
@@ -204,6 +207,9 @@ def main() -> None:
     parser.add_argument(
         "--max-live", type=int, help="the speech model's max_live_sessions (unset: what it measured at start)"
     )
+    parser.add_argument(
+        "--speech-model", default="whisper-tiny.en", help="the agent's speech model (default whisper-tiny.en)"
+    )
     parser.add_argument("--server-log", type=Path, help="keep the server's log here (default: thrown away)")
     args = parser.parse_args()
     chat = FakeChat()
@@ -216,7 +222,7 @@ def main() -> None:
                     "api_key_env": "BENCH_CHAT_KEY",
                 }
             },
-            "voice_agents": {"assistant": {"chat_model": "helper"}},
+            "voice_agents": {"assistant": {"chat_model": "helper", "speech_model": args.speech_model}},
         }
         if args.max_live is not None:
             catalog["models"] = {
@@ -237,7 +243,7 @@ def main() -> None:
         log_path = args.server_log or Path(tmp) / "server.log"
         with log_path.open("wb") as log, earshot_server(env, log) as (base_url, _):
             asyncio.run(wait_ready(base_url))
-            asyncio.run(run(base_url, chat, args.rounds, args.sessions))
+            asyncio.run(run(base_url, chat, args.rounds, args.sessions, args.speech_model))
 
 
 if __name__ == "__main__":
