@@ -9,14 +9,22 @@ release the index has. Any failure is a `LiteLLMUnavailable` whose message the b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
+
+import httpx
+from serving import server_process
 
 LITELLM_VERSION = "1.110.2"
 MASTER_KEY = "sk-litellm-bench-master"
 INSTALL_TIMEOUT_S = 900
+READY_TIMEOUT_S = 120.0
 # Printed by the venv's python: the proxy extra's requirements, exact pins loosened (the index may lack them).
 _PROXY_REQUIREMENTS = """
 import importlib.metadata, re
@@ -118,3 +126,25 @@ def proxy_env() -> dict[str, str]:
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False")
     env.pop("PYTHONPATH", None)
     return env
+
+
+@contextlib.contextmanager
+def litellm_server(config: Path, log: IO[bytes], workers: int = 1) -> Iterator[tuple[str, int]]:
+    """The proxy with this config on a free port, ready; (its base URL, its pid). Stopped on exit."""
+    litellm = install()
+    command = lambda port: proxy_command(litellm, config, port, workers)  # noqa: E731
+    with server_process(command, log, proxy_env()) as (base_url, process):
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with httpx.Client(base_url=base_url, timeout=5) as client:
+            while True:
+                if process.poll() is not None:
+                    status = process.returncode
+                    raise LiteLLMUnavailable(f"litellm exited with status {status} before it served")
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/health/liveliness").status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    waited = f"{READY_TIMEOUT_S:g} s"
+                    raise LiteLLMUnavailable(f"litellm did not answer /health/liveliness in {waited}")
+                time.sleep(0.2)
+        yield base_url, process.pid

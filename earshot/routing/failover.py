@@ -61,22 +61,26 @@ class ReplayLog:
         self.max_audio_s = max_audio_s
         self.ops: deque[AudioOp | FinalizeOp] = deque()
         self.dropped_s = 0.0
+        # Kept as ops come and go: summed on every send, it cost a live session time growing with its turn.
+        self._audio_s = 0.0
 
     @property
     def audio_s(self) -> float:
         """Seconds of audio held."""
-        return sum(op.audio.duration_s for op in self.ops if isinstance(op, AudioOp))
+        return self._audio_s
 
     def add_audio(self, audio: Audio, start_s: float) -> None:
         """Hold sent audio, dropping the oldest beyond the bound."""
         self.ops.append(AudioOp(audio, start_s))
-        excess_s = self.audio_s - self.max_audio_s
+        self._audio_s += audio.duration_s
+        excess_s = self._audio_s - self.max_audio_s
         while excess_s > 0 and self.ops:
             oldest = self.ops[0]
             if isinstance(oldest, FinalizeOp):
                 break
             self.ops.popleft()
             excess_s -= oldest.audio.duration_s
+            self._audio_s -= oldest.audio.duration_s
             self.dropped_s += oldest.audio.duration_s
 
     def add_finalize(self) -> None:
@@ -93,12 +97,17 @@ class ReplayLog:
                 op = AudioOp(op.audio.slice(end_s - op.start_s, op.audio.duration_s), end_s)
             kept.append(op)
         self.ops = kept
+        self._audio_s = self._held_s()
 
     def flushed(self) -> None:
         """The oldest pending finalize came back flushed: it and the audio before it are done."""
         while self.ops:
             if isinstance(self.ops.popleft(), FinalizeOp):
-                return
+                break
+        self._audio_s = self._held_s()
+
+    def _held_s(self) -> float:
+        return sum(op.audio.duration_s for op in self.ops if isinstance(op, AudioOp))
 
     def start_s(self, default_s: float) -> float:
         """Where replay starts on the stream's clock: the first held audio, else `default_s`."""

@@ -71,6 +71,8 @@ class LiveSocket(ClientSocket):
         self.session = self._new_session(protocol.live_config(), protocol.transcribe_options())
         self._pumps: set[asyncio.Task[None]] = set()
         self._warned_low_credit = False
+        # Checked once: an isinstance against a runtime-checkable Protocol is slow for every append.
+        self._credit_warner = protocol if isinstance(protocol, WarnsOfLowCredit) else None
         self._container: ContainerStream | None = None
         self._waiting_on_engine = False
 
@@ -278,14 +280,15 @@ class LiveSocket(ClientSocket):
             await self._append(pcm16)
 
     async def _warn_if_credits_low(self) -> None:
-        if self._warned_low_credit or not isinstance(self.protocol, WarnsOfLowCredit):
+        warner = self._credit_warner
+        if self._warned_low_credit or warner is None:
             return
         ticket = self.admission.ticket
         threshold_ms = round(self.gateway.accounts.dials.current.credits_low_seconds * 1000)
         if self.gateway.accounts.meter.credits_low(ticket, threshold_ms):
             self._warned_low_credit = True
             seconds_left = (ticket.credit_left_ms or 0) / 1000
-            await self._execute(self.protocol.credits_low(seconds_left), finishing=True)
+            await self._execute(warner.credits_low(seconds_left), finishing=True)
 
     async def _configure(self, action: Configure) -> None:
         if action.model != self._model_id:
