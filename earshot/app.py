@@ -40,7 +40,7 @@ from earshot.dials import DialBoard, Dials
 from earshot.engines.workers import WorkerPool
 from earshot.routing.catalog import Catalog
 from earshot.routing.router import Router
-from earshot.settings import Settings, cpu_count
+from earshot.settings import Settings
 from earshot.store.db import Database
 from earshot.store.repositories import DialRepository, KeyRepository, TranscriptRepository, UsageRepository
 from earshot.store.sessions import SessionRepository
@@ -100,8 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(router.stop)
             app_metrics.watch_models(router)
             decode_limiter = asyncio.Semaphore(settings.decode_concurrency)
-            # One VAD thread per core (up to 4): one thread held a 2-core server to about 300 live sessions.
-            vad = VadRunner(SileroModel.shared, threads=min(4, cpu_count()))
+            vad = VadRunner(SileroModel.shared)
             stack.callback(vad.close)
             chat = ChatModels(catalog)
             stack.push_async_callback(chat.aclose)

@@ -1,16 +1,13 @@
-"""Voice activity detection off the event loop: every session's VAD work runs on VAD threads, in batches.
+"""Voice activity detection off the event loop: every session's VAD work runs on one thread, in batches.
 
-Silero costs about 100 µs per call plus 50-70 µs per 32 ms window on a shared 2-core machine, so about 3 ms
-of CPU per second of a session's audio in 100 ms chunks. Run inline, a few hundred live sessions would spend
-the event loop's time in it; here each loop tick hands all the windows that sessions appended to the VAD
-threads as one job per thread, so inference runs on other cores while the loop serves sockets (onnxruntime
-lets go of the GIL). A session waits for its windows before it sends more: a stream is in one job at a time.
+Silero costs about 40 µs per 32 ms window. Run inline, a thousand live sessions would spend most of the
+event loop's time in it; here each loop tick hands all the windows that sessions appended to one VAD thread
+as a single job, so inference runs on another core while the loop serves sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -22,11 +19,10 @@ _Job = tuple[VadStream, np.ndarray, "asyncio.Future[np.ndarray]"]
 
 
 class VadRunner:
-    """Batches VAD work from many sessions onto a few threads (`threads`, one job each per loop tick)."""
+    """Batches VAD work from many sessions onto one thread."""
 
-    def __init__(self, load_model: Callable[[], SileroModel], threads: int = 2) -> None:
-        self._threads = max(1, threads)
-        self._thread = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="earshot-vad")
+    def __init__(self, load_model: Callable[[], SileroModel]) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="earshot-vad")
         # The model loads on the VAD thread at once, so the first live session doesn't wait for it.
         self._model = self._thread.submit(load_model)
         self._pending: list[_Job] = []
@@ -45,13 +41,12 @@ class VadRunner:
         return await result
 
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending, self._pending = self._pending, []
-        for batch in (pending[index :: self._threads] for index in range(min(self._threads, len(pending)))):
-            work = self._thread.submit(_run, batch)
-            work.add_done_callback(functools.partial(_deliver_on, loop, batch))
+        batch, self._pending = self._pending, []
+        work = self._thread.submit(_run, batch)
+        work.add_done_callback(lambda done: loop.call_soon_threadsafe(_deliver, batch, done))
 
     def close(self) -> None:
-        """Stop the VAD threads once their current batches are done."""
+        """Stop the VAD thread once its current batch is done."""
         self._thread.shutdown(wait=True, cancel_futures=True)
 
 
@@ -80,12 +75,6 @@ def _run(batch: list[_Job]) -> list[np.ndarray | BaseException]:
         except Exception as e:  # handed to the session that asked, on its own future
             results.append(e)
     return results
-
-
-def _deliver_on(
-    loop: asyncio.AbstractEventLoop, batch: list[_Job], done: Future[list[np.ndarray | BaseException]]
-) -> None:
-    loop.call_soon_threadsafe(_deliver, batch, done)
 
 
 def _deliver(batch: list[_Job], done: Future[list[np.ndarray | BaseException]]) -> None:
