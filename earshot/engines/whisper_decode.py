@@ -22,7 +22,9 @@ from earshot.engines.results import Word
 
 log = logging.getLogger(__name__)
 
-# The temperature fallback samples; a fixed seed makes the same audio give the same text every time.
+# The temperature fallback samples. CTranslate2 seeds each of its threads' generators once, at their first
+# sample, so this fixes only where a worker's sequence starts: a decode that falls back can still give other
+# words than the same audio did before, depending on what that worker sampled earlier.
 SAMPLING_SEED = 0
 
 
@@ -102,7 +104,6 @@ def decode_audio(decode: WhisperDecode, samples: np.ndarray, offset_s: float = 0
     )
     if align_after:
         kwargs["word_timestamps"] = False
-    # The temperature fallback samples; a fixed seed makes the same audio give the same text every time.
     ctranslate2.set_random_seed(SAMPLING_SEED)
     encoded = _encoder_outputs(model)
     encoded.keep = align_after
