@@ -64,7 +64,7 @@ from realtime_results import (
     print_table,
 )
 from realtime_step import run_step
-from serving import engine_workers, positive_counts
+from serving import engine_workers, positive_counts, step_search
 
 from earshot.routing.catalog import DEFAULT_MODEL_ID, Catalog
 
@@ -139,20 +139,7 @@ def run_mode(
             print(f"    server log, first traceback:\n{step.server_traceback}", file=sys.stderr, flush=True)
         return step.held
 
-    held, failed = 0, 0
-    for sessions in steps:
-        if not run(sessions):
-            failed = sessions
-            break
-        held = sessions
-    for _ in range(args.refine if failed else 0):
-        middle = (held + failed) // 2
-        if failed - held <= max(1, held // 20) or middle in (held, failed):
-            break
-        if run(middle):
-            held = middle
-        else:
-            failed = middle
+    step_search(run, steps, args.refine)
     return sorted(results, key=lambda step: step.sessions)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import psutil
+from serving import step_search
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
@@ -300,20 +301,7 @@ def run_target(
         time.sleep(SETTLE_S)
         return step.held
 
-    held, failed = 0, 0
-    for sessions in steps:
-        if not run(sessions):
-            failed = sessions
-            break
-        held = sessions
-    for _ in range(refine if failed else 0):
-        middle = (held + failed) // 2
-        if failed - held <= max(1, held // 20) or middle in (held, failed):
-            break
-        if run(middle):
-            held = middle
-        else:
-            failed = middle
+    step_search(run, steps, refine)
     return sorted(results, key=lambda step: step.sessions)
 
 

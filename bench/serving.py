@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -20,6 +20,26 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT_S = 20
+
+
+def step_search(held_at: Callable[[int], bool], steps: Sequence[int], refine: int) -> int:
+    """The largest load held: `steps` upward until one is not held, then up to `refine` bisections between
+    the last held and the first not (stopping within 5 %); each step is tried by `held_at(n)`."""
+    held, failed = 0, 0
+    for sessions in steps:
+        if not held_at(sessions):
+            failed = sessions
+            break
+        held = sessions
+    for _ in range(refine if failed else 0):
+        middle = (held + failed) // 2
+        if failed - held <= max(1, held // 20) or middle in (held, failed):
+            break
+        if held_at(middle):
+            held = middle
+        else:
+            failed = middle
+    return held
 
 
 def free_port() -> int:
