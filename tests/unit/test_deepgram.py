@@ -41,7 +41,7 @@ from earshot.streaming.events import (
     UtteranceEnd,
     Word,
 )
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 LINEAR16 = {"encoding": "linear16", "sample_rate": "16000"}
 

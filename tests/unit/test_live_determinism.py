@@ -13,7 +13,8 @@ from earshot.audio.pcm import Audio, float_to_pcm16
 from earshot.audio.vad import SileroModel
 from earshot.engines.base import Segment, TranscribeOptions
 from earshot.engines.results import EngineResult, Flushed
-from earshot.streaming.session import LiveConfig, LiveSession
+from earshot.streaming.live_config import LiveConfig
+from earshot.streaming.session import LiveSession
 from tests.conftest import shared_audio
 
 # Speech with pauses inside its sentences, so a session cuts it into several phrases.

@@ -27,7 +27,8 @@ from earshot.streaming.events import (
     SpeechStopped,
     UtteranceEnd,
 )
-from earshot.streaming.session import SPEECH_PAD_MS, TRAILING_PAD_MS, LiveConfig, LiveSession
+from earshot.streaming.live_config import LiveConfig
+from earshot.streaming.session import SPEECH_PAD_MS, TRAILING_PAD_MS, LiveSession
 from tests.conftest import shared_audio
 
 CLIENT_RATE_HZ = 24_000

@@ -12,7 +12,7 @@ from earshot.api.live.actions import Action, AppendAudio, CloseSocket, Commit, E
 from earshot.api.managed import wire
 from earshot.api.managed.protocol import ManagedProtocol
 from earshot.streaming.events import Closed, Error, Final, Partial, SpeechStarted, UtteranceEnd, Word
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 
 def protocol(**config: Any) -> ManagedProtocol:

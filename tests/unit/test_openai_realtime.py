@@ -27,7 +27,7 @@ from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16
 from earshot.audio.vad import VadParams
 from earshot.streaming.events import Error, Final, SpeechStarted, SpeechStopped, UtteranceEnd
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 SESSION_ID = "sess_test"
 SERVER_LIMITS = LiveConfig(idle_timeout_s=7.0, max_duration_s=600.0)

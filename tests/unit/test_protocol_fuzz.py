@@ -22,7 +22,7 @@ from earshot.api.realtime.relay import RealtimeRelay
 from earshot.api.realtime.session import RealtimeSettings
 from earshot.engines.realtime_upstream import RealtimeTarget
 from earshot.streaming.events import Error, Final, Partial, SpeechStarted, SpeechStopped, UtteranceEnd, Word
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 REALTIME_TYPES = [
     "session.update",

@@ -18,7 +18,7 @@ from earshot.api.realtime.protocol import RealtimeProtocol
 from earshot.api.realtime.session import RealtimeSettings
 from earshot.audio.pcm import float_to_pcm16, ulaw_to_pcm16
 from earshot.audio.raw import RawAudioReader, RawFormat
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 RATE_HZ = 24_000
 # Message sizes that end mid-frame again and again, as a client cutting a byte stream anywhere would send.

@@ -20,7 +20,7 @@ from earshot.api.realtime.conversation import (
 from earshot.api.realtime.conversation_events import ConversationSettings
 from earshot.api.realtime.session import RealtimeSettings
 from earshot.streaming.events import Final, SpeechStarted, SpeechStopped, UtteranceEnd
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 from earshot.voice.voice_events import (
     AnswerAudio,
     AnswerStarted,

@@ -18,7 +18,7 @@ from earshot.api.deepgram.results import ModelInfo
 from earshot.api.live.actions import Action
 from earshot.api.live.admission import LiveRequest, LiveRoute, LiveRunner, ModelChooser, refuse, serve_live
 from earshot.routing.catalog import ModelNotFound
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 router = APIRouter()
 

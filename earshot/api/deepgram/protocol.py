@@ -45,7 +45,7 @@ from earshot.streaming.events import (
     UtteranceEnd,
     Word,
 )
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 # How the server ends a stream: close code and reason (Deepgram's NET-0001 / DATA-0000 where it has one).
 _CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {

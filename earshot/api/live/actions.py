@@ -12,7 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 from earshot.engines.base import TranscribeOptions
 from earshot.store.records import Outcome
 from earshot.streaming.events import SessionEvent
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from earshot.api.live.models import ModelChooser as ModelChooser
 from earshot.api.live.shell import LiveSocket
 from earshot.routing.capacity import live_busy_message
 from earshot.store.records import Outcome
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from earshot.api.live.watch import SessionWatch
 from earshot.audio.decode import AudioDecodeError, ContainerStream
 from earshot.engines.base import EngineError, TranscribeOptions
 from earshot.store.records import Outcome
-from earshot.streaming.session import Expiry, LiveConfig, LiveSession
+from earshot.streaming.live_config import Expiry, LiveConfig
+from earshot.streaming.session import LiveSession
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from earshot.api.admission import Admission
 from earshot.api.context import Gateway
 from earshot.api.live.actions import EndReason
-from earshot.streaming.session import Expiry
+from earshot.streaming.live_config import Expiry
 
 WATCH_INTERVAL_S = 0.2
 KEY_CHECK_INTERVAL_S = 0.4

@@ -16,7 +16,7 @@ from earshot.api.live.actions import Action
 from earshot.api.live.admission import LiveRequest, LiveRoute, LiveRunner, ModelChooser, refuse, serve_live
 from earshot.api.managed import wire
 from earshot.api.managed.protocol import ManagedProtocol
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 router = APIRouter()
 

@@ -25,7 +25,7 @@ from earshot.audio.raw import RawAudioReader, RawFormat
 from earshot.audio.vad import VadParams
 from earshot.engines.base import TranscribeOptions
 from earshot.streaming.events import Error, Final, Partial, SessionEvent, UtteranceEnd
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 log = logging.getLogger(__name__)
 

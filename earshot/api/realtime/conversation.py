@@ -23,7 +23,7 @@ from earshot.api.realtime.protocol import RealtimeProtocol
 from earshot.audio.raw import RawAudioReader
 from earshot.store.records import NewItem
 from earshot.streaming.events import SessionEvent, SpeechStarted, UtteranceEnd
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 from earshot.voice.conversation import function_call_output, user_message
 from earshot.voice.voice_events import (
     AnswerAudio,

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from earshot.api.live.actions import Action, CloseSocket, EndReason, Send
 from earshot.api.realtime import server_events as events
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 CLOSE_OF_END: dict[EndReason, tuple[int, str]] = {
     "idle_timeout": (1000, "session_idle_timeout"),

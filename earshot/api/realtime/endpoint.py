@@ -22,7 +22,7 @@ from earshot.api.realtime.protocol import RealtimeProtocol
 from earshot.api.realtime.relay_socket import relay_for
 from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.routing.catalog import VoiceAgentSpec
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 router = APIRouter()
 

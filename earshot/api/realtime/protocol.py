@@ -39,7 +39,7 @@ from earshot.api.realtime.session import Dialect, RealtimeSettings
 from earshot.audio.raw import RawAudioReader
 from earshot.engines.base import TranscribeOptions
 from earshot.streaming.events import Error, Final, SessionEvent, SpeechStarted, SpeechStopped, UtteranceEnd
-from earshot.streaming.session import LiveConfig
+from earshot.streaming.live_config import LiveConfig
 
 MIN_COMMIT_MS = 100
 

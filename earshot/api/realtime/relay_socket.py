@@ -30,7 +30,7 @@ from earshot.engines.openai_wire import upstream_realtime_target
 from earshot.engines.realtime_upstream import connect
 from earshot.engines.upstream import closed_error
 from earshot.store.records import Outcome
-from earshot.streaming.session import Expiry, LiveConfig, SessionClock
+from earshot.streaming.live_config import Expiry, LiveConfig, SessionClock
 
 log = logging.getLogger(__name__)
 
