@@ -16,12 +16,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
+from earshot.closing import closing
 from earshot.engines.base import EngineError
 from earshot.routing.gate import ServerBusy
 from earshot.store.records import NewItem
 from earshot.voice.conversation import assistant_message, new_id
+from earshot.voice.playback import Playback
 from earshot.voice.spoken import PCM_BYTES_PER_MS, FillerTimer, SentenceCutter, SpokenAnswer
 from earshot.voice.turn import (
     ApprovalRequested,
@@ -53,7 +55,6 @@ log = logging.getLogger(__name__)
 # barge-in leaves little queued on the client to skip.
 AUDIO_DELTA_MS = 100
 LEAD_MS = 600
-T = TypeVar("T")
 
 
 class Brain(Protocol):
@@ -276,8 +277,8 @@ class VoiceTurns:
         response.response_id = brain.response_id
         await self._out(generation, ResponseStarted(brain.response_id))
         cutter = SentenceCutter()
-        playback = _Playback(self.clock, self.lead_ms)
-        async with _closing(brain.run(opening, announce)) as events:
+        playback = Playback(self.clock, self.lead_ms)
+        async with closing(brain.run(opening, announce)) as events:
             async for event in events:
                 if isinstance(event, AssistantText):
                     answer = response.answer
@@ -328,12 +329,12 @@ class VoiceTurns:
         return waiting
 
     async def _say(
-        self, generation: int, response_id: str, answer: SpokenAnswer, sentence: str, playback: _Playback
+        self, generation: int, response_id: str, answer: SpokenAnswer, sentence: str, playback: Playback
     ) -> None:
         answer.sentence_started(sentence)
         self.characters += len(sentence)
         await self._out(generation, AnswerText(response_id, answer.item_id, sentence + " "))
-        async with _closing(self.speak(sentence)) as audio:
+        async with closing(self.speak(sentence)) as audio:
             async for pcm16 in audio:
                 for start in range(0, len(pcm16), AUDIO_DELTA_MS * PCM_BYTES_PER_MS):
                     chunk = pcm16[start : start + AUDIO_DELTA_MS * PCM_BYTES_PER_MS]
@@ -374,40 +375,7 @@ class VoiceTurns:
         if self.text_only:
             await self._out(generation, AnswerText(response_id, answer.item_id, self.filler))
         else:
-            await self._say(generation, response_id, answer, self.filler, _Playback(self.clock, self.lead_ms))
+            await self._say(generation, response_id, answer, self.filler, Playback(self.clock, self.lead_ms))
         item = assistant_message(answer.item_id, self.filler).data
         await self._out(generation, AnswerDone(response_id, item, self.filler))
         await self._out(generation, ResponseFinished(response_id, "completed", [item], self._usage(None)))
-
-
-@contextlib.asynccontextmanager
-async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    """Close the iterator (a chat stream, a synthesis) however its reading ends."""
-    try:
-        yield iterator
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-class _Playback:
-    """Keeps the audio sent at most `lead_ms` ahead of real time."""
-
-    def __init__(self, clock: Callable[[], float], lead_ms: int) -> None:
-        self.clock = clock
-        self.lead_ms = lead_ms
-        self._started_at: float | None = None
-        self._sent_ms = 0
-
-    def sent(self, ms: int) -> None:
-        if self._started_at is None:
-            self._started_at = self.clock()
-        self._sent_ms += ms
-
-    async def wait_for_room(self) -> None:
-        if self._started_at is None:
-            return
-        ahead_s = (self._sent_ms - self.lead_ms) / 1000 - (self.clock() - self._started_at)
-        if ahead_s > 0:
-            await asyncio.sleep(ahead_s)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,7 +22,8 @@ from earshot.api.transcripts.documents import Document, Paragraph, ParagraphBuil
 from earshot.api.uploads import decode_upload
 from earshot.audio.decode import AudioDecodeError, AudioTooLong, EmptyAudio
 from earshot.audio.pcm import Audio
-from earshot.engines.base import EngineError, Segment, TranscribeOptions, base_language
+from earshot.closing import closing
+from earshot.engines.base import EngineError, TranscribeOptions, base_language
 from earshot.routing.gate import ServerBusy, watching_queue
 from earshot.routing.router import Route
 from earshot.store.records import Outcome, TranscriptRecord
@@ -101,18 +101,6 @@ class _GateReporter:
         if not self.started:
             self.started = True
             self.emit(Started(self.total_time))
-
-
-@asynccontextmanager
-async def _closing(segments: AsyncIterator[Segment]) -> AsyncIterator[AsyncIterator[Segment]]:
-    """Close an engine's segment generator on the way out: when the job is cancelled (the caller left), the
-    engine call stops and its gate slot frees at once, not whenever the generator is collected."""
-    try:
-        yield segments
-    finally:
-        close = getattr(segments, "aclose", None)
-        if close is not None:
-            await close()
 
 
 class TranscriptJob:
@@ -204,7 +192,7 @@ class TranscriptJob:
         reporter = _GateReporter(emit, audio.duration_s)
         segments = self.route.engine.transcribe_segments(audio, options)
         with watching_queue(reporter, self.queue_wait_s):
-            async with _closing(segments) as stream:
+            async with closing(segments) as stream:
                 async for segment in stream:
                     reporter.start()  # where no gate said so (an engine routed without one)
                     paragraphs.add(segment)
