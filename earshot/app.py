@@ -42,8 +42,9 @@ from earshot.routing.catalog import Catalog
 from earshot.routing.router import Router
 from earshot.settings import Settings
 from earshot.store.db import Database
-from earshot.store.repositories import DialRepository, KeyRepository, TranscriptRepository, UsageRepository
+from earshot.store.repositories import DialRepository, KeyRepository, UsageRepository
 from earshot.store.sessions import SessionRepository
+from earshot.store.transcripts import TranscriptRepository
 from earshot.voice.chat import ChatModels
 from earshot.voice.turn_lock import MemoryTurnLocks, RedisTurnLocks
 

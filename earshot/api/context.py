@@ -23,8 +23,8 @@ from earshot.routing.gate import ServerBusy
 from earshot.routing.router import Route, Router
 from earshot.settings import Settings
 from earshot.store.records import KeyRecord
-from earshot.store.repositories import TranscriptRepository
 from earshot.store.sessions import SessionRepository
+from earshot.store.transcripts import TranscriptRepository
 from earshot.streaming.engine_feed import EngineProgress
 from earshot.voice.chat import ChatModels
 from earshot.voice.turn_lock import TurnLocks

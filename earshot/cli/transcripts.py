@@ -14,7 +14,7 @@ from earshot.api.transcripts.documents import Document, ExportFormat, render
 from earshot.cli.accounts import JsonOption, _fail, _run
 from earshot.cli.main import err
 from earshot.store.db import Database
-from earshot.store.repositories import TranscriptRepository
+from earshot.store.transcripts import TranscriptRepository
 
 transcripts_app = typer.Typer(help="List, show, export and delete stored transcripts.", no_args_is_help=True)
 IdArgument = Annotated[str, typer.Argument(help="Transcript id")]

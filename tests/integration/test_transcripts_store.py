@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from earshot.store.db import Database
 from earshot.store.records import TranscriptRecord
-from earshot.store.repositories import TranscriptRepository
+from earshot.store.transcripts import TranscriptRepository
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PARAGRAPHS = ({"speaker_no": 0, "speaker_id": "speaker-0", "start": 0.0, "end": 1.5, "text": "hello"},)
