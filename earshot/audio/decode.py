@@ -373,10 +373,9 @@ async def pcm16_audio_async(
     read = partial(pcm16_blocks, data, sample_rate=sample_rate, channels=channels, max_seconds=max_seconds)
     if sample_rate == ENGINE_RATE_HZ and channels == 1:
         return EncodedAudio(read, frames, engine_pcm16=memoryview(data)[: frames * 2])
-    if len(data) <= INLINE_COUNT_BYTES:
-        audio = EncodedAudio.counted(read)
-    else:
-        audio = await _in_thread(partial(EncodedAudio.counted, read), limiter)
+    if len(data) > INLINE_COUNT_BYTES:
+        return await encoded_audio_async(read, limiter=limiter)
+    audio = EncodedAudio.counted(read)
     if audio.duration_s <= 0:
         raise EmptyAudio("could not decode audio: the file holds no samples")
     return audio

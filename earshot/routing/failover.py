@@ -176,10 +176,7 @@ class FailoverStream:
         """Let the current provider start its final decode early, where it can."""
         async with self._lock:
             if self._failed is None and self._inner is not None:
-                try:
-                    await prepare_final(self._inner)
-                except UpstreamError as e:
-                    await self._switch(e)
+                await prepare_final(self._inner)
 
     async def close(self) -> None:
         """Finalize and end; `results()` finishes after the last Final."""
